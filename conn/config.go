@@ -1,0 +1,217 @@
+package conn
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/flowspread/flowspread/flowaddr"
+	"github.com/flowspread/flowspread/hash"
+)
+
+// DefaultBits is the size of the spread range when Config.Bits or Peer.Bits
+// is zero: 2^10 addresses, as many as fq_codel has queues.
+const DefaultBits = 10
+
+// maxBits bounds the range: Stats keeps a counter per address.
+const maxBits = 20
+
+// Config describes a [FlowSpreadConn]. Both ends of a tunnel must agree on
+// Layout, PermKey, each other's Prefix and Bits, and (for flow-symmetric
+// mapping) the hash key, so that both map a flow to the same address pair.
+type Config struct {
+	// Prefix is this host's spread prefix: an IPv6 prefix routed to this
+	// host, whose addresses become outer source addresses. Traffic to it
+	// must reach the socket: add an AnyIP local route
+	// (`ip -6 route add local PREFIX dev lo`) or use the [Raw] receiver.
+	// The zero Prefix disables source spreading (only destinations are
+	// spread, for peers that have a prefix).
+	Prefix netip.Prefix
+	// Bits is the size of the spread range: 2^Bits addresses of Prefix are
+	// used. Zero means [DefaultBits]. A smaller range bounds what an
+	// observer can count and the state a stateful firewall keeps.
+	Bits int
+	// Layout says where the bucket bits go inside the prefix; see
+	// [flowaddr.Layout]. It applies to the peers' prefixes too.
+	Layout flowaddr.Layout
+	// PermKey keys the permutation from bucket to address; both ends must
+	// use the same one.
+	PermKey [16]byte
+	// Port is the UDP port to bind on [::]. Zero picks a free port.
+	Port uint16
+
+	// Peers are the tunnel's other ends. Datagrams from anywhere else are
+	// dropped and counted. Each peer's Addr must be distinct.
+	Peers []Peer
+
+	// Policy gives the flow hash. Nil means a static SipHash-2-4 keyed
+	// with Key.
+	Policy hash.Policy
+	// Key keys the default SipHash-2-4 policy; ignored when Policy is set.
+	// The zero Key means a random key: flows then map differently at each
+	// end, so replies do not reuse the request's address pair.
+	Key hash.Key
+	// Symmetric hashes the flow-symmetric canonical key
+	// ([flowaddr.Key.Canonical]): with the same hash at both ends, a
+	// request and its reply use the same outer address pair, so a
+	// stateful firewall on the path matches the reply to the request.
+	Symmetric bool
+
+	// Receive selects the receive backend. Nil means [AnyIP].
+	Receive Receive
+	// Transparent sets IPV6_TRANSPARENT instead of IPV6_FREEBIND on the
+	// socket. It needs CAP_NET_ADMIN or CAP_NET_RAW; FREEBIND needs no
+	// capability and is enough with an AnyIP local route.
+	Transparent bool
+	// FlowLabel sets the IPv6 flow label of each outer packet from the
+	// flow hash (RFC 6438), so hops that hash {src, dst, flow label} see
+	// a label that is stable per flow.
+	FlowLabel bool
+	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
+	// turns off UDP receive offload. Both are used only when the kernel
+	// supports them.
+	DisableGSO, DisableGRO bool
+}
+
+// Peer is one other end of the tunnel.
+type Peer struct {
+	// Addr is the peer's canonical address: where unspread datagrams go,
+	// and the address that reads report for every datagram from the peer,
+	// whichever outer source address it came from.
+	Addr netip.AddrPort
+	// Prefix is the peer's spread prefix, whose addresses become outer
+	// destination addresses. The zero Prefix means the peer is not
+	// spread: every datagram goes to Addr.
+	Prefix netip.Prefix
+	// Bits is the size of the peer's spread range, as Config.Bits.
+	Bits int
+}
+
+// Receive selects a receive backend: [AnyIP] or [Raw].
+type Receive interface {
+	receiveBackend()
+}
+
+// AnyIP receives on the UDP socket itself: an AnyIP local route for the
+// prefix (`ip -6 route add local PREFIX dev lo`) makes every address of the
+// prefix local, and IPV6_RECVPKTINFO tells which one a datagram was sent to.
+type AnyIP struct{}
+
+// Raw receives with an AF_PACKET socket on Interface that a BPF filter
+// restricts to UDP datagrams to the prefix and port, for hosts where the
+// prefix is routed to the interface but not made local. It needs
+// CAP_NET_RAW.
+type Raw struct {
+	Interface string
+}
+
+func (AnyIP) receiveBackend() {}
+func (Raw) receiveBackend()   {}
+
+// validate checks cfg and returns it with defaults filled in. Each error
+// says what is wrong and what is expected.
+func (cfg Config) validate() (Config, error) {
+	if cfg.Prefix.IsValid() {
+		if !cfg.Prefix.Addr().Is6() || cfg.Prefix.Addr().Is4In6() {
+			return cfg, fmt.Errorf("conn: Prefix %v is not IPv6: the spread prefix must be an IPv6 prefix routed to this host", cfg.Prefix)
+		}
+		if cfg.Prefix.Addr().Zone() != "" {
+			return cfg, fmt.Errorf("conn: Prefix %v has a zone: the spread prefix must be a global IPv6 prefix", cfg.Prefix)
+		}
+		if cfg.Prefix != cfg.Prefix.Masked() {
+			return cfg, fmt.Errorf("conn: Prefix %v has bits set past its length: did you mean %v?", cfg.Prefix, cfg.Prefix.Masked())
+		}
+		bits, err := rangeBits("Bits", cfg.Bits, cfg.Prefix)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Bits = bits
+	} else if cfg.Prefix != (netip.Prefix{}) {
+		return cfg, fmt.Errorf("conn: Prefix %v is not a valid prefix", cfg.Prefix)
+	} else if cfg.Bits != 0 {
+		return cfg, fmt.Errorf("conn: Bits is %d but Prefix is empty: set the IPv6 prefix to spread over, or leave Bits zero", cfg.Bits)
+	}
+
+	if len(cfg.Peers) == 0 {
+		return cfg, fmt.Errorf("conn: no Peers: list the tunnel's other ends, datagrams from anyone else are dropped")
+	}
+	seen := make(map[netip.AddrPort]int, len(cfg.Peers))
+	peers := make([]Peer, len(cfg.Peers))
+	for i, p := range cfg.Peers {
+		if !p.Addr.IsValid() || p.Addr.Port() == 0 {
+			return cfg, fmt.Errorf("conn: Peers[%d].Addr %v is not an address with a port", i, p.Addr)
+		}
+		if p.Addr.Addr().IsUnspecified() {
+			return cfg, fmt.Errorf("conn: Peers[%d].Addr %v is the unspecified address: give the peer's own address", i, p.Addr)
+		}
+		canon := netip.AddrPortFrom(p.Addr.Addr().Unmap().WithZone(""), p.Addr.Port())
+		if j, dup := seen[canon]; dup {
+			return cfg, fmt.Errorf("conn: Peers[%d] and Peers[%d] have the same Addr %v", j, i, p.Addr)
+		}
+		seen[canon] = i
+		if p.Prefix.IsValid() {
+			if !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
+				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v is not IPv6: a peer's spread prefix must be an IPv6 prefix routed to the peer", i, p.Prefix)
+			}
+			if p.Prefix != p.Prefix.Masked() {
+				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v has bits set past its length: did you mean %v?", i, p.Prefix, p.Prefix.Masked())
+			}
+			if !p.Addr.Addr().Is6() || p.Addr.Addr().Is4In6() {
+				return cfg, fmt.Errorf("conn: Peers[%d] has an IPv6 Prefix %v but an IPv4 Addr %v: spreading needs an IPv6 path to the peer", i, p.Prefix, p.Addr)
+			}
+			bits, err := rangeBits(fmt.Sprintf("Peers[%d].Bits", i), p.Bits, p.Prefix)
+			if err != nil {
+				return cfg, err
+			}
+			p.Bits = bits
+			if cfg.Prefix.IsValid() && cfg.Prefix.Overlaps(p.Prefix) {
+				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v overlaps our Prefix %v: each end needs its own prefix", i, p.Prefix, cfg.Prefix)
+			}
+			for j := range i {
+				if q := peers[j].Prefix; q.IsValid() && q.Overlaps(p.Prefix) {
+					return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v overlaps Peers[%d].Prefix %v: a datagram's source must name one peer", i, p.Prefix, j, q)
+				}
+			}
+		} else if p.Prefix != (netip.Prefix{}) {
+			return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v is not a valid prefix", i, p.Prefix)
+		} else if p.Bits != 0 {
+			return cfg, fmt.Errorf("conn: Peers[%d].Bits is %d but its Prefix is empty: set the peer's prefix, or leave Bits zero", i, p.Bits)
+		}
+		peers[i] = p
+	}
+	cfg.Peers = peers
+
+	switch r := cfg.Receive.(type) {
+	case nil:
+		cfg.Receive = AnyIP{}
+	case AnyIP:
+	case Raw:
+		if r.Interface == "" {
+			return cfg, fmt.Errorf("conn: Raw receive needs an Interface: the name of the link the prefix is routed to")
+		}
+		if !cfg.Prefix.IsValid() {
+			return cfg, fmt.Errorf("conn: Raw receive on %s needs a Prefix: the listener captures datagrams to the prefix", r.Interface)
+		}
+	default:
+		return cfg, fmt.Errorf("conn: unknown Receive %T: use conn.AnyIP{} or conn.Raw{Interface: ...}", r)
+	}
+	return cfg, nil
+}
+
+// rangeBits checks the range size of a prefix and fills in the default.
+func rangeBits(field string, bits int, prefix netip.Prefix) (int, error) {
+	room := 128 - prefix.Bits()
+	if bits == 0 {
+		bits = min(DefaultBits, room)
+	}
+	switch {
+	case bits < 0:
+		return 0, fmt.Errorf("conn: %s is %d: the range has 2^%s addresses, so it must be at least 1", field, bits, field)
+	case room == 0:
+		return 0, fmt.Errorf("conn: prefix %v is a single address: spreading needs a shorter prefix such as a /64", prefix)
+	case bits > room:
+		return 0, fmt.Errorf("conn: %s is %d but prefix %v has only %d host bits", field, bits, prefix, room)
+	case bits > maxBits:
+		return 0, fmt.Errorf("conn: %s is %d: at most %d (1M addresses, 8 MB of per-address counters); fq_codel has 1024 queues, so 10 is plenty", field, bits, maxBits)
+	}
+	return bits, nil
+}

@@ -1,0 +1,274 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/flowspread/flowspread/flowaddr"
+	"github.com/flowspread/flowspread/hash"
+)
+
+// FlowSpreadConn is a UDP [net.PacketConn] that sends each inner flow from
+// its own outer address pair, and reads datagrams from any address of a
+// peer's range as coming from the peer's canonical address.
+//
+// All methods are safe for concurrent use. It deliberately has no
+// SyscallConn or ReadMsgUDP: libraries that find those drive the socket
+// directly and would bypass the spreading.
+type FlowSpreadConn struct {
+	uc        *net.UDPConn
+	rc        syscall.RawConn
+	recv      receiver
+	localAddr *net.UDPAddr
+
+	prefix    netip.Prefix
+	local     *flowaddr.Mapper // nil: no source spreading
+	peers     *peerTable
+	symmetric bool
+	flowLabel bool
+
+	sip     *hash.SipHash24 // the default policy, called directly; nil if policy is set
+	policy  hash.Policy
+	keyBufs sync.Pool // *[flowaddr.KeyLen]byte for policy calls
+	clock   *coarseClock
+
+	snd     sender
+	readers sync.Pool // *[1]Message for the single-datagram reads
+	stats   counters
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+var _ net.PacketConn = (*FlowSpreadConn)(nil)
+
+// Listen opens a FlowSpreadConn: a UDP socket bound to [::]:cfg.Port that
+// may send from any address of cfg.Prefix (IPV6_FREEBIND, or
+// IPV6_TRANSPARENT when cfg.Transparent), and the receive backend that
+// cfg.Receive selects. It probes UDP GSO and GRO and uses them where the
+// kernel has them.
+//
+// The prefix must reach this host: for the default [AnyIP] backend, add the
+// local route `ip -6 route add local PREFIX dev lo` (or call
+// AddLocalRoute); Listen does not check this.
+func Listen(cfg Config) (*FlowSpreadConn, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	c := &FlowSpreadConn{
+		prefix:    cfg.Prefix,
+		symmetric: cfg.Symmetric,
+		flowLabel: cfg.FlowLabel,
+		clock:     newCoarseClock(),
+	}
+	if c.peers, err = newPeerTable(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Prefix.IsValid() {
+		c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{
+			Prefix: cfg.Prefix, Bits: cfg.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("conn: Prefix %v: %w", cfg.Prefix, err)
+		}
+		c.stats.buckets = make([]atomic.Uint64, c.local.Len())
+	}
+	if cfg.Policy != nil {
+		c.policy = cfg.Policy
+		c.keyBufs.New = func() any { return new([flowaddr.KeyLen]byte) }
+	} else {
+		key := cfg.Key
+		if key == (hash.Key{}) {
+			if key, err = hash.NewKey(); err != nil {
+				return nil, fmt.Errorf("conn: make a random hash key: %w", err)
+			}
+		}
+		c.sip = hash.NewSipHash24(key)
+	}
+	c.readers.New = func() any { return new([1]Message) }
+
+	uc, caps, err := openSocket(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.uc = uc
+	c.localAddr = uc.LocalAddr().(*net.UDPAddr)
+	if c.rc, err = uc.SyscallConn(); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("conn: %w", err)
+	}
+	c.snd.init(caps)
+
+	switch r := cfg.Receive.(type) {
+	case Raw:
+		c.recv, err = newRawReceiver(r.Interface, cfg.Prefix, uint16(c.localAddr.Port))
+	default:
+		c.recv, err = newAnyIPReceiver(uc, cfg.DisableGRO)
+	}
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("conn: open the receive backend: %w", err)
+	}
+	return c, nil
+}
+
+// Close closes the socket and the receive backend. Blocked reads and
+// writes return an error that wraps [net.ErrClosed]; so do all later
+// calls. Close is safe to call more than once; later calls return nil.
+func (c *FlowSpreadConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.clock.stop()
+		errRecv := c.recv.close()
+		errSock := c.uc.Close()
+		if errors.Is(errRecv, net.ErrClosed) {
+			errRecv = nil // the backend may close the shared socket itself
+		}
+		if errors.Is(errSock, net.ErrClosed) {
+			errSock = nil
+		}
+		if e := errors.Join(errRecv, errSock); e != nil {
+			err = &net.OpError{Op: "close", Net: "udp", Addr: c.localAddr, Err: e}
+		}
+	})
+	return err
+}
+
+// LocalAddr returns the socket's address: [::] and the bound port.
+func (c *FlowSpreadConn) LocalAddr() net.Addr { return c.localAddr }
+
+// SetDeadline sets the read and write deadlines, as [net.Conn] does.
+func (c *FlowSpreadConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets when blocked and future reads fail with an error
+// whose Timeout method reports true and that wraps
+// [os.ErrDeadlineExceeded]. The zero time means no deadline.
+func (c *FlowSpreadConn) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.opError("set", nil, net.ErrClosed)
+	}
+	if err := c.recv.setReadDeadline(t); err != nil {
+		return c.opError("set", nil, err)
+	}
+	return nil
+}
+
+// SetWriteDeadline sets when blocked and future writes fail with a timeout
+// error. Writes block only while the socket's send buffer is full.
+func (c *FlowSpreadConn) SetWriteDeadline(t time.Time) error {
+	if err := c.uc.SetWriteDeadline(t); err != nil {
+		return c.opError("set", nil, unwrapOp(err))
+	}
+	return nil
+}
+
+// opError wraps err as the net package does for a PacketConn.
+func (c *FlowSpreadConn) opError(op string, addr net.Addr, err error) error {
+	if c.closed.Load() && !errors.Is(err, net.ErrClosed) {
+		err = net.ErrClosed
+	}
+	e := &net.OpError{Op: op, Net: "udp", Err: err}
+	if op == "write" {
+		e.Source, e.Addr = c.localAddr, addr
+	} else {
+		e.Addr = c.localAddr
+	}
+	return e
+}
+
+// unwrapOp returns the cause inside a *net.OpError, so that errors from
+// the net package are not wrapped twice.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Err
+	}
+	return err
+}
+
+// Stats is a snapshot of a conn's counters.
+type Stats struct {
+	// Sent and SentBytes count datagrams (and their payload bytes) handed
+	// to the kernel; SentUnspread counts those sent without a spread
+	// source address (unclassified flows, unknown peers, no Prefix).
+	Sent, SentBytes, SentUnspread uint64
+	// SentPerAddress counts spread datagrams by source address: index b
+	// is the b-th address of our range (bucket b). Nil without a Prefix.
+	SentPerAddress []uint64
+	// GSOSends counts super-datagrams sent with UDP GSO, each carrying
+	// several of the Sent datagrams.
+	GSOSends uint64
+	// SendErrors counts datagrams the kernel refused.
+	SendErrors uint64
+
+	// Received and ReceivedBytes count datagrams delivered to the caller.
+	Received, ReceivedBytes uint64
+	// DroppedForeign counts datagrams from a source that is no peer's
+	// canonical address or spread range (with the peer's port).
+	DroppedForeign uint64
+	// DroppedOutsideRange counts datagrams to an address of our Prefix
+	// outside our spread range: no peer sends there.
+	DroppedOutsideRange uint64
+	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
+	// said to drop (CE on a Not-ECT inner packet, RFC 6040).
+	DroppedECN uint64
+
+	// GSO says UDP GSO is in use for sending: the kernel has it, it was
+	// not disabled, and the kernel has not refused it at run time.
+	GSO bool
+	// GRO says the receive backend coalesces with UDP GRO.
+	GRO bool
+	// BatchRead says the receive backend reads many datagrams per call.
+	BatchRead bool
+}
+
+// counters are the live Stats. Send and receive counters sit on different
+// cache lines, so readers and writers on different cores do not contend.
+type counters struct {
+	sent, sentBytes, sentUnspread, gsoSends, sendErrors atomic.Uint64
+	_                                                   [24]byte
+	received, receivedBytes                             atomic.Uint64
+	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
+	_                                                   [24]byte
+	buckets                                             []atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters. It is safe for concurrent use
+// and allocates the SentPerAddress slice.
+func (c *FlowSpreadConn) Stats() Stats {
+	s := Stats{
+		Sent:                c.stats.sent.Load(),
+		SentBytes:           c.stats.sentBytes.Load(),
+		SentUnspread:        c.stats.sentUnspread.Load(),
+		GSOSends:            c.stats.gsoSends.Load(),
+		SendErrors:          c.stats.sendErrors.Load(),
+		Received:            c.stats.received.Load(),
+		ReceivedBytes:       c.stats.receivedBytes.Load(),
+		DroppedForeign:      c.stats.droppedForeign.Load(),
+		DroppedOutsideRange: c.stats.droppedOutsideRange.Load(),
+		DroppedECN:          c.stats.droppedECN.Load(),
+		GSO:                 c.snd.gsoEnabled(),
+	}
+	if c.stats.buckets != nil {
+		s.SentPerAddress = make([]uint64, len(c.stats.buckets))
+		for i := range c.stats.buckets {
+			s.SentPerAddress[i] = c.stats.buckets[i].Load()
+		}
+	}
+	rc := c.recv.caps()
+	s.GRO, s.BatchRead = rc.GRO, rc.Batch
+	return s
+}

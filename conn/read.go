@@ -1,0 +1,143 @@
+package conn
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/flowspread/flowspread/flowaddr"
+)
+
+// RecvInfo describes a datagram read by [FlowSpreadConn.ReadMsg].
+type RecvInfo struct {
+	// Peer is the sending peer's canonical address (Peer.Addr), whichever
+	// address of its range the datagram came from.
+	Peer netip.AddrPort
+	// OuterSrc and OuterDst are the datagram's outer addresses and ports.
+	OuterSrc, OuterDst netip.AddrPort
+	// ECN is the outer header's ECN codepoint; after decrypting, pass it
+	// with the inner packet to [FlowSpreadConn.Decapsulate].
+	ECN flowaddr.ECN
+}
+
+// ReadBatch reads datagrams into msgs[i].Buf and returns how many it
+// filled. For each, it sets N, Peer (the canonical address of the sending
+// peer), OuterSrc, OuterDst and ECN, and zeroes Flow. It blocks until at
+// least one datagram from a peer arrives, the read deadline passes, or the
+// conn is closed.
+//
+// Datagrams from a source that is no peer's, or to an address of our
+// prefix outside our range, are dropped and counted in [Stats]. To drop
+// them without copying, ReadBatch may swap elements of msgs: the first n
+// hold the datagrams read, and the caller's buffers all stay in msgs.
+//
+// The caller owns every Buf; ReadBatch does not retain them and does not
+// allocate. It is safe for concurrent use.
+func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.closed.Load() {
+			return 0, c.opError("read", nil, net.ErrClosed)
+		}
+		n, err := c.recv.readBatch(msgs)
+		if n > 0 {
+			if kept := c.accept(msgs[:n]); kept > 0 {
+				return kept, nil
+			}
+		}
+		if err != nil {
+			return 0, c.opError("read", nil, unwrapOp(err))
+		}
+	}
+}
+
+// accept keeps the datagrams from peers to our addresses at the front of
+// msgs, fills in their Peer, counts the rest as drops, and returns how
+// many it kept.
+func (c *FlowSpreadConn) accept(msgs []Message) int {
+	kept := 0
+	var bytes uint64
+	for i := range msgs {
+		m := &msgs[i]
+		pi := c.peers.bySource(m.OuterSrc)
+		if pi < 0 {
+			c.stats.droppedForeign.Add(1)
+			continue
+		}
+		if c.local != nil && m.OuterDst.IsValid() {
+			// Datagrams to our other addresses (such as our canonical
+			// one, for unspread traffic) are welcome; inside the prefix
+			// only the spread range is.
+			dst := m.OuterDst.Addr().WithZone("")
+			if c.prefix.Contains(dst) {
+				if _, ok := c.local.BucketOf(dst.As16()); !ok {
+					c.stats.droppedOutsideRange.Add(1)
+					continue
+				}
+			}
+		}
+		m.Peer = c.peers.peers[pi].addr
+		m.Flow = Flow{}
+		bytes += uint64(m.N)
+		if i != kept {
+			msgs[i], msgs[kept] = msgs[kept], msgs[i]
+		}
+		kept++
+	}
+	if kept > 0 {
+		c.stats.received.Add(uint64(kept))
+		c.stats.receivedBytes.Add(bytes)
+	}
+	return kept
+}
+
+// ReadMsg reads one datagram into p and describes it. It blocks like
+// [FlowSpreadConn.ReadBatch]; a datagram longer than p is truncated.
+// It does not retain p and does not allocate.
+func (c *FlowSpreadConn) ReadMsg(p []byte) (int, RecvInfo, error) {
+	one := c.readers.Get().(*[1]Message)
+	one[0] = Message{Buf: p}
+	_, err := c.ReadBatch(one[:])
+	m := &one[0]
+	n, info := m.N, RecvInfo{Peer: m.Peer, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst, ECN: m.ECN}
+	one[0] = Message{}
+	c.readers.Put(one)
+	if err != nil {
+		return 0, RecvInfo{}, err
+	}
+	return n, info, nil
+}
+
+// ReadFromAddrPort reads one datagram into p and returns its length and
+// the canonical address of the peer that sent it. It does not allocate.
+func (c *FlowSpreadConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	n, info, err := c.ReadMsg(p)
+	return n, info.Peer, err
+}
+
+// ReadFrom implements [net.PacketConn]: it reads one datagram into p and
+// returns the sending peer's canonical address as a *[net.UDPAddr].
+// Writing a reply to that address sends it unspread; to spread it, reply
+// with a [FlowAddr]. ReadFrom allocates the address; ReadFromAddrPort
+// does not.
+func (c *FlowSpreadConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, info, err := c.ReadMsg(p)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(info.Peer), nil
+}
+
+// Decapsulate applies the outer ECN codepoint of a received datagram to
+// its decrypted inner packet, as RFC 6040 says: CE on the outer header
+// marks the inner packet CE, in place. It reports drop when the inner
+// packet must be dropped (CE outside on a Not-ECT packet inside) and
+// counts such drops in [Stats]. It does not allocate.
+func (c *FlowSpreadConn) Decapsulate(inner []byte, outer flowaddr.ECN) (drop bool, err error) {
+	drop, err = flowaddr.Decapsulate(inner, outer)
+	if drop {
+		c.stats.droppedECN.Add(1)
+	}
+	return drop, err
+}

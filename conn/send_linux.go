@@ -1,0 +1,329 @@
+package conn
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// sendBatchSize is how many datagrams one sendmmsg call carries.
+	sendBatchSize = 64
+	// maxGSOSegments is the kernel's UDP_MAX_SEGMENTS on every kernel
+	// with UDP GSO (newer ones allow more).
+	maxGSOSegments = 64
+	// maxGSOBytes bounds a super-datagram's payload: one UDP datagram's
+	// length field (65535) less its header, rounded down.
+	maxGSOBytes = 65000
+
+	sizeofPtr   = int(unsafe.Sizeof(uintptr(0)))
+	cmsgHdrLen  = (unix.SizeofCmsghdr + sizeofPtr - 1) &^ (sizeofPtr - 1)
+	pktinfoLen  = unix.SizeofInet6Pktinfo
+	pktinfoSize = cmsgHdrLen + (pktinfoLen+sizeofPtr-1)&^(sizeofPtr-1)
+	intCmsgSize = cmsgHdrLen + (4+sizeofPtr-1)&^(sizeofPtr-1)
+	// ctrlSize reserves room for every control message one datagram can
+	// carry: IPV6_PKTINFO, IPV6_TCLASS (or IP_TOS) and UDP_SEGMENT.
+	ctrlSize  = pktinfoSize + 2*intCmsgSize
+	ctrlWords = (ctrlSize + 7) / 8
+
+	// sockoptFlowinfoSend is IPV6_FLOWINFO_SEND from linux/in6.h: take the
+	// flow label from the destination's sin6_flowinfo.
+	sockoptFlowinfoSend = 33
+)
+
+// sender is the per-conn send state.
+type sender struct {
+	gso     atomic.Bool // UDP GSO usable; cleared for good if the kernel refuses it
+	batches sync.Pool   // *sendBatch
+}
+
+func (s *sender) init(caps socketCaps) {
+	s.gso.Store(caps.gso)
+	s.batches.New = func() any {
+		b := new(sendBatch)
+		b.write = b.sendmmsg // bound once, so RawConn.Write gets no fresh closure per call
+		return b
+	}
+}
+
+func (s *sender) gsoEnabled() bool { return s.gso.Load() }
+
+// sendBatch holds the kernel structures of one sendmmsg call, built in
+// place: a header per datagram or GSO run, an iovec per datagram. A batch
+// is used by one goroutine at a time and reused through a pool, so the hot
+// path does not allocate.
+type sendBatch struct {
+	hdrs  [sendBatchSize]unix.Mmsghdr
+	iovs  [sendBatchSize]unix.Iovec
+	names [sendBatchSize]unix.RawSockaddrInet6
+	ctrl  [sendBatchSize][ctrlWords]uint64 // 8-byte aligned for cmsghdr
+
+	// Per header h: its first datagram, how many datagrams it carries,
+	// their segment size and total length, and whether a later datagram
+	// may still join (none may after a shorter one).
+	first, count, seg, total [sendBatchSize]int
+	open                     [sendBatchSize]bool
+	last                     outerHdr // of the last header
+
+	// Per datagram: payload length and source bucket (-1: unspread).
+	size   [sendBatchSize]int
+	bucket [sendBatchSize]int32
+
+	nhdr, nmsg int
+
+	// State of one sendmmsg loop, for the RawConn callback.
+	sent  int // headers sent
+	errno unix.Errno
+	write func(fd uintptr) bool
+}
+
+func (b *sendBatch) reset() {
+	for i := range b.nmsg {
+		b.iovs[i] = unix.Iovec{} // do not keep the caller's buffers alive
+	}
+	b.nhdr, b.nmsg, b.sent, b.errno = 0, 0, 0, 0
+}
+
+// add appends datagram p with outer headers o. With gso it joins the
+// previous header's run when it can.
+func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
+	i := b.nmsg
+	b.nmsg++
+	b.size[i], b.bucket[i] = len(p), bucket
+	if len(p) > 0 {
+		b.iovs[i].Base = &p[0]
+		b.iovs[i].SetLen(len(p))
+	}
+	if gso && b.nhdr > 0 {
+		h := b.nhdr - 1
+		if b.open[h] && len(p) > 0 && len(p) <= b.seg[h] && b.count[h] < maxGSOSegments &&
+			b.total[h]+len(p) <= maxGSOBytes && b.last == *o {
+			b.count[h]++
+			b.total[h] += len(p)
+			b.open[h] = len(p) == b.seg[h]
+			return
+		}
+	}
+	h := b.nhdr
+	b.nhdr++
+	b.first[h], b.count[h], b.seg[h], b.total[h] = i, 1, len(p), len(p)
+	b.open[h] = len(p) > 0
+	b.last = *o
+
+	sa := &b.names[h]
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: o.dst, Scope_id: o.scope}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], o.port)
+	binary.BigEndian.PutUint32((*[4]byte)(unsafe.Pointer(&sa.Flowinfo))[:], o.label)
+
+	ctrl := b.ctrlBytes(h)
+	n := 0
+	if o.kind == outerSpread {
+		n += putPktinfo(ctrl[n:], &o.src)
+	}
+	if o.ecn != 0 {
+		if o.kind == outerIPv4 {
+			n += putIntCmsg(ctrl[n:], unix.SOL_IP, unix.IP_TOS, int32(o.ecn))
+		} else {
+			n += putIntCmsg(ctrl[n:], unix.SOL_IPV6, unix.IPV6_TCLASS, int32(o.ecn))
+		}
+	}
+	hdr := &b.hdrs[h].Hdr
+	hdr.Name = (*byte)(unsafe.Pointer(sa))
+	hdr.Namelen = unix.SizeofSockaddrInet6
+	hdr.Iov = &b.iovs[i]
+	hdr.Control = nil
+	hdr.SetControllen(n)
+	if n > 0 {
+		hdr.Control = &ctrl[0]
+	}
+}
+
+// finish completes the headers: iovec counts and UDP_SEGMENT for runs.
+func (b *sendBatch) finish() {
+	for h := range b.nhdr {
+		hdr := &b.hdrs[h].Hdr
+		hdr.SetIovlen(b.count[h])
+		if b.count[h] > 1 {
+			ctrl := b.ctrlBytes(h)
+			n := int(hdr.Controllen)
+			n += putU16Cmsg(ctrl[n:], unix.SOL_UDP, unix.UDP_SEGMENT, uint16(b.seg[h]))
+			hdr.Control = &ctrl[0]
+			hdr.SetControllen(n)
+		}
+	}
+}
+
+func (b *sendBatch) ctrlBytes(h int) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&b.ctrl[h][0])), ctrlWords*8)
+}
+
+// sendmmsg is the RawConn write callback: it sends the headers not yet
+// sent, returning false to wait for room in the send buffer.
+func (b *sendBatch) sendmmsg(fd uintptr) bool {
+	for b.sent < b.nhdr {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+			uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.nhdr-b.sent), 0, 0, 0)
+		switch e {
+		case 0:
+			b.sent += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			b.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+func putPktinfo(b []byte, src *[16]byte) int {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_IPV6, unix.IPV6_PKTINFO
+	h.SetLen(cmsgHdrLen + pktinfoLen)
+	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[cmsgHdrLen]))
+	pi.Addr, pi.Ifindex = *src, 0
+	return pktinfoSize
+}
+
+func putIntCmsg(b []byte, level, typ int32, v int32) int {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(cmsgHdrLen + 4)
+	*(*int32)(unsafe.Pointer(&b[cmsgHdrLen])) = v
+	return intCmsgSize
+}
+
+func putU16Cmsg(b []byte, level, typ int32, v uint16) int {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(cmsgHdrLen + 2)
+	*(*uint16)(unsafe.Pointer(&b[cmsgHdrLen])) = v
+	return intCmsgSize
+}
+
+func (c *FlowSpreadConn) writeFlow(p []byte, peer netip.AddrPort, f Flow) error {
+	var o outerHdr
+	bucket, err := c.outerFor(peer, f, &o)
+	if err != nil {
+		return c.opError("write", nil, err)
+	}
+	b := c.snd.batches.Get().(*sendBatch)
+	b.add(p, &o, bucket, false)
+	_, err = c.flush(b, peer)
+	b.reset()
+	c.snd.batches.Put(b)
+	return err
+}
+
+func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
+	b := c.snd.batches.Get().(*sendBatch)
+	defer c.snd.batches.Put(b)
+	done := 0
+	for done < len(msgs) {
+		gso := c.snd.gso.Load()
+		end := min(done+sendBatchSize, len(msgs))
+		var badErr error
+		var o outerHdr
+		for i := done; i < end; i++ {
+			m := &msgs[i]
+			bucket, err := c.outerFor(m.Peer, m.Flow, &o)
+			if err != nil {
+				badErr, end = err, i
+				break
+			}
+			b.add(m.Buf, &o, bucket, gso)
+		}
+		var last netip.AddrPort
+		if end > done {
+			last = msgs[end-1].Peer
+		}
+		sent, err := c.flush(b, last)
+		b.reset()
+		for i := done; i < done+sent; i++ {
+			msgs[i].N = len(msgs[i].Buf)
+		}
+		done += sent
+		switch {
+		case errors.Is(err, errGSORefused):
+			continue // resend the rest without GSO
+		case err != nil:
+			return done, err
+		case badErr != nil:
+			return done, c.opError("write", nil, badErr)
+		}
+	}
+	return done, nil
+}
+
+// errGSORefused tells writeBatch to resend from the first unsent datagram:
+// the kernel refused GSO, and it is now off.
+var errGSORefused = errors.New("conn: the kernel refused UDP GSO")
+
+// flush sends a built batch and counts what was sent. It returns how many
+// datagrams were sent. to names the destination in errors.
+func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
+	if b.nmsg == 0 {
+		return 0, nil
+	}
+	b.finish()
+	err := c.rc.Write(b.write)
+	sent := b.nmsg
+	if b.sent < b.nhdr {
+		sent = b.first[b.sent]
+	}
+	c.count(b, sent)
+	if err != nil {
+		return sent, c.opError("write", udpAddr(to), unwrapOp(err))
+	}
+	if b.errno != 0 {
+		if b.count[b.sent] > 1 && (b.errno == unix.EIO || b.errno == unix.EINVAL || b.errno == unix.EMSGSIZE) {
+			// The kernel refused the super-datagram: no checksum offload
+			// on the device or IPsec on the route (EIO), or a segment
+			// larger than the path MTU (EINVAL; EMSGSIZE since Linux
+			// 6.x). Fall back to plain datagrams for good, since it would
+			// refuse again; a plain datagram that is too large for the
+			// path is fragmented or refused on its own.
+			c.snd.gso.Store(false)
+			return sent, errGSORefused
+		}
+		c.stats.sendErrors.Add(1)
+		return sent, c.opError("write", udpAddr(to), b.errno)
+	}
+	return sent, nil
+}
+
+// count adds the first sent datagrams of b to the stats.
+func (c *FlowSpreadConn) count(b *sendBatch, sent int) {
+	if sent == 0 {
+		return
+	}
+	var bytes, unspread uint64
+	for i := range sent {
+		bytes += uint64(b.size[i])
+		if k := b.bucket[i]; k >= 0 {
+			c.stats.buckets[k].Add(1)
+		} else {
+			unspread++
+		}
+	}
+	var gso uint64
+	for h := 0; h < b.nhdr && b.first[h] < sent; h++ {
+		if b.count[h] > 1 {
+			gso++
+		}
+	}
+	c.stats.sent.Add(uint64(sent))
+	c.stats.sentBytes.Add(bytes)
+	if unspread > 0 {
+		c.stats.sentUnspread.Add(unspread)
+	}
+	if gso > 0 {
+		c.stats.gsoSends.Add(gso)
+	}
+}

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+type socketCaps struct{ gso bool }
+
+// openSocket reports that FlowSpreadConn needs Linux: sending from many
+// source addresses of one socket relies on Linux socket options.
+func openSocket(cfg *Config) (*net.UDPConn, socketCaps, error) {
+	return nil, socketCaps{}, fmt.Errorf("conn: FlowSpreadConn needs Linux (IPV6_FREEBIND and per-datagram IPV6_PKTINFO): %w", errors.ErrUnsupported)
+}

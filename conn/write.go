@@ -1,0 +1,157 @@
+package conn
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/flowspread/flowspread/flowaddr"
+)
+
+var (
+	errBadPeer     = errors.New("conn: destination is not a valid address with a nonzero port")
+	errAddressType = errors.New("conn: unsupported destination address type: use *conn.FlowAddr or *net.UDPAddr")
+)
+
+// WriteTo implements [net.PacketConn]. A *[FlowAddr] destination spreads
+// the datagram by its flow; a *[net.UDPAddr] sends it unspread, from the
+// socket's default source address. It does not retain p.
+func (c *FlowSpreadConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	switch a := addr.(type) {
+	case *FlowAddr:
+		return c.WriteFlow(p, a.Peer, a.Flow)
+	case *net.UDPAddr:
+		return c.WriteFlow(p, a.AddrPort(), Flow{})
+	default:
+		return 0, c.opError("write", addr, errAddressType)
+	}
+}
+
+// WriteFlow sends p to peer as one datagram of flow f: from our range's
+// address for the flow to the peer's range's address for it, with the
+// flow's ECN codepoint (and flow label, if configured) on the outer
+// header. A peer that is not in Config.Peers, or an unclassified f, goes
+// out unspread: from the socket's default source to peer.
+//
+// It blocks only while the send buffer is full, until the write deadline.
+// It is safe for concurrent use, does not retain p, and does not allocate.
+func (c *FlowSpreadConn) WriteFlow(p []byte, peer netip.AddrPort, f Flow) (int, error) {
+	if c.closed.Load() {
+		return 0, c.opError("write", nil, net.ErrClosed)
+	}
+	if err := c.writeFlow(p, peer, f); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteBatch sends msgs[i].Buf to msgs[i].Peer as flow msgs[i].Flow, for
+// each i, as [FlowSpreadConn.WriteFlow] does, with as few system calls as
+// it can: sendmmsg, and UDP GSO for runs of consecutive datagrams of one
+// flow and size (the last may be shorter). It sets msgs[i].N to the
+// length sent.
+//
+// It returns how many messages were sent. On error, that many were sent
+// and msgs[n] was not; the caller may retry from msgs[n+1]. It does not
+// retain the buffers and does not allocate. It is safe for concurrent use.
+func (c *FlowSpreadConn) WriteBatch(msgs []Message) (int, error) {
+	if c.closed.Load() {
+		return 0, c.opError("write", nil, net.ErrClosed)
+	}
+	return c.writeBatch(msgs)
+}
+
+// outerHdr is what one outgoing datagram's outer headers carry beyond its
+// payload. Datagrams with equal outerHdrs and sizes may share one GSO
+// super-datagram.
+type outerHdr struct {
+	dst   [16]byte
+	src   [16]byte // with kind == outerSpread
+	scope uint32
+	label uint32
+	port  uint16
+	ecn   flowaddr.ECN
+	kind  uint8
+}
+
+// Kinds of outerHdr.
+const (
+	outerDefault = iota // IPv6, source chosen by the kernel
+	outerSpread         // IPv6, source from our range (IPV6_PKTINFO)
+	outerIPv4           // an IPv4 peer, as a v4-mapped destination
+)
+
+// outerFor fills o for a datagram of flow f to peer and returns the
+// bucket of its source address, or -1 when it goes out unspread.
+func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr) (int32, error) {
+	if !peer.IsValid() || peer.Port() == 0 {
+		return -1, errBadPeer
+	}
+	addr := peer.Addr()
+	*o = outerHdr{dst: addr.As16(), port: peer.Port(), ecn: f.ECN & 3}
+	if addr.Is4() || addr.Is4In6() {
+		o.kind = outerIPv4
+		return -1, nil
+	}
+	pi := int32(-1)
+	if f.Valid || addr.Zone() != "" {
+		pi = c.peers.byCanonical(peer)
+	}
+	if addr.Zone() != "" {
+		if pi >= 0 {
+			o.scope = c.peers.peers[pi].scope
+		} else {
+			o.scope = zoneIndex(addr.Zone())
+		}
+	}
+	if !f.Valid || pi < 0 {
+		return -1, nil
+	}
+	if m := c.peers.peers[pi].mapper; m != nil {
+		o.dst = m.Addr16(m.Bucket(f.Hash))
+	}
+	if c.flowLabel {
+		o.label = flowLabel(f.Hash)
+	}
+	if c.local == nil {
+		return -1, nil
+	}
+	b := c.local.Bucket(f.Hash)
+	o.src = c.local.Addr16(b)
+	o.kind = outerSpread
+	return int32(b), nil
+}
+
+// flowLabel derives a nonzero 20-bit IPv6 flow label from a flow hash
+// (RFC 6438: the same label for every packet of a flow; zero means none).
+func flowLabel(h uint64) uint32 {
+	l := uint32(h^h>>20^h>>40) & 0xfffff
+	if l == 0 {
+		l = 1
+	}
+	return l
+}
+
+// zoneIndex returns the interface index a zone names, or 0. It allocates;
+// configured peers have theirs looked up once by Listen.
+func zoneIndex(zone string) uint32 {
+	if zone == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n)
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	return 0
+}
+
+// udpAddr returns ap as a net.Addr for an error, or nil.
+func udpAddr(ap netip.AddrPort) net.Addr {
+	if !ap.IsValid() {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(ap)
+}
