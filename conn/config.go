@@ -40,7 +40,10 @@ type Config struct {
 	Port uint16
 
 	// Peers are the tunnel's other ends. Datagrams from anywhere else are
-	// dropped and counted. Each peer's Addr must be distinct.
+	// dropped and counted. Each peer's Addr must be distinct. A peer's
+	// datagrams come either from its canonical Addr (unspread, to any of
+	// our addresses) or from its spread range with its port, to our
+	// spread range: a peer that spreads must know our Prefix.
 	Peers []Peer
 
 	// Policy gives the flow hash. Nil means a static SipHash-2-4 keyed

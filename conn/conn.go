@@ -219,8 +219,9 @@ type Stats struct {
 	// DroppedForeign counts datagrams from a source that is no peer's
 	// canonical address or spread range (with the peer's port).
 	DroppedForeign uint64
-	// DroppedOutsideRange counts datagrams to an address of our Prefix
-	// outside our spread range: no peer sends there.
+	// DroppedOutsideRange counts datagrams from a peer's spread range to
+	// an address of our Prefix outside our spread range: the peer's idea
+	// of our Prefix, Bits, Layout or PermKey differs from ours.
 	DroppedOutsideRange uint64
 	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
 	// said to drop (CE on a Not-ECT inner packet, RFC 6040).

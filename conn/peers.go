@@ -89,12 +89,12 @@ func (t *peerTable) byCanonical(ap netip.AddrPort) int32 {
 }
 
 // bySource returns the index of the peer that an outer source address
-// belongs to, or -1: the peer's canonical address, or an address of the
-// peer's spread range with the peer's port.
-func (t *peerTable) bySource(src netip.AddrPort) int32 {
+// belongs to, or -1: the peer's canonical address, or (spread) an address
+// of the peer's spread range with the peer's port.
+func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	k := keyOf(src)
 	if i, ok := t.byAddr[k]; ok {
-		return i
+		return i, false
 	}
 	a := [16]byte(k[:16])
 	for gi := range t.groups {
@@ -105,14 +105,14 @@ func (t *peerTable) bySource(src netip.AddrPort) int32 {
 		}
 		p := &t.peers[i]
 		if p.port != src.Port() {
-			return -1
+			return -1, false
 		}
 		if _, ok := p.mapper.BucketOf(a); !ok {
-			return -1
+			return -1, false
 		}
-		return i
+		return i, true
 	}
-	return -1
+	return -1, false
 }
 
 // maskBits keeps the first bits bits of a.

@@ -25,8 +25,9 @@ type RecvInfo struct {
 // least one datagram from a peer arrives, the read deadline passes, or the
 // conn is closed.
 //
-// Datagrams from a source that is no peer's, or to an address of our
-// prefix outside our range, are dropped and counted in [Stats]. To drop
+// Datagrams from a source that is no peer's, or from a peer's spread range
+// to an address of our prefix outside our range, are dropped and counted
+// in [Stats]. To drop
 // them without copying, ReadBatch may swap elements of msgs: the first n
 // hold the datagrams read, and the caller's buffers all stay in msgs.
 //
@@ -60,15 +61,17 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 	var bytes uint64
 	for i := range msgs {
 		m := &msgs[i]
-		pi := c.peers.bySource(m.OuterSrc)
+		pi, spread := c.peers.bySource(m.OuterSrc)
 		if pi < 0 {
 			c.stats.droppedForeign.Add(1)
 			continue
 		}
-		if c.local != nil && m.OuterDst.IsValid() {
-			// Datagrams to our other addresses (such as our canonical
-			// one, for unspread traffic) are welcome; inside the prefix
-			// only the spread range is.
+		if spread && c.local != nil && m.OuterDst.IsValid() {
+			// A peer spreading its sources spreads its destinations over
+			// our range too, so a spread datagram to another address of
+			// our prefix is not from a peer that agrees with our
+			// configuration. Unspread datagrams, from the peer's canonical
+			// address, go to our canonical address, wherever it is.
 			dst := m.OuterDst.Addr().WithZone("")
 			if c.prefix.Contains(dst) {
 				if _, ok := c.local.BucketOf(dst.As16()); !ok {

@@ -56,10 +56,13 @@ func endA(t testing.TB, ns *testutil.Netns, cfg conn.Config) *conn.FlowSpreadCon
 	return listenIn(t, ns, cfg)
 }
 
-// outsideRange returns an address of p that m does not use.
+// outsideRange returns an address of p that m does not use, far from the
+// low addresses (such as the canonical ::1).
 func outsideRange(t testing.TB, m *flowaddr.Mapper, p netip.Prefix) netip.Addr {
 	t.Helper()
-	a := p.Addr()
+	a16 := p.Addr().As16()
+	a16[8], a16[15] = 0x12, 0x34
+	a := netip.AddrFrom16(a16)
 	for range 1 << 16 {
 		a = a.Next()
 		if _, ok := m.BucketOf(a.As16()); !ok {
@@ -92,7 +95,8 @@ func TestReadMapsPeers(t *testing.T) {
 	}{
 		{"peer canonical to our range", canonB, inRangeA, kept},
 		{"peer range to our range", netip.AddrPortFrom(inRangeB, portB), inRangeA, kept},
-		{"peer range to our canonical", netip.AddrPortFrom(inRangeB, portB), canonA, kept},
+		{"peer canonical to our canonical", canonB, canonA, kept},
+		{"peer canonical to our prefix outside our range", canonB, netip.AddrPortFrom(outsideRange(t, ma, prefixA), portA), kept},
 		{"peer range to our non-prefix address", netip.AddrPortFrom(inRangeB, portB), netip.MustParseAddrPort("[::1]:51820"), kept},
 		{"peer range, wrong port", netip.AddrPortFrom(inRangeB, 9999), inRangeA, foreign},
 		{"peer prefix outside its range", netip.AddrPortFrom(outsideRange(t, mb, prefixB), portB), inRangeA, foreign},
