@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"encoding/binary"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -14,8 +15,16 @@ func nextCmsg(b []byte) (level, typ int32, data, rest []byte, ok bool) {
 	if len(b) < unix.SizeofCmsghdr {
 		return 0, 0, nil, nil, false
 	}
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	l := uint64(h.Len)
+	// Read the header field by field: b need not be aligned.
+	var l uint64
+	const lenSize = unsafe.Sizeof(unix.Cmsghdr{}.Len)
+	if lenSize == 8 {
+		l = binary.NativeEndian.Uint64(b)
+	} else {
+		l = uint64(binary.NativeEndian.Uint32(b))
+	}
+	level = int32(binary.NativeEndian.Uint32(b[lenSize:]))
+	typ = int32(binary.NativeEndian.Uint32(b[lenSize+4:]))
 	if l < unix.SizeofCmsghdr || l > uint64(len(b)) {
 		return 0, 0, nil, nil, false
 	}
@@ -23,7 +32,7 @@ func nextCmsg(b []byte) (level, typ int32, data, rest []byte, ok bool) {
 	if next := uint64(cmsgAlign(int(l))); next < uint64(len(b)) {
 		rest = b[next:]
 	}
-	return h.Level, h.Type, data, rest, true
+	return level, typ, data, rest, true
 }
 
 // cmsgAlign rounds n up to the alignment of control messages (the size of
