@@ -49,6 +49,11 @@ func TestDiagnoseAnyIPLocalRoute(t *testing.T) {
 	if r.Blocking() {
 		t.Errorf("blocks with the route in place:\n%s", r)
 	}
+	// Whether an rpfilter is available depends on the kernel; either way
+	// the finding is there and says what it looked at.
+	if f, ok := r.Find(CheckRPFilter); !ok || f.Severity > Info || !strings.Contains(f.Detail, "rp") {
+		t.Errorf("reverse path filter finding %+v (found %v), want ok or info", f, ok)
+	}
 }
 
 func TestDiagnosePartialLocalRoute(t *testing.T) {
@@ -182,5 +187,10 @@ func TestReportString(t *testing.T) {
 	}
 	if (Report{Findings: r.Findings[1:]}).Blocking() {
 		t.Error("Blocking() true without a Block finding")
+	}
+	for s, want := range map[Severity]string{OK: "ok", Info: "info", Warn: "warn", Block: "BLOCK", 9: "severity(9)"} {
+		if s.String() != want {
+			t.Errorf("Severity(%d).String() = %q, want %q", s, s.String(), want)
+		}
 	}
 }
