@@ -461,3 +461,84 @@ func TestAnyIPReadBatchDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiversConcurrentReaders reads with two goroutines at once: every
+// datagram arrives exactly once, and the race detector sees no race.
+func TestReceiversConcurrentReaders(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		open func(t *testing.T) (receiver, func(p []byte))
+	}{
+		{"anyip", func(t *testing.T) (receiver, func(p []byte)) {
+			ns := anyIPNetns(t)
+			r, port := newTestAnyIP(t, ns, false)
+			send := dialUDP(t, ns, netip.AddrPortFrom(testSender, 0), netip.AddrPortFrom(addrInPrefix(testPrefix, 1), port))
+			return r, func(p []byte) { send.Write(p) }
+		}},
+		{"raw", func(t *testing.T) (receiver, func(p []byte)) {
+			topo := newRawTopology(t)
+			r := topo.receiver(t)
+			send := dialUDP(t, topo.a, netip.AddrPortFrom(topo.aAddr, 0), netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), testPort))
+			return r, func(p []byte) { send.Write(p) }
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, send := tt.open(t)
+			const count = 400
+			r.setReadDeadline(time.Now().Add(10 * time.Second))
+			seen := make(chan int, count)
+			errc := make(chan error, 2)
+			for range 2 {
+				go func() {
+					msgs := makeMsgs(8, 1500)
+					for {
+						n, err := r.readBatch(msgs)
+						if err != nil {
+							errc <- err
+							return
+						}
+						for _, m := range msgs[:n] {
+							seen <- int(binary.BigEndian.Uint32(m.Buf))
+						}
+					}
+				}()
+			}
+			var p [64]byte
+			got := make(map[int]bool)
+			for i := range count {
+				binary.BigEndian.PutUint32(p[:], uint32(i))
+				send(p[:])
+				if i%32 == 31 { // pace the sender so no buffer overflows
+					for len(got) < i+1 {
+						select {
+						case k := <-seen:
+							if got[k] {
+								t.Fatalf("datagram %d read twice", k)
+							}
+							got[k] = true
+						case err := <-errc:
+							t.Fatalf("after %d datagrams: %v", len(got), err)
+						}
+					}
+				}
+			}
+			for len(got) < count {
+				select {
+				case k := <-seen:
+					if got[k] {
+						t.Fatalf("datagram %d read twice", k)
+					}
+					got[k] = true
+				case err := <-errc:
+					t.Fatalf("after %d datagrams: %v", len(got), err)
+				}
+			}
+			r.close()
+			for range 2 {
+				if err := <-errc; !errors.Is(err, net.ErrClosed) {
+					t.Errorf("reader ended with %v, want net.ErrClosed", err)
+				}
+			}
+		})
+	}
+}
