@@ -79,10 +79,14 @@ type PeriodicConfig struct {
 // keeps busy slots from bouncing between CPU caches.
 //
 // Bounds: a flow keeps an old mapping at most until the next rotation, one
-// Period; it moves at most once per rotation; and a flow that never pauses
-// moves at every second rotation (it holds the mapping of epoch e through
-// epoch e+1, then takes that of e+2), so no mapping lives longer than two
-// Periods. A flow idle at a rotation moves at once.
+// Period, and never returns to a mapping it has left. A flow idle at a
+// rotation moves at once. A flow that never pauses moves at every second
+// rotation (it holds the mapping of epoch e through epoch e+1, then takes
+// that of e+2), so no mapping lives longer than two Periods. A flow moves
+// at most once per rotation, except through a slot collision: a flow held
+// on epoch e-1's mapping through epoch e whose epoch-e slot is kept busy by
+// another flow takes epoch e's mapping at the next rotation and moves again
+// once that slot idles.
 //
 // Each end decides the handover from the packets it sends itself. A flow
 // busy in both directions, or idle in both, is handed over alike at both
