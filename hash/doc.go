@@ -51,9 +51,7 @@
 //
 // # Allocation
 //
-// Hashers and policies do not allocate. Go cannot see through an interface
-// call, so a byte slice passed to [Hasher.Sum64] or [Policy.FlowHash]
-// through the interface escapes to the heap: hash from a buffer you reuse
-// (for example a per-batch scratch array), not from a fresh local array,
-// or that array is allocated on every call.
+// Hashers and policies do not allocate. They take the flow key's bytes as
+// an [Input] array by value: Go cannot see through an interface call, so a
+// slice passed through one would escape to the heap on every packet.
 package hash

@@ -18,7 +18,7 @@ func ExampleNewSipHash24() {
 		return
 	}
 	msg := []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
-	fmt.Printf("%016x\n", hash.NewSipHash24(key).Sum64(msg))
+	fmt.Printf("%016x\n", hash.NewSipHash24(key).Sum(msg))
 	// Output: a129ca6149be45e5
 }
 
@@ -52,7 +52,7 @@ func ExampleNewPeriodic() {
 
 	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixNano()
 	fmt.Println("epoch", client.Epoch(now))
-	fmt.Println("same hash at both ends:", client.FlowHash(rb[:], now) == server.FlowHash(pb[:], now))
+	fmt.Println("same hash at both ends:", client.FlowHash(rb, now) == server.FlowHash(pb, now))
 	// Output:
 	// epoch 482148
 	// same hash at both ends: true
@@ -74,12 +74,12 @@ func ExamplePeriodic_handover() {
 	rotation := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixNano()
 	ms := int64(time.Millisecond)
 
-	before := p.FlowHash(b[:], rotation-100*ms)
-	during := p.FlowHash(b[:], rotation+100*ms) // 200 ms later: still busy
-	after := p.FlowHash(b[:], rotation+3000*ms) // after a 2.9 s pause
+	before := p.FlowHash(b, rotation-100*ms)
+	during := p.FlowHash(b, rotation+100*ms) // 200 ms later: still busy
+	after := p.FlowHash(b, rotation+3000*ms) // after a 2.9 s pause
 	fmt.Println("kept across the rotation:", during == before)
 	fmt.Println("moved after the pause:", after != before)
-	fmt.Println("now on the new epoch's mapping:", after == p.EpochHasher(p.Epoch(rotation)).Sum64(b[:]))
+	fmt.Println("now on the new epoch's mapping:", after == p.EpochHasher(p.Epoch(rotation)).Sum64(b))
 	// Output:
 	// kept across the rotation: true
 	// moved after the pause: true

@@ -227,27 +227,27 @@ func (p *Periodic) EpochKey(e uint64) Key {
 }
 
 // EpochHasher returns a new Hasher for epoch e: the configured NewHasher
-// applied to [Periodic.EpochKey]. Without handover, FlowHash(p, now)
-// equals EpochHasher(Epoch(now)).Sum64(p); tools that map recorded
+// applied to [Periodic.EpochKey]. Without handover, FlowHash(in, now)
+// equals EpochHasher(Epoch(now)).Sum64(in); tools that map recorded
 // traffic use it. It allocates.
 func (p *Periodic) EpochHasher(e uint64) Hasher { return p.newHasher(p.EpochKey(e)) }
 
-// FlowHash returns the hash the flow whose key bytes are b uses at now
-// (Unix nanoseconds): the current epoch's, or the previous epoch's while
-// the flow stays busy across a rotation, see "Handover".
+// FlowHash returns the hash at now (Unix nanoseconds) of the flow whose
+// key's binary form is in: the current epoch's, or the previous epoch's
+// while the flow stays busy across a rotation, see "Handover".
 //
 // It records the flow's activity, so call it once per packet sent, with
-// non-decreasing times per flow. It does not retain b and does not
-// allocate, except at a rotation (a new epoch's table, once per Period).
-func (p *Periodic) FlowHash(b []byte, now int64) uint64 {
+// non-decreasing times per flow. It does not allocate, except at a
+// rotation (a new epoch's table, once per Period).
+func (p *Periodic) FlowHash(in Input, now int64) uint64 {
 	st := p.stateAt(now)
 	if prev := st.prev; prev != nil && prev.anyActive(now, p.idleGap) {
-		h := st.prevHasher.Sum64(b)
+		h := st.prevHasher.Sum64(in)
 		if prev.keep(h&p.slotMask, now, p.idleGap, p.tick) {
 			return h
 		}
 	}
-	h := st.hasher.Sum64(b)
+	h := st.hasher.Sum64(in)
 	st.cur.record(h&p.slotMask, now, p.tick)
 	return h
 }

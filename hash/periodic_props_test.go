@@ -16,7 +16,7 @@ type hashTable struct {
 	h     [][]uint64 // [epoch-first][flow]
 }
 
-func newHashTable(p *Periodic, keys [][]byte, first, last uint64) *hashTable {
+func newHashTable(p *Periodic, keys []Input, first, last uint64) *hashTable {
 	ht := &hashTable{first: first}
 	for e := first; e <= last; e++ {
 		row := make([]uint64, len(keys))
@@ -55,7 +55,7 @@ func TestPeriodicHandoverProperties(t *testing.T) {
 			cfg.Slots = slots
 			p := newTestPeriodic(t, cfg)
 			const flows = 32
-			keys := make([][]byte, flows)
+			keys := make([]Input, flows)
 			for i := range keys {
 				keys[i] = flow(100 + i)
 			}
@@ -129,7 +129,7 @@ func TestPeriodicConcurrent(t *testing.T) {
 	start := rotation - 500*ms
 	end := start + 3500*ms
 	e0 := p.Epoch(start)
-	keys := make([][]byte, goroutines*flowsEach)
+	keys := make([]Input, goroutines*flowsEach)
 	for i := range keys {
 		keys[i] = flow(1000 + i)
 	}
@@ -226,17 +226,17 @@ func TestPeriodicFlowHashDoesNotAllocate(t *testing.T) {
 		name string
 		// setup sends before the measured calls; it returns the time
 		// they start at.
-		setup func(p *Periodic, b []byte) int64
+		setup func(p *Periodic, b Input) int64
 		// wantPrev says whether the measured calls must keep the
 		// previous epoch's hash.
 		wantPrev bool
 	}{
-		{"first epoch", func(p *Periodic, b []byte) int64 { return rotation }, false},
-		{"previous table idle", func(p *Periodic, b []byte) int64 {
+		{"first epoch", func(p *Periodic, b Input) int64 { return rotation }, false},
+		{"previous table idle", func(p *Periodic, b Input) int64 {
 			p.FlowHash(b, rotation-5*sec)
 			return rotation + 5*sec
 		}, false},
-		{"pinned", func(p *Periodic, b []byte) int64 {
+		{"pinned", func(p *Periodic, b Input) int64 {
 			p.FlowHash(b, rotation-1*sec)
 			return rotation
 		}, true},

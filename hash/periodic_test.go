@@ -36,9 +36,9 @@ func newTestPeriodic(t testing.TB, cfg PeriodicConfig) *Periodic {
 	return p
 }
 
-// flow returns the canonical key bytes of UDP flow i between two
-// documentation addresses.
-func flow(i int) []byte {
+// flow returns the canonical key of UDP flow i between two documentation
+// addresses, as an Input.
+func flow(i int) Input {
 	k := flowaddr.Key{
 		Src:     netip.MustParseAddr("2001:db8:a::1").As16(),
 		Dst:     netip.MustParseAddr("2001:db8:b::2").As16(),
@@ -46,12 +46,11 @@ func flow(i int) []byte {
 		DstPort: 443,
 		Proto:   17,
 	}.Canonical()
-	b := k.Bytes()
-	return b[:]
+	return k.Bytes()
 }
 
 // epochHash is the hash of b under epoch e's key alone.
-func epochHash(p *Periodic, e uint64, b []byte) uint64 { return p.EpochHasher(e).Sum64(b) }
+func epochHash(p *Periodic, e uint64, b Input) uint64 { return p.EpochHasher(e).Sum64(b) }
 
 func TestNewPeriodicValidation(t *testing.T) {
 	nilHasher := func(Key) Hasher { return nil }
@@ -168,7 +167,7 @@ func TestPeriodicWithoutHandoverUsesEpochHash(t *testing.T) {
 }
 
 // sendEvery sends b every 100 ms in [from, to) and checks each hash.
-func sendEvery(t *testing.T, p *Periodic, b []byte, from, to int64, want uint64, what string) {
+func sendEvery(t *testing.T, p *Periodic, b Input, from, to int64, want uint64, what string) {
 	t.Helper()
 	for now := from; now < to; now += 100 * ms {
 		if got := p.FlowHash(b, now); got != want {
@@ -264,7 +263,7 @@ func TestPeriodicNeverReturns(t *testing.T) {
 	// 2.5 s of silence: both move, for good.
 	checks := []struct {
 		name string
-		b    []byte
+		b    Input
 		now  int64
 	}{
 		{"b after the pause", b, rotation + 3*sec},
@@ -332,8 +331,8 @@ func TestPeriodicEndsAgree(t *testing.T) {
 	endA := newTestPeriodic(t, testConfig())
 	endB := newTestPeriodic(t, testConfig())
 	const flows = 64
-	keysA := make([][]byte, flows)
-	keysB := make([][]byte, flows)
+	keysA := make([]Input, flows)
+	keysB := make([]Input, flows)
 	for i := range flows {
 		k := flowaddr.Key{
 			Src:     netip.MustParseAddr("2001:db8:a::1").As16(),
@@ -341,8 +340,7 @@ func TestPeriodicEndsAgree(t *testing.T) {
 			SrcPort: uint16(40000 + i), DstPort: 443, Proto: 6,
 		}
 		ka, kb := k.Canonical(), k.Reverse().Canonical() // kb: the reply direction, at B
-		a, b := ka.Bytes(), kb.Bytes()
-		keysA[i], keysB[i] = a[:], b[:]
+		keysA[i], keysB[i] = ka.Bytes(), kb.Bytes()
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	busyUntil := make([]int64, flows)
@@ -394,10 +392,10 @@ func TestPeriodicSlotGoesIdleWhileTableIsBusy(t *testing.T) {
 	p := newTestPeriodic(t, cfg)
 	e0, e1 := p.Epoch(rotation-1), p.Epoch(rotation)
 	a := flow(20)
-	var c []byte
-	for i := 21; c == nil; i++ {
+	var c Input
+	for i, found := 21, false; !found; i++ {
 		if b := flow(i); epochHash(p, e0, b)&1 != epochHash(p, e0, a)&1 {
-			c = b
+			c, found = b, true
 		}
 	}
 	p.FlowHash(a, rotation-1*sec)
@@ -431,7 +429,7 @@ type countingHasher struct {
 	calls *int
 }
 
-func (c countingHasher) Sum64(p []byte) uint64 { *c.calls++; return c.h.Sum64(p) }
+func (c countingHasher) Sum64(in Input) uint64 { *c.calls++; return c.h.Sum64(in) }
 
 // TestPeriodicSkipsSecondHash checks that the previous epoch's hash is
 // computed only while some flow may still be handed over.
@@ -443,7 +441,7 @@ func TestPeriodicSkipsSecondHash(t *testing.T) {
 	a, b := flow(30), flow(31)
 	tests := []struct {
 		name      string
-		b         []byte
+		b         Input
 		now       int64
 		wantCalls int
 	}{

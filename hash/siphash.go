@@ -40,9 +40,12 @@ func NewSipHash24(k Key) *SipHash24 {
 	return &SipHash24{k0: k0, k1: k1}
 }
 
-// Sum64 returns the SipHash-2-4 of p. It does not retain p and does not
-// allocate.
-func (h *SipHash24) Sum64(p []byte) uint64 { return siphash.Hash(h.k0, h.k1, p) }
+// Sum64 returns the SipHash-2-4 of in. It does not allocate.
+func (h *SipHash24) Sum64(in Input) uint64 { return siphash.Hash(h.k0, h.k1, in[:]) }
+
+// Sum returns the SipHash-2-4 of any bytes, for test vectors and tools.
+// It does not retain p and does not allocate.
+func (h *SipHash24) Sum(p []byte) uint64 { return siphash.Hash(h.k0, h.k1, p) }
 
 // SipHash13 is SipHash-1-3: SipHash with one compression round per message
 // block and three finalization rounds, the variant Rust's standard library
@@ -65,9 +68,12 @@ func NewSipHash13(k Key) *SipHash13 {
 	return &SipHash13{k0: k0, k1: k1}
 }
 
-// Sum64 returns the SipHash-1-3 of p. It does not retain p and does not
-// allocate.
-func (h *SipHash13) Sum64(p []byte) uint64 { return sipHash(1, 3, h.k0, h.k1, p) }
+// Sum64 returns the SipHash-1-3 of in. It does not allocate.
+func (h *SipHash13) Sum64(in Input) uint64 { return sipHash(1, 3, h.k0, h.k1, in[:]) }
+
+// Sum returns the SipHash-1-3 of any bytes, for test vectors and tools.
+// It does not retain p and does not allocate.
+func (h *SipHash13) Sum(p []byte) uint64 { return sipHash(1, 3, h.k0, h.k1, p) }
 
 // sipHash is SipHash-c-d as defined in section 2 of the SipHash paper:
 // c SipRounds per 8-byte message word, d SipRounds at finalization. The

@@ -22,8 +22,8 @@ func NewStatic(h Hasher) *Static {
 	return &Static{h: h}
 }
 
-// FlowHash returns h.Sum64(p), whatever now is.
-func (s *Static) FlowHash(p []byte, now int64) uint64 { return s.h.Sum64(p) }
+// FlowHash returns h.Sum64(in), whatever now is.
+func (s *Static) FlowHash(in Input, now int64) uint64 { return s.h.Sum64(in) }
 
 // Hasher returns the policy's Hasher.
 func (s *Static) Hasher() Hasher { return s.h }

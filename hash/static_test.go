@@ -5,7 +5,7 @@ import "testing"
 func TestStatic(t *testing.T) {
 	h := NewSipHash24(refKey)
 	s := NewStatic(h)
-	m := refMessage(38)
+	m := refInput()
 	want := sipHash24Vectors[38]
 	for _, now := range []int64{-1, 0, 1, 1_700_000_000e9, 1<<63 - 1} {
 		if got := s.FlowHash(m, now); got != want {
@@ -28,7 +28,7 @@ func TestNewStaticNilPanics(t *testing.T) {
 
 func TestStaticFlowHashDoesNotAllocate(t *testing.T) {
 	var s Policy = NewStatic(NewSipHash24(refKey))
-	m := refMessage(38)
+	m := refInput()
 	var sink uint64
 	if n := testing.AllocsPerRun(1000, func() { sink += s.FlowHash(m, 1) }); n != 0 {
 		t.Errorf("%v allocations per FlowHash, want 0", n)
