@@ -1,0 +1,93 @@
+package flowaddr
+
+import (
+	"encoding/binary"
+
+	"github.com/dchest/siphash"
+)
+
+// permRounds is the number of Feistel rounds of the scattered layout's
+// permutation: four per half, more than the four in all that Luby and
+// Rackoff showed make a strong pseudorandom permutation from a
+// pseudorandom function.
+const permRounds = 8
+
+// permutation is a keyed permutation of the integers of a fixed width
+// (2 to 128 bits), held as two big-endian halves (hi, lo). It is a Feistel
+// network over the value's high half a (ceil(width/2) bits) and low half b
+// (floor(width/2) bits); halves of unequal width are handled by
+// alternating rounds that each change one half in place:
+//
+//	even round r: a ^= F(r, b) truncated to a's width
+//	odd round r:  b ^= F(r, a) truncated to b's width
+//
+// F(r, x) is SipHash-2-4 keyed by the layout's key (two little-endian
+// words, as in the SipHash paper) of 16 bytes: x little-endian, r, the
+// width, and six zero bytes. Each round undoes itself, so the inverse runs
+// the rounds backwards.
+type permutation struct {
+	k0, k1       uint64
+	width        uint8
+	aBits, bBits uint8
+	aMask, bMask uint64
+}
+
+func newPermutation(key [16]byte, width uint) permutation {
+	b := width / 2
+	a := width - b
+	return permutation{
+		k0:    binary.LittleEndian.Uint64(key[:8]),
+		k1:    binary.LittleEndian.Uint64(key[8:]),
+		width: uint8(width),
+		aBits: uint8(a),
+		bBits: uint8(b),
+		aMask: lowMask(a),
+		bMask: lowMask(b),
+	}
+}
+
+// lowMask returns a mask of the low n bits, n in 0..64.
+func lowMask(n uint) uint64 { return ^uint64(0) >> (64 - n) }
+
+func (p *permutation) round(r int, x uint64) uint64 {
+	var in [16]byte
+	binary.LittleEndian.PutUint64(in[:8], x)
+	in[8] = byte(r)
+	in[9] = p.width
+	return siphash.Hash(p.k0, p.k1, in[:])
+}
+
+// Shifts by 64 yield 0 in Go, which makes split and join right for half
+// widths of 0 and 64 too.
+
+func (p *permutation) split(hi, lo uint64) (a, b uint64) {
+	return (lo>>p.bBits | hi<<(64-p.bBits)) & p.aMask, lo & p.bMask
+}
+
+func (p *permutation) join(a, b uint64) (hi, lo uint64) {
+	return a >> (64 - p.bBits), b | a<<p.bBits
+}
+
+func (p *permutation) forward(hi, lo uint64) (uint64, uint64) {
+	a, b := p.split(hi, lo)
+	for r := range permRounds {
+		if r%2 == 0 {
+			a ^= p.round(r, b) & p.aMask
+		} else {
+			b ^= p.round(r, a) & p.bMask
+		}
+	}
+	return p.join(a, b)
+}
+
+func (p *permutation) inverse(hi, lo uint64) (uint64, uint64) {
+	a, b := p.split(hi, lo)
+	for r := permRounds - 1; r >= 0; r-- {
+		if r%2 == 0 {
+			a ^= p.round(r, b) & p.aMask
+		} else {
+			b ^= p.round(r, a) & p.bMask
+		}
+	}
+	return p.join(a, b)
+}
