@@ -54,7 +54,8 @@ type MapperConfig struct {
 	Prefix netip.Prefix
 
 	// Bits sets the number of addresses, 2^Bits, in 1..MaxBits and below
-	// the prefix's host bits (128 - Prefix.Bits()). 0 means DefaultBits.
+	// the prefix's host bits (128 - Prefix.Bits()): a /120 takes at most
+	// 7. 0 means DefaultBits.
 	Bits int
 
 	// Layout picks where the addresses lie; the zero value is
@@ -91,16 +92,18 @@ type MapperConfig struct {
 // configurations give equal mappings on every architecture. Its methods do
 // not allocate.
 type Mapper struct {
-	prefix   netip.Prefix
-	layout   Layout
-	bits     uint8 // log2 of the number of addresses
-	hostBits uint8 // 128 - prefix length
+	prefix     netip.Prefix
+	layout     Layout
+	bits       uint8  // log2 of the number of addresses
+	bucketMask uint64 // 2^bits - 1
+	hostBits   uint8  // 128 - prefix length
 
 	// The masked prefix and its mask as two big-endian halves.
 	pfxHi, pfxLo   uint64
 	maskHi, maskLo uint64
 
 	// Contiguous: the first address of the run.
+	first            [16]byte
 	firstHi, firstLo uint64
 
 	// Scattered: the permutation and the hole that the starting points of
@@ -131,24 +134,28 @@ func NewMapper(cfg MapperConfig) (*Mapper, error) {
 	if maxBits < 1 {
 		return nil, fmt.Errorf("%w: prefix %s has %d host bits: a mapper needs a prefix of /126 or shorter", ErrMapperConfig, pfx, hostBits)
 	}
-	b := cfg.Bits
+	b, what := cfg.Bits, "bits"
 	if b == 0 {
-		b = min(DefaultBits, maxBits)
+		b, what = DefaultBits, "the default bits"
 	}
 	if b < 1 || b > maxBits {
-		return nil, fmt.Errorf("%w: bits %d out of range: prefix %s allows 1..%d (0 for the default %d); "+
-			"the bits must stay below the prefix's %d host bits so that the range can skip the Subnet-Router anycast address",
-			ErrMapperConfig, cfg.Bits, pfx, maxBits, min(DefaultBits, maxBits), hostBits)
+		why := "MaxBits"
+		if maxBits < MaxBits {
+			why = fmt.Sprintf("one less than its %d host bits, so that the addresses can skip its Subnet-Router anycast address", hostBits)
+		}
+		return nil, fmt.Errorf("%w: %s %d out of range: prefix %s allows 1..%d (%s)",
+			ErrMapperConfig, what, b, pfx, maxBits, why)
 	}
 
 	a16 := pfx.Addr().As16()
 	m := &Mapper{
-		prefix:   pfx,
-		layout:   cfg.Layout,
-		bits:     uint8(b),
-		hostBits: uint8(hostBits),
-		pfxHi:    binary.BigEndian.Uint64(a16[:8]),
-		pfxLo:    binary.BigEndian.Uint64(a16[8:]),
+		prefix:     pfx,
+		layout:     cfg.Layout,
+		bits:       uint8(b),
+		bucketMask: 1<<b - 1,
+		hostBits:   uint8(hostBits),
+		pfxHi:      binary.BigEndian.Uint64(a16[:8]),
+		pfxLo:      binary.BigEndian.Uint64(a16[8:]),
 	}
 	m.maskHi, m.maskLo = prefixMask(pfx.Bits())
 
@@ -157,6 +164,8 @@ func NewMapper(cfg MapperConfig) (*Mapper, error) {
 		if err := m.initContiguous(cfg.First); err != nil {
 			return nil, err
 		}
+		binary.BigEndian.PutUint64(m.first[:8], m.firstHi)
+		binary.BigEndian.PutUint64(m.first[8:], m.firstLo)
 	case LayoutScattered:
 		if cfg.First.IsValid() {
 			return nil, fmt.Errorf("%w: First (%s) applies only to the contiguous layout, not the scattered one", ErrMapperConfig, cfg.First)
@@ -289,25 +298,27 @@ func (m *Mapper) Bucket(h uint64) uint32 {
 
 // Addr16 returns the address of bucket, as 16 bytes in network order.
 // Bits of bucket above Bits are ignored. It does not allocate; for the
-// contiguous layout it is a 128-bit add, for the scattered layout eight
+// contiguous layout it is an addition, for the scattered layout eight
 // SipHash-2-4 rounds.
-func (m *Mapper) Addr16(bucket uint32) [16]byte {
-	b := uint64(bucket) & (uint64(1)<<m.bits - 1)
-	var hi, lo uint64
-	if m.layout == LayoutContiguous {
-		var carry uint64
-		lo, carry = bits.Add64(m.firstLo, b, 0)
-		hi = m.firstHi + carry
-	} else {
-		hHi, hLo := m.perm.forward(0, m.startOf(b))
-		for m.reserved(hHi, hLo) {
-			hHi, hLo = m.perm.forward(hHi, hLo)
-		}
-		hi, lo = m.pfxHi|hHi, m.pfxLo|hLo
+func (m *Mapper) Addr16(bucket uint32) (a [16]byte) {
+	// A contiguous range never crosses a /64 boundary (it would pass the
+	// reserved identifier zero), so adding to the low half never carries.
+	if m.layout != LayoutContiguous {
+		return m.scatter(bucket)
 	}
-	var a [16]byte
-	binary.BigEndian.PutUint64(a[:8], hi)
-	binary.BigEndian.PutUint64(a[8:], lo)
+	a = m.first
+	binary.BigEndian.PutUint64(a[8:], m.firstLo+uint64(bucket)&m.bucketMask)
+	return a
+}
+
+// scatter returns the scattered layout's address of bucket.
+func (m *Mapper) scatter(bucket uint32) (a [16]byte) {
+	hHi, hLo := m.perm.forward(0, m.startOf(uint64(bucket)&m.bucketMask))
+	for m.reserved(hHi, hLo) {
+		hHi, hLo = m.perm.forward(hHi, hLo)
+	}
+	binary.BigEndian.PutUint64(a[:8], m.pfxHi|hHi)
+	binary.BigEndian.PutUint64(a[8:], m.pfxLo|hLo)
 	return a
 }
 
@@ -332,6 +343,11 @@ func (m *Mapper) BucketOf(a [16]byte) (bucket uint32, ok bool) {
 		}
 		return uint32(dLo), true
 	}
+	return m.unscatter(hi, lo)
+}
+
+// unscatter returns the bucket of (hi, lo) in the scattered layout.
+func (m *Mapper) unscatter(hi, lo uint64) (bucket uint32, ok bool) {
 	if hi&m.maskHi != m.pfxHi || lo&m.maskLo != m.pfxLo {
 		return 0, false
 	}
@@ -349,7 +365,7 @@ func (m *Mapper) BucketOf(a [16]byte) (bucket uint32, ok bool) {
 		return 0, false
 	}
 	b, ok := m.bucketOfStart(hLo)
-	if !ok || b >= n {
+	if !ok || b >= uint64(1)<<m.bits {
 		return 0, false
 	}
 	return uint32(b), true

@@ -21,40 +21,46 @@ const permRounds = 8
 //	even round r: a ^= F(r, b) truncated to a's width
 //	odd round r:  b ^= F(r, a) truncated to b's width
 //
-// F(r, x) is SipHash-2-4 keyed by the layout's key (two little-endian
-// words, as in the SipHash paper) of 16 bytes: x little-endian, r, the
-// width, and six zero bytes. Each round undoes itself, so the inverse runs
-// the rounds backwards.
+// F(r, x) is SipHash-2-4 of x's 8 little-endian bytes under a key of its
+// own per round: the 128-bit SipHash-2-4, under the layout's key (two
+// little-endian words, as in the SipHash paper), of the label
+// "flowspread scatter" followed by the byte r and the byte width. Each
+// round undoes itself, so the inverse runs the rounds backwards.
 type permutation struct {
-	k0, k1       uint64
-	width        uint8
+	keys         [permRounds][2]uint64
 	aBits, bBits uint8
 	aMask, bMask uint64
 }
 
+const permLabel = "flowspread scatter"
+
 func newPermutation(key [16]byte, width uint) permutation {
 	b := width / 2
 	a := width - b
-	return permutation{
-		k0:    binary.LittleEndian.Uint64(key[:8]),
-		k1:    binary.LittleEndian.Uint64(key[8:]),
-		width: uint8(width),
+	p := permutation{
 		aBits: uint8(a),
 		bBits: uint8(b),
 		aMask: lowMask(a),
 		bMask: lowMask(b),
 	}
+	k0 := binary.LittleEndian.Uint64(key[:8])
+	k1 := binary.LittleEndian.Uint64(key[8:])
+	in := []byte(permLabel + "rw")
+	for r := range p.keys {
+		in[len(permLabel)] = byte(r)
+		in[len(permLabel)+1] = byte(width)
+		p.keys[r][0], p.keys[r][1] = siphash.Hash128(k0, k1, in)
+	}
+	return p
 }
 
 // lowMask returns a mask of the low n bits, n in 0..64.
 func lowMask(n uint) uint64 { return ^uint64(0) >> (64 - n) }
 
 func (p *permutation) round(r int, x uint64) uint64 {
-	var in [16]byte
-	binary.LittleEndian.PutUint64(in[:8], x)
-	in[8] = byte(r)
-	in[9] = p.width
-	return siphash.Hash(p.k0, p.k1, in[:])
+	var in [8]byte
+	binary.LittleEndian.PutUint64(in[:], x)
+	return siphash.Hash(p.keys[r][0], p.keys[r][1], in[:])
 }
 
 // Shifts by 64 yield 0 in Go, which makes split and join right for half
