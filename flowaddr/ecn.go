@@ -58,12 +58,12 @@ func OuterECN(inner ECN) ECN { return inner & CE }
 // 6040 section 4.2 requires of a tunnel egress (Figure 4, "New IP in IP
 // Decapsulation Behaviour"; rows: inner, columns: outer):
 //
-//	            | Not-ECT | ECT(0)  | ECT(1)  | CE
-//	  ----------+---------+---------+---------+--------
-//	  Not-ECT   | Not-ECT | Not-ECT | Not-ECT | drop
-//	  ECT(0)    | ECT(0)  | ECT(0)  | ECT(1)  | CE
-//	  ECT(1)    | ECT(1)  | ECT(1)  | ECT(1)  | CE
-//	  CE        | CE      | CE      | CE      | CE
+//	          | Not-ECT | ECT(0)  | ECT(1)  | CE
+//	----------+---------+---------+---------+--------
+//	Not-ECT   | Not-ECT | Not-ECT | Not-ECT | drop
+//	ECT(0)    | ECT(0)  | ECT(0)  | ECT(1)  | CE
+//	ECT(1)    | ECT(1)  | ECT(1)  | ECT(1)  | CE
+//	CE        | CE      | CE      | CE      | CE
 //
 // So a CE mark that a queue on the tunnel's path set reaches the inner
 // flow's end points; a packet whose inner transport cannot take the mark
