@@ -106,11 +106,8 @@ type Mapper struct {
 	first            [16]byte
 	firstHi, firstLo uint64
 
-	// Scattered: the permutation and the hole that the starting points of
-	// the cycle walk skip (see startOf).
-	perm      permutation
-	holeStart uint64 // first host value of the skipped RFC 2526 block
-	holeLen   uint64 // 0 when no such block lies in the prefix
+	// Scattered: the permutation of the host part.
+	perm permutation
 }
 
 // NewMapper checks cfg and returns its Mapper. The error, wrapping
@@ -124,7 +121,7 @@ func NewMapper(cfg MapperConfig) (*Mapper, error) {
 		return nil, fmt.Errorf("%w: prefix %s is IPv4: the addresses must come from an IPv6 prefix", ErrMapperConfig, pfx)
 	}
 	if pfx.Addr().Is4In6() || pfx.Overlaps(v4MappedPrefix) {
-		return nil, fmt.Errorf("%w: prefix %s is v4-mapped (inside ::ffff:0:0/96): use a routed IPv6 prefix", ErrMapperConfig, pfx)
+		return nil, fmt.Errorf("%w: prefix %s overlaps the v4-mapped range ::ffff:0:0/96: use a routed IPv6 prefix", ErrMapperConfig, pfx)
 	}
 	if pfx.Overlaps(multicastPrefix) {
 		return nil, fmt.Errorf("%w: prefix %s overlaps the multicast range ff00::/8", ErrMapperConfig, pfx)
@@ -251,22 +248,22 @@ func (m *Mapper) rangeReserved() bool {
 func (m *Mapper) initScattered(key [16]byte) error {
 	w := uint(m.hostBits)
 	m.perm = newPermutation(key, w)
-	m.holeStart = ^uint64(0)
 	if w >= 64 {
 		// The reserved identifiers of each /64 lie far above the starting
-		// points 1..2^Bits, and the prefix has plenty of other values.
+		// points 1..2^Bits (see startOf), and are few.
 		return nil
 	}
 	// A prefix longer than /64 lies in one /64. Its host values are the
 	// interface identifiers pfxLo+0 .. pfxLo+2^w-1, and both that run and
 	// the RFC 2526 block are aligned powers of two: they are disjoint, or
-	// one holds the other.
+	// one holds the other. If the prefix holds the block, the block is its
+	// top 128 values, which lie above the starting points 1..2^Bits
+	// whenever the prefix has 2^Bits usable values.
 	size := uint64(1) << w
 	usable := size - 1 // all but the prefix's Subnet-Router anycast address
 	switch {
 	case m.pfxLo <= rfc2526First && rfc2526Last <= m.pfxLo+size-1:
-		m.holeStart, m.holeLen = rfc2526First-m.pfxLo, rfc2526Last-rfc2526First+1
-		usable -= m.holeLen
+		usable -= rfc2526Last - rfc2526First + 1
 	case rfc2526First <= m.pfxLo && m.pfxLo+size-1 <= rfc2526Last:
 		usable = 0
 	}
@@ -312,8 +309,14 @@ func (m *Mapper) Addr16(bucket uint32) (a [16]byte) {
 }
 
 // scatter returns the scattered layout's address of bucket.
+//
+// It walks the permutation's cycle ("cycle walking") from the starting
+// point bucket+1 until it leaves the reserved values, which makes it a
+// permutation of the values that are not reserved. The starting points
+// 1..2^Bits are never reserved, so distinct buckets get distinct
+// addresses. unscatter walks back.
 func (m *Mapper) scatter(bucket uint32) (a [16]byte) {
-	hHi, hLo := m.perm.forward(0, m.startOf(uint64(bucket)&m.bucketMask))
+	hHi, hLo := m.perm.forward(0, uint64(bucket)&m.bucketMask+1)
 	for m.reserved(hHi, hLo) {
 		hHi, hLo = m.perm.forward(hHi, hLo)
 	}
@@ -361,14 +364,10 @@ func (m *Mapper) unscatter(hi, lo uint64) (bucket uint32, ok bool) {
 	for m.reserved(hHi, hLo) {
 		hHi, hLo = m.perm.inverse(hHi, hLo)
 	}
-	if hHi != 0 {
-		return 0, false
+	if hHi != 0 || hLo == 0 || hLo > uint64(1)<<m.bits {
+		return 0, false // not a starting point: not one of our addresses
 	}
-	b, ok := m.bucketOfStart(hLo)
-	if !ok || b >= uint64(1)<<m.bits {
-		return 0, false
-	}
-	return uint32(b), true
+	return uint32(hLo - 1), true
 }
 
 // reserved reports whether the host part (hi, lo) of the prefix names a
@@ -378,31 +377,6 @@ func (m *Mapper) unscatter(hi, lo uint64) (bucket uint32, ok bool) {
 func (m *Mapper) reserved(hi, lo uint64) bool {
 	iid := m.pfxLo | lo
 	return hi|lo == 0 || iid == 0 || (iid >= rfc2526First && iid <= rfc2526Last)
-}
-
-// The scattered layout walks the permutation's cycles ("cycle walking"),
-// which makes it a permutation of the values that are not reserved. Bucket
-// b starts its walk from the b-th such value in increasing order: 1, 2, 3,
-// ..., skipping the RFC 2526 block if it lies inside the prefix.
-func (m *Mapper) startOf(b uint64) uint64 {
-	s := b + 1
-	if s >= m.holeStart {
-		s += m.holeLen
-	}
-	return s
-}
-
-// bucketOfStart inverts startOf; ok is false if s is no starting point.
-func (m *Mapper) bucketOfStart(s uint64) (b uint64, ok bool) {
-	switch {
-	case s == 0:
-		return 0, false
-	case s < m.holeStart:
-		return s - 1, true
-	case s-m.holeStart < m.holeLen:
-		return 0, false
-	}
-	return s - 1 - m.holeLen, true
 }
 
 func (m *Mapper) addr(hi, lo uint64) netip.Addr {
