@@ -26,6 +26,8 @@ func mustMapper(t testing.TB, cfg MapperConfig) *Mapper {
 
 func addr16(s string) [16]byte { return netip.MustParseAddr(s).As16() }
 
+func addrSlice(s string) []byte { return netip.MustParseAddr(s).AsSlice() }
+
 func TestNewMapperConfig(t *testing.T) {
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
@@ -560,4 +562,49 @@ func BenchmarkMapper(b *testing.B) {
 			_ = sink
 		})
 	}
+}
+
+// FuzzMapper builds mappers from arbitrary configurations and checks them
+// on arbitrary addresses: NewMapper and the methods never panic, an
+// accepted configuration maps a bucket to an unreserved address inside the
+// prefix and back, and BucketOf accepts only addresses that Addr16 yields.
+func FuzzMapper(f *testing.F) {
+	pfx := addr16("2001:db8:1:2::")
+	f.Add(pfx[:], uint8(64), uint8(10), uint8(0), []byte{}, uint32(5), addrSlice("2001:db8:1:2::405"))
+	f.Add(pfx[:], uint8(48), uint8(12), uint8(1), []byte{}, uint32(77), addrSlice("2001:db8:1:2::1"))
+	f.Add(pfx[:], uint8(120), uint8(7), uint8(1), []byte{}, uint32(1), addrSlice("2001:db8:1:2::80"))
+	f.Add(pfx[:], uint8(96), uint8(4), uint8(0), addrSlice("2001:db8:1:2::1:0"), uint32(15), addrSlice("2001:db8:1:2::1:f"))
+	f.Fuzz(func(t *testing.T, prefix []byte, length, bitsIn, layout uint8, first []byte, bucket uint32, addr []byte) {
+		if len(prefix) != 16 || len(addr) != 16 {
+			return
+		}
+		cfg := MapperConfig{
+			Prefix:  netip.PrefixFrom(netip.AddrFrom16([16]byte(prefix)), int(length)),
+			Bits:    int(bitsIn),
+			Layout:  Layout(layout),
+			PermKey: testPermKey,
+		}
+		if len(first) == 16 {
+			cfg.First = netip.AddrFrom16([16]byte(first))
+		}
+		m, err := NewMapper(cfg)
+		if err != nil {
+			if !errors.Is(err, ErrMapperConfig) {
+				t.Fatalf("NewMapper error %q does not wrap ErrMapperConfig", err)
+			}
+			return
+		}
+		a16 := m.Addr16(bucket)
+		a := netip.AddrFrom16(a16)
+		b := bucket & uint32(m.Len()-1)
+		if !m.Prefix().Contains(a) || reservedAddr(m.Prefix(), a) {
+			t.Fatalf("%+v: bucket %d maps to %s: outside the prefix or reserved", cfg, b, a)
+		}
+		if got, ok := m.BucketOf(a16); !ok || got != b {
+			t.Fatalf("%+v: BucketOf(Addr16(%d) = %s) = %d, %v", cfg, b, a, got, ok)
+		}
+		if got, ok := m.BucketOf([16]byte(addr)); ok && m.Addr16(got) != [16]byte(addr) {
+			t.Fatalf("%+v: BucketOf(%s) = %d, but Addr16(%d) = %s", cfg, netip.AddrFrom16([16]byte(addr)), got, got, netip.AddrFrom16(m.Addr16(got)))
+		}
+	})
 }
