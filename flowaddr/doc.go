@@ -5,7 +5,7 @@
 //
 // A tunnel end classifies each plaintext packet before encrypting it:
 // [Parse] gives its [Key], a keyed hash (package
-// github.com/flowspread/flowspread/hash) of [Key.Bytes] gives a 64-bit
+// [github.com/flowspread/flowspread/hash]) of [Key.Bytes] gives a 64-bit
 // value, and a [Mapper] turns that value into an address in the local
 // prefix (the outer source) and, with the peer's Mapper, in the peer's
 // prefix (the outer destination).
@@ -67,10 +67,11 @@
 // PermKey).
 //
 // Bits bounds what the spreading costs and exposes: an observer on the
-// path sees at most 2^Bits addresses per end, a stateful firewall keeps at
-// most one entry per pair, and cake, which in its dual-srchost and
+// path sees at most 2^Bits addresses per end, a stateful firewall tracks
+// at most 2^Bits x 2^Bits outer address pairs for the tunnel, and cake, which in its dual-srchost and
 // triple-isolate modes counts every source address as a host, counts the
-// tunnel as at most 2^Bits hosts. Rotating the hash key (package hash)
+// tunnel as at most 2^Bits hosts. Rotating the hash key (package
+// [github.com/flowspread/flowspread/hash])
 // limits what the observer learns over time.
 //
 // # ECN
