@@ -7,9 +7,9 @@ import (
 )
 
 // permRounds is the number of Feistel rounds of the scattered layout's
-// permutation: four per half, more than the four in all that Luby and
-// Rackoff showed make a strong pseudorandom permutation from a
-// pseudorandom function.
+// permutation: four per half, twice the four rounds that Luby and Rackoff
+// showed turn a pseudorandom function into a strong pseudorandom
+// permutation; the margin covers the unequal halves of odd widths.
 const permRounds = 8
 
 // permutation is a keyed permutation of the integers of a fixed width
