@@ -3,6 +3,8 @@ package conn
 import (
 	"net/netip"
 	"time"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 // Message is one datagram of a batch, for [FlowSpreadConn.ReadBatch] and
@@ -28,7 +30,7 @@ type Message struct {
 	OuterSrc, OuterDst netip.AddrPort
 	// ECN is the ECN codepoint of the outer IP header as it arrived
 	// (RFC 3168, the two low bits of the IPv6 Traffic Class or IPv4 TOS).
-	ECN ecnField
+	ECN flowaddr.ECN
 }
 
 // receiver is a receive backend: the AnyIP socket (newAnyIPReceiver) or the

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 const (
@@ -76,7 +78,7 @@ type groRun struct {
 	data     []byte // the segments not yet handed out
 	seg      int    // segment size; 0: data is one datagram
 	src, dst netip.AddrPort
-	ecn      ecnField
+	ecn      flowaddr.ECN
 }
 
 // newAnyIPReceiver makes the receive backend for uc, a UDP socket bound to
@@ -348,7 +350,7 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 // sent to (IPV6_PKTINFO; v4-mapped for IPv4, which is unmapped), its ECN
 // (IPV6_TCLASS or IP_TOS) and the GRO segment size (UDP_GRO; 0 when the
 // datagram is not coalesced). It does not allocate.
-func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn ecnField, seg int) {
+func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, seg int) {
 	b := r.oob[i*anyIPOOBLen : i*anyIPOOBLen+int(r.hdrs[i].Hdr.Controllen)]
 	for len(b) > 0 {
 		level, typ, data, rest, ok := nextCmsg(b)
@@ -359,9 +361,9 @@ func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn ecnField, seg i
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= 16:
 			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), r.localPort)
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_TCLASS && len(data) >= 4:
-			ecn = ecnField(binary.NativeEndian.Uint32(data) & 3)
+			ecn = flowaddr.ECN(binary.NativeEndian.Uint32(data) & 3)
 		case level == unix.IPPROTO_IP && typ == unix.IP_TOS && len(data) >= 1:
-			ecn = ecnField(data[0] & 3)
+			ecn = flowaddr.ECN(data[0] & 3)
 		case level == unix.IPPROTO_UDP && typ == unix.UDP_GRO && len(data) >= 4:
 			seg = int(binary.NativeEndian.Uint32(data))
 		}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -218,7 +219,7 @@ func TestAnyIPReportsOuterECN(t *testing.T) {
 		name   string
 		dst    netip.AddrPort
 		tclass int
-		want   ecnField
+		want   flowaddr.ECN
 	}{
 		{"v6-not-ect", dst6, 0x00, 0},
 		{"v6-ect1", dst6, 0x01, 1},

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 const (
@@ -223,7 +225,7 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		m.N = n
 		m.OuterSrc = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[8:24])), uint16(head[40])<<8|uint16(head[41]))
 		m.OuterDst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[24:40])), r.port)
-		m.ECN = ecnField(head[1]>>4) & 3 // the low bits of the traffic class
+		m.ECN = flowaddr.ECN(head[1]>>4) & 3 // the low bits of the traffic class
 		out++
 	}
 	return out, nil

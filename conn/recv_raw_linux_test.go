@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -153,7 +154,7 @@ func TestRawReceiverGetsOnlyMatchingDatagrams(t *testing.T) {
 		if wantDst := netip.AddrPortFrom(w.dst, testPort); m.OuterDst != wantDst {
 			t.Errorf("datagram %d: OuterDst %v, want %v", i, m.OuterDst, wantDst)
 		}
-		if m.ECN != ecnField(w.tclass&3) {
+		if m.ECN != flowaddr.ECN(w.tclass&3) {
 			t.Errorf("datagram %d: ECN %d, want %d", i, m.ECN, w.tclass&3)
 		}
 	}
