@@ -11,8 +11,8 @@ import (
 // [FlowSpreadConn.WriteBatch].
 //
 // The caller owns Buf: a read fills Buf[:N] and never keeps Buf after the
-// call returns. Message holds no other pointers, so a []Message can be
-// reused from batch to batch without allocating.
+// call returns. Apart from Buf a Message owns no memory, so a []Message
+// can be reused from batch to batch without allocating.
 type Message struct {
 	// Buf holds the datagram's payload. A read fills Buf[:N]; a write sends
 	// Buf as it is.
