@@ -41,7 +41,7 @@ const KeyLen = 38
 // big-endian, Proto, Flags. It is the same on every architecture, so two
 // tunnel ends that hash it with one secret agree on the result.
 // It does not allocate.
-func (k *Key) Bytes() [KeyLen]byte {
+func (k Key) Bytes() [KeyLen]byte {
 	var b [KeyLen]byte
 	copy(b[0:16], k.Src[:])
 	copy(b[16:32], k.Dst[:])

@@ -1,13 +1,25 @@
 package hash
 
+// InputLen is the length of the input every Hasher and Policy hashes: the
+// fixed binary form of a flow key (flowaddr.KeyLen, from
+// [github.com/flowspread/flowspread/flowaddr.Key.Bytes]).
+const InputLen = 38
+
+// Input is a flow key's fixed binary form. It is passed by value: Go cannot
+// see through an interface call, so a slice or pointer handed to a Hasher
+// through one escapes to the heap, while an array passed by value stays on
+// the stack. flowaddr.Key.Bytes returns a [38]byte, which is assignable to
+// an Input.
+type Input [InputLen]byte
+
 // Hasher is a keyed 64-bit hash of a flow key's bytes.
 //
-// Implementations must be safe for concurrent use, must not retain p, and
-// must not allocate. Two Hashers built from the same secret must return the
-// same value for the same bytes on every architecture, so that both ends of
-// a tunnel map a flow alike.
+// Implementations must be safe for concurrent use and must not allocate.
+// Two Hashers built from the same secret must return the same value for the
+// same input on every architecture, so that both ends of a tunnel map a flow
+// alike.
 type Hasher interface {
-	Sum64(p []byte) uint64
+	Sum64(in Input) uint64
 }
 
 // Policy gives the hash a flow uses at a time: it decides when keys rotate
@@ -18,5 +30,5 @@ type Hasher interface {
 // well within a rotation period. Implementations must be safe for
 // concurrent use and must not allocate.
 type Policy interface {
-	FlowHash(p []byte, now int64) uint64
+	FlowHash(in Input, now int64) uint64
 }

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package conn
+
+// Diagnose needs Linux: elsewhere it reports one blocking finding.
+func Diagnose(cfg DiagnoseConfig) Report {
+	return Report{Findings: []Finding{{
+		Check:    CheckConfig,
+		Severity: Block,
+		Detail:   "spreading needs Linux (FREEBIND, AnyIP local routes, AF_PACKET); this system is not Linux",
+	}}}
+}

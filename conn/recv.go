@@ -1,0 +1,86 @@
+package conn
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/flowspread/flowspread/flowaddr"
+)
+
+// Message is one datagram of a batch, for [FlowSpreadConn.ReadBatch] and
+// [FlowSpreadConn.WriteBatch].
+//
+// The caller owns Buf: a read fills Buf[:N] and never keeps Buf after the
+// call returns. Apart from Buf a Message owns no memory, so a []Message
+// can be reused from batch to batch without allocating.
+type Message struct {
+	// Buf holds the datagram's payload. A read fills Buf[:N]; a write sends
+	// Buf as it is.
+	Buf []byte
+	// N is the number of payload bytes a read put into Buf.
+	N int
+	// Peer is the peer's canonical address: what a read reports as the
+	// datagram's source, whatever outer address it came from.
+	Peer netip.AddrPort
+	// Flow is the inner flow a write spreads the datagram by.
+	Flow Flow
+	// OuterSrc and OuterDst are the addresses and ports the datagram really
+	// carried on the wire. OuterDst says which address of our prefix the
+	// peer sent to.
+	OuterSrc, OuterDst netip.AddrPort
+	// ECN is the ECN codepoint of the outer IP header as it arrived
+	// (RFC 3168, the two low bits of the IPv6 Traffic Class or IPv4 TOS).
+	ECN flowaddr.ECN
+}
+
+// receiver is a receive backend: the AnyIP socket (newAnyIPReceiver) or the
+// raw AF_PACKET listener (newRawReceiver).
+//
+// A receiver fills each msgs[i].Buf[:N], N, OuterSrc, OuterDst (with ports)
+// and ECN (outer, from the Traffic Class), splits GRO super-datagrams into
+// separate messages, and does not allocate per datagram. It leaves Peer and
+// Flow alone: mapping the outer source to a peer, and dropping datagrams
+// from outside every peer's range, is FlowSpreadConn's work.
+//
+// All methods are safe for concurrent use; concurrent readBatch calls are
+// served one after the other.
+type receiver interface {
+	// readBatch blocks until at least one datagram is there, fills up to
+	// len(msgs) messages and returns how many it filled. When the read
+	// deadline passes it returns an error wrapping os.ErrDeadlineExceeded;
+	// after close, an error wrapping net.ErrClosed.
+	readBatch(msgs []Message) (int, error)
+	setReadDeadline(t time.Time) error
+	// close unblocks every blocked readBatch, which then returns an error
+	// wrapping net.ErrClosed. Calling it again returns nil.
+	close() error
+	// caps reports what the backend found the kernel supports when it
+	// opened.
+	caps() recvCaps
+}
+
+// recvCaps says what a receive backend found the kernel supports at open.
+type recvCaps struct {
+	// Batch: several datagrams per system call (recvmmsg(2)).
+	Batch bool
+	// GRO: the kernel hands UDP datagrams of one flow over coalesced
+	// (UDP_GRO, Linux 5.0), and the backend splits them again.
+	GRO bool
+}
+
+// RecvDrops counts datagrams a receive backend threw away before
+// [FlowSpreadConn] saw them. The counters only grow.
+type RecvDrops struct {
+	// Truncated datagrams were longer than the caller's buffer, or frames
+	// shorter than the headers they claim.
+	Truncated uint64
+	// BadChecksum datagrams failed UDP checksum verification (raw backend
+	// only: on the AnyIP socket the kernel checks and drops them itself).
+	BadChecksum uint64
+}
+
+// dropCounter is the optional ability of a receiver to report what it
+// dropped; FlowSpreadConn finds it by type assertion.
+type dropCounter interface {
+	drops() RecvDrops
+}

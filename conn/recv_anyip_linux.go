@@ -1,0 +1,382 @@
+package conn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/flowaddr"
+)
+
+const (
+	// anyIPSlots is the most datagrams (or GRO super-datagrams) one
+	// recvmmsg(2) call asks for.
+	anyIPSlots = 64
+	// groSlots bounds the GRO receive buffers: each holds a whole
+	// super-datagram, so they cost groBufLen bytes apiece.
+	groSlots = 32
+	// groBufLen holds the largest super-datagram UDP GRO builds: 64 KiB of
+	// IP payload at most.
+	groBufLen = 1 << 16
+	// anyIPOOBLen holds the control messages a datagram can carry here:
+	// IPV6_PKTINFO (40 bytes with header), IPV6_TCLASS or IP_TOS (24) and
+	// UDP_GRO (24), with room to spare.
+	anyIPOOBLen = 128
+)
+
+// anyIPReceiver reads the datagrams of a UDP socket bound to [::]:port that
+// an AnyIP local route (ip -6 route add local PREFIX dev lo) hands every
+// address of the prefix. IPV6_PKTINFO tells which address each datagram was
+// sent to, IPV6_TCLASS its outer ECN.
+//
+// Without GRO the kernel writes each payload straight into the caller's
+// buffer. With GRO it writes super-datagrams into the receiver's own
+// buffers, and readBatch copies each segment out into a caller's buffer.
+type anyIPReceiver struct {
+	uc        *net.UDPConn
+	rc        syscall.RawConn
+	localPort uint16
+	c         recvCaps
+	closed    atomic.Bool
+	truncated atomic.Uint64
+
+	mu sync.Mutex // serializes readBatch; guards everything below
+	// One recvmmsg slot each. The headers point into iovs, names and oob.
+	hdrs  [anyIPSlots]unix.Mmsghdr
+	iovs  [anyIPSlots]unix.Iovec
+	names [anyIPSlots]unix.RawSockaddrInet6
+	oob   [anyIPSlots * anyIPOOBLen]byte
+	// groBuf holds the GRO slots' super-datagrams, groBufLen each;
+	// allocated at open when GRO is on.
+	groBuf []byte
+	// pend lists the super-datagrams of the last GRO read whose segments
+	// are not all handed out yet, pend[pendHead:pendTail].
+	pend               [groSlots]groRun
+	pendHead, pendTail int
+
+	// read is doRead as a func value made once, so RawConn.Read does not
+	// allocate a closure per call. want, got and errno carry its
+	// arguments and results.
+	read  func(fd uintptr) bool
+	want  int
+	got   int
+	errno syscall.Errno
+}
+
+// groRun is what is left to hand out of one received super-datagram.
+type groRun struct {
+	data     []byte // the segments not yet handed out
+	seg      int    // segment size; 0: data is one datagram
+	src, dst netip.AddrPort
+	ecn      flowaddr.ECN
+}
+
+// newAnyIPReceiver makes the receive backend for uc, a UDP socket bound to
+// [::]:port (FREEBIND and the local route are the caller's business). It
+// turns on IPV6_RECVPKTINFO and IPV6_RECVTCLASS (and IP_RECVTOS for IPv4
+// peers on a dual-stack socket), and UDP_GRO unless disableGRO or the kernel
+// lacks it (before Linux 5.0); it probes recvmmsg(2) and falls back to
+// recvmsg(2) one datagram at a time where it is missing.
+//
+// The receiver reads uc through its [syscall.RawConn], so uc's deadlines
+// apply, and closing the receiver closes uc.
+func newAnyIPReceiver(uc *net.UDPConn, disableGRO bool) (receiver, error) {
+	la, ok := uc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("conn: AnyIP receiver: socket has no UDP local address (%v)", uc.LocalAddr())
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+	}
+	r := &anyIPReceiver{uc: uc, rc: rc, localPort: uint16(la.Port)}
+	var pktinfoErr, tclassErr, groErr, batchErr error
+	err = rc.Control(func(fd uintptr) {
+		s := int(fd)
+		pktinfoErr = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		tclassErr = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1)
+		// IPv4 datagrams on a dual-stack socket carry their ECN as IP_TOS.
+		// A v6-only socket refuses the option and never sees IPv4.
+		_ = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
+		if !disableGRO {
+			groErr = unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+		}
+		batchErr = probeRecvmmsg(fd)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+	}
+	if pktinfoErr != nil {
+		return nil, fmt.Errorf("conn: AnyIP receiver: enable IPV6_RECVPKTINFO (needed to learn which address of the prefix a datagram was sent to): %w", pktinfoErr)
+	}
+	if tclassErr != nil {
+		return nil, fmt.Errorf("conn: AnyIP receiver: enable IPV6_RECVTCLASS (needed for the outer ECN): %w", tclassErr)
+	}
+	r.c.GRO = !disableGRO && groErr == nil
+	r.c.Batch = batchErr == nil
+	if r.c.GRO {
+		r.groBuf = make([]byte, groSlots*groBufLen)
+	}
+	for i := range r.hdrs {
+		h := &r.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.oob[i*anyIPOOBLen]
+		if r.c.GRO && i < groSlots {
+			r.iovs[i].Base = &r.groBuf[i*groBufLen]
+			r.iovs[i].SetLen(groBufLen)
+		}
+	}
+	r.read = r.doRead
+	return r, nil
+}
+
+// probeRecvmmsg asks the socket for one datagram with MSG_PEEK, which
+// leaves it queued: it only tells whether the kernel knows recvmmsg(2)
+// (ENOSYS under some sandboxes and emulators).
+func probeRecvmmsg(fd uintptr) error {
+	var h [1]unix.Mmsghdr
+	_, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&h[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if errno == unix.ENOSYS {
+		return errno
+	}
+	return nil
+}
+
+func (r *anyIPReceiver) caps() recvCaps { return r.c }
+
+func (r *anyIPReceiver) drops() RecvDrops {
+	return RecvDrops{Truncated: r.truncated.Load()}
+}
+
+func (r *anyIPReceiver) setReadDeadline(t time.Time) error {
+	return r.uc.SetReadDeadline(t)
+}
+
+func (r *anyIPReceiver) close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	// The socket may be closed already by its owner; that is fine.
+	if err := r.uc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// readBatch implements [receiver]. It does not allocate once the socket is
+// open, except to build an error.
+func (r *anyIPReceiver) readBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if r.closed.Load() {
+			return 0, net.ErrClosed
+		}
+		var n int
+		var err error
+		if r.c.GRO {
+			n, err = r.readGRO(msgs)
+		} else {
+			n, err = r.readDirect(msgs)
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+		// Everything that arrived was dropped: wait for more.
+	}
+}
+
+// recv runs recvmmsg(2) (or recvmsg(2) without batching) for the first
+// want slots, waiting on the poller while the socket is empty.
+func (r *anyIPReceiver) recv(want int) (int, error) {
+	if !r.c.Batch {
+		want = 1
+	}
+	for i := 0; i < want; i++ {
+		h := &r.hdrs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.SetControllen(anyIPOOBLen)
+		h.Flags = 0
+	}
+	r.want = want
+	if err := r.rc.Read(r.read); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		if r.c.Batch {
+			return 0, os.NewSyscallError("recvmmsg", r.errno)
+		}
+		return 0, os.NewSyscallError("recvmsg", r.errno)
+	}
+	return r.got, nil
+}
+
+// doRead is the RawConn.Read callback: false asks the poller to wait.
+func (r *anyIPReceiver) doRead(fd uintptr) bool {
+	for {
+		var n uintptr
+		var errno syscall.Errno
+		if r.c.Batch {
+			n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
+				uintptr(r.want), 0, 0, 0)
+		} else {
+			n, _, errno = unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0].Hdr)), 0)
+			if errno == 0 {
+				r.hdrs[0].Len = uint32(n)
+				n = 1
+			}
+		}
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.got, r.errno = int(n), errno
+		return true
+	}
+}
+
+// readDirect reads one datagram into each caller buffer, then drops the
+// truncated ones, moving the later datagrams down.
+func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
+	want := min(len(msgs), anyIPSlots)
+	for i := 0; i < want; i++ {
+		r.iovs[i].Base = unsafe.SliceData(msgs[i].Buf)
+		r.iovs[i].SetLen(len(msgs[i].Buf))
+	}
+	got, err := r.recv(want)
+	// Keep no pointer to the caller's buffers past the call.
+	for i := 0; i < want; i++ {
+		r.iovs[i].Base = nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	out := 0
+	for i := 0; i < got; i++ {
+		h := &r.hdrs[i]
+		n := int(h.Len)
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			r.truncated.Add(1)
+			continue
+		}
+		m := &msgs[out]
+		if out != i {
+			if n > len(m.Buf) {
+				r.truncated.Add(1)
+				continue
+			}
+			copy(m.Buf, msgs[i].Buf[:n])
+		}
+		m.N = n
+		m.OuterSrc = sockaddrToAddrPort(&r.names[i])
+		m.OuterDst, m.ECN, _ = r.parseOOB(i)
+		out++
+	}
+	return out, nil
+}
+
+// readGRO hands out the segments still pending from the last read, or
+// else reads super-datagrams into the GRO buffers and splits them.
+func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
+	if r.pendHead == r.pendTail {
+		got, err := r.recv(min(len(msgs), groSlots))
+		if err != nil {
+			return 0, err
+		}
+		r.pendHead, r.pendTail = 0, 0
+		for i := 0; i < got; i++ {
+			h := &r.hdrs[i]
+			if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+				// Cannot happen with 64 KiB buffers; never split a
+				// super-datagram whose end is missing.
+				r.truncated.Add(1)
+				continue
+			}
+			dst, ecn, seg := r.parseOOB(i)
+			r.pend[r.pendTail] = groRun{
+				data: r.groBuf[i*groBufLen : i*groBufLen+int(h.Len)],
+				seg:  seg,
+				src:  sockaddrToAddrPort(&r.names[i]),
+				dst:  dst,
+				ecn:  ecn,
+			}
+			r.pendTail++
+		}
+	}
+	out := 0
+	for out < len(msgs) && r.pendHead < r.pendTail {
+		run := &r.pend[r.pendHead]
+		n := len(run.data)
+		if run.seg > 0 && run.seg < n {
+			n = run.seg
+		}
+		m := &msgs[out]
+		if n <= len(m.Buf) {
+			copy(m.Buf, run.data[:n])
+			m.N = n
+			m.OuterSrc, m.OuterDst, m.ECN = run.src, run.dst, run.ecn
+			out++
+		} else {
+			r.truncated.Add(1)
+		}
+		run.data = run.data[n:]
+		if len(run.data) == 0 {
+			run.data = nil
+			r.pendHead++
+		}
+	}
+	return out, nil
+}
+
+// parseOOB reads slot i's control messages: the address the datagram was
+// sent to (IPV6_PKTINFO; v4-mapped for IPv4, which is unmapped), its ECN
+// (IPV6_TCLASS or IP_TOS) and the GRO segment size (UDP_GRO; 0 when the
+// datagram is not coalesced). It does not allocate.
+func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, seg int) {
+	b := r.oob[i*anyIPOOBLen : i*anyIPOOBLen+int(r.hdrs[i].Hdr.Controllen)]
+	for len(b) > 0 {
+		level, typ, data, rest, ok := nextCmsg(b)
+		if !ok {
+			break
+		}
+		switch {
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= 16:
+			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), r.localPort)
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_TCLASS && len(data) >= 4:
+			ecn = flowaddr.ECN(binary.NativeEndian.Uint32(data) & 3)
+		case level == unix.IPPROTO_IP && typ == unix.IP_TOS && len(data) >= 1:
+			ecn = flowaddr.ECN(data[0] & 3)
+		case level == unix.IPPROTO_UDP && typ == unix.UDP_GRO && len(data) >= 4:
+			seg = int(binary.NativeEndian.Uint32(data))
+		}
+		b = rest
+	}
+	return dst, ecn, seg
+}
+
+// sockaddrToAddrPort converts a source address the kernel filled in. IPv4
+// sources on a dual-stack socket come v4-mapped and are unmapped. The
+// scope of a link-local source is dropped: a zone would allocate, and the
+// spread prefix is global.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), binary.BigEndian.Uint16(p[:]))
+}
