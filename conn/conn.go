@@ -33,14 +33,18 @@ type FlowSpreadConn struct {
 	symmetric bool
 	flowLabel bool
 
-	sip     *hash.SipHash24 // the default policy, called directly; nil if policy is set
-	policy  hash.Policy
-	keyBufs sync.Pool // *[flowaddr.KeyLen]byte for policy calls
-	clock   *coarseClock
+	policy hash.Policy
+	clock  *coarseClock
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
 	stats   counters
+
+	// With the Raw backend: the reader of our own addresses, and the read
+	// deadline the caller set (Unix ns, 0 for none), which the pump's
+	// wake-ups overwrite on the Raw listener.
+	host         *hostPump
+	readDeadline atomic.Int64
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -80,17 +84,15 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		}
 		c.stats.buckets = make([]atomic.Uint64, c.local.Len())
 	}
-	if cfg.Policy != nil {
-		c.policy = cfg.Policy
-		c.keyBufs.New = func() any { return new([flowaddr.KeyLen]byte) }
-	} else {
+	c.policy = cfg.Policy
+	if c.policy == nil {
 		key := cfg.Key
 		if key == (hash.Key{}) {
 			if key, err = hash.NewKey(); err != nil {
 				return nil, fmt.Errorf("conn: make a random hash key: %w", err)
 			}
 		}
-		c.sip = hash.NewSipHash24(key)
+		c.policy = hash.NewStatic(hash.NewSipHash24(key))
 	}
 	c.readers.New = func() any { return new([1]Message) }
 
@@ -109,6 +111,16 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	switch r := cfg.Receive.(type) {
 	case Raw:
 		c.recv, err = newRawReceiver(r.Interface, cfg.Prefix, uint16(c.localAddr.Port))
+		if err == nil {
+			// The listener sees only the prefix; peers' unspread
+			// datagrams come to our own address, on the socket.
+			var sock receiver
+			if sock, err = newAnyIPReceiver(uc, true); err != nil {
+				c.recv.close()
+			} else {
+				c.host = newHostPump(sock, c.wakeReaders)
+			}
+		}
 	default:
 		c.recv, err = newAnyIPReceiver(uc, cfg.DisableGRO)
 	}
@@ -128,6 +140,9 @@ func (c *FlowSpreadConn) Close() error {
 		c.closed.Store(true)
 		c.clock.stop()
 		errRecv := c.recv.close()
+		if c.host != nil {
+			errRecv = errors.Join(errRecv, c.host.close())
+		}
 		errSock := c.uc.Close()
 		if errors.Is(errRecv, net.ErrClosed) {
 			errRecv = nil // the backend may close the shared socket itself
@@ -160,10 +175,34 @@ func (c *FlowSpreadConn) SetReadDeadline(t time.Time) error {
 	if c.closed.Load() {
 		return c.opError("set", nil, net.ErrClosed)
 	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.readDeadline.Store(ns)
 	if err := c.recv.setReadDeadline(t); err != nil {
 		return c.opError("set", nil, err)
 	}
 	return nil
+}
+
+// wakeReaders makes readers blocked in the Raw listener return, so they
+// pick up what the host pump queued: it sets a past deadline, which
+// ReadBatch tells from the caller's by readDeadline.
+func (c *FlowSpreadConn) wakeReaders() { c.recv.setReadDeadline(time.Unix(0, 1)) }
+
+// deadlinePassed reports whether the caller's read deadline has passed.
+func (c *FlowSpreadConn) deadlinePassed() bool {
+	d := c.readDeadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
+// callerDeadline returns the caller's read deadline.
+func (c *FlowSpreadConn) callerDeadline() time.Time {
+	if d := c.readDeadline.Load(); d != 0 {
+		return time.Unix(0, d)
+	}
+	return time.Time{}
 }
 
 // SetWriteDeadline sets when blocked and future writes fail with a timeout
@@ -223,6 +262,11 @@ type Stats struct {
 	// an address of our Prefix outside our spread range: the peer's idea
 	// of our Prefix, Bits, Layout or PermKey differs from ours.
 	DroppedOutsideRange uint64
+	// RecvTruncated counts datagrams longer than the reader's buffer and
+	// malformed frames; RecvBadChecksum, datagrams with a bad UDP
+	// checksum that the Raw backend threw away (the kernel drops those
+	// itself for the AnyIP backend).
+	RecvTruncated, RecvBadChecksum uint64
 	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
 	// said to drop (CE on a Not-ECT inner packet, RFC 6040).
 	DroppedECN uint64
@@ -271,5 +315,14 @@ func (c *FlowSpreadConn) Stats() Stats {
 	}
 	rc := c.recv.caps()
 	s.GRO, s.BatchRead = rc.GRO, rc.Batch
+	if dc, ok := c.recv.(dropCounter); ok {
+		d := dc.drops()
+		s.RecvTruncated, s.RecvBadChecksum = d.Truncated, d.BadChecksum
+	}
+	if c.host != nil {
+		if dc, ok := c.host.recv.(dropCounter); ok {
+			s.RecvTruncated += dc.drops().Truncated
+		}
+	}
 	return s
 }

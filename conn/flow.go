@@ -63,20 +63,8 @@ func (c *FlowSpreadConn) Classify(inner []byte) Flow {
 	return f
 }
 
-// flowHash hashes key with the conn's policy.
+// flowHash hashes key with the conn's policy. The key's bytes go by value
+// (hash.Input), so the interface call does not move them to the heap.
 func (c *FlowSpreadConn) flowHash(key *flowaddr.Key) uint64 {
-	if c.sip != nil {
-		// The default static policy: call the hasher directly, so the key
-		// bytes stay on the stack (an interface call would move them to
-		// the heap).
-		b := key.Bytes()
-		return c.sip.Sum64(b[:])
-	}
-	// Any other policy is called through an interface, so the key bytes go
-	// in a pooled buffer rather than a fresh heap allocation.
-	buf := c.keyBufs.Get().(*[flowaddr.KeyLen]byte)
-	*buf = key.Bytes()
-	h := c.policy.FlowHash(buf[:], c.clock.Now())
-	c.keyBufs.Put(buf)
-	return h
+	return c.policy.FlowHash(key.Bytes(), c.clock.Now())
 }

@@ -1,8 +1,10 @@
 package conn
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/flowspread/flowspread/flowaddr"
 )
@@ -41,6 +43,14 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 		if c.closed.Load() {
 			return 0, c.opError("read", nil, net.ErrClosed)
 		}
+		if c.host != nil {
+			if n := c.host.take(msgs); n > 0 {
+				if kept := c.accept(msgs[:n]); kept > 0 {
+					return kept, nil
+				}
+				continue
+			}
+		}
 		n, err := c.recv.readBatch(msgs)
 		if n > 0 {
 			if kept := c.accept(msgs[:n]); kept > 0 {
@@ -48,6 +58,12 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 			}
 		}
 		if err != nil {
+			if c.host != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.deadlinePassed() {
+				// The host pump woke us: restore the caller's deadline,
+				// then take what it queued (it queues before it wakes).
+				c.recv.setReadDeadline(c.callerDeadline())
+				continue
+			}
 			return 0, c.opError("read", nil, unwrapOp(err))
 		}
 	}
