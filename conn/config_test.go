@@ -8,6 +8,12 @@ import (
 	"github.com/flowspread/flowspread/conn"
 )
 
+// Documentation prefixes: ours (A) and the peer's (B).
+var (
+	prefixA = netip.MustParsePrefix("2001:db8:a::/64")
+	prefixB = netip.MustParsePrefix("2001:db8:b::/64")
+)
+
 func TestConfigErrors(t *testing.T) {
 	peer := conn.Peer{Addr: netip.MustParseAddrPort("[2001:db8:b::1]:51820"), Prefix: prefixB}
 	peers := []conn.Peer{peer}

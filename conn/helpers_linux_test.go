@@ -20,12 +20,6 @@ import (
 // the same type.
 const sockoptFlowinfo = 11
 
-// Documentation prefixes: ours (A) and the peer's (B).
-var (
-	prefixA = netip.MustParsePrefix("2001:db8:a::/64")
-	prefixB = netip.MustParsePrefix("2001:db8:b::/64")
-)
-
 // loopbackNetns makes a namespace in which both prefixes are local (AnyIP
 // routes on lo), so one host can send from A's range to B's and receive
 // there.
