@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -285,5 +286,55 @@ func TestWriteAllocs(t *testing.T) {
 	}
 	if st := c.Stats(); st.SendErrors != 0 {
 		t.Errorf("SendErrors = %d", st.SendErrors)
+	}
+}
+
+// TestWriteConcurrent sends from several goroutines at once (run it with
+// -race): every datagram arrives intact and the counters add up.
+func TestWriteConcurrent(t *testing.T) {
+	c, s, peer := spreadPair(t, conn.Config{})
+	const writers, rounds, batch = 4, 10, 32
+	errc := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			msgs := make([]conn.Message, batch)
+			for r := range rounds {
+				for i := range msgs {
+					id := (w*rounds+r)*batch + i
+					msgs[i] = conn.Message{Buf: payload(id, 64), Peer: peer, Flow: conn.Flow{Hash: uint64(id % 7), Valid: true}}
+				}
+				if n, err := c.WriteBatch(msgs); err != nil || n != batch {
+					errc <- fmt.Errorf("writer %d: WriteBatch = %d, %v", w, n, err)
+					return
+				}
+				if _, err := c.WriteFlow(payload(-1, 64), peer, conn.Flow{}); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	const total = writers * rounds * (batch + 1)
+	seen := map[uint32]bool{}
+	for range total {
+		a := s.read(t)
+		if len(a.payload) != 64 {
+			t.Fatalf("datagram of %d bytes, want 64", len(a.payload))
+		}
+		if id := binary.BigEndian.Uint32(a.payload); id != ^uint32(0) {
+			seen[id] = true
+		}
+	}
+	if len(seen) != writers*rounds*batch {
+		t.Errorf("%d distinct batch datagrams arrived, want %d", len(seen), writers*rounds*batch)
+	}
+	if st := c.Stats(); st.Sent != total || st.SentBytes != total*64 {
+		t.Errorf("Stats: Sent %d, SentBytes %d; want %d, %d", st.Sent, st.SentBytes, total, total*64)
 	}
 }
