@@ -102,7 +102,8 @@ type AnyIP struct{}
 // Raw receives with an AF_PACKET socket on Interface that a BPF filter
 // restricts to UDP datagrams to the prefix and port, for hosts where the
 // prefix is routed to the interface but not made local. It needs
-// CAP_NET_RAW.
+// CAP_NET_RAW. Datagrams to the host's own addresses (a peer's unspread
+// traffic to our canonical address) are still read from the UDP socket.
 type Raw struct {
 	Interface string
 }

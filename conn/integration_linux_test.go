@@ -3,6 +3,7 @@ package conn_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -387,5 +388,42 @@ func TestIntegrationRotation(t *testing.T) {
 			b.Close()
 			goleak.VerifyNone(t, leakCheck)
 		})
+	}
+}
+
+// TestRawReadsHostAddresses checks the Raw backend's second source: a
+// reader blocked on the Raw listener wakes for an unspread datagram to
+// our own address, and the caller's deadline still ends a read.
+func TestRawReadsHostAddresses(t *testing.T) {
+	testutil.SkipUnlessRoot(t)
+	h := newRoutedHosts(t, false)
+	a, b := h.ends(t, backends[1], conn.Config{}, conn.Config{})
+	buf := make([]byte, 100)
+
+	got := make(chan string, 1)
+	go func() {
+		n, peer, err := a.ReadFromAddrPort(buf)
+		if err != nil || peer != linkB {
+			got <- fmt.Sprintf("error %v from %v", err, peer)
+			return
+		}
+		got <- string(buf[:n])
+	}()
+	// The reader may or may not be blocked yet: either way it must get
+	// the datagram, from the socket (unspread, to A's link address).
+	if _, err := b.WriteFlow([]byte("unspread"), linkA, conn.Flow{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-got; s != "unspread" {
+		t.Fatalf("read %q, want %q", s, "unspread")
+	}
+
+	if err := a.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := a.ReadFromAddrPort(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v; want a timeout", err)
 	}
 }
