@@ -1,0 +1,5 @@
+package flowaddr_test
+
+import "github.com/flowspread/flowspread/flowaddr"
+
+var sinkKey flowaddr.Key
