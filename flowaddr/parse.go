@@ -122,15 +122,7 @@ const (
 // Any other protocol gives the addresses and the protocol, no ports and no
 // error.
 func Parse(pkt []byte) (Key, error) {
-	if len(pkt) == 0 {
-		return Key{}, ErrEmpty
-	}
-	var p parser
-	next := layerIPv4
-	if pkt[0]>>4 == 6 {
-		next = layerIPv6
-	}
-	return p.run(next, pkt)
+	return parse(pkt, layerIP)
 }
 
 // ParseEthernet returns the flow key of an Ethernet II frame carrying IPv4
@@ -140,17 +132,8 @@ func Parse(pkt []byte) (Key, error) {
 // contracts hold: no allocation, no panic, the innermost flow on error.
 // A frame of any other EtherType is [ErrNotIP].
 func ParseEthernet(frame []byte) (Key, error) {
-	if len(frame) == 0 {
-		return Key{}, ErrEmpty
-	}
-	var p parser
-	return p.run(layerEthernet, frame)
+	return parse(frame, layerEthernet)
 }
-
-// linuxSLLLen is the length of a Linux cooked capture (v1) header: packet
-// type, ARPHRD type, link address length, 8 bytes of link address and the
-// protocol (an EtherType).
-const linuxSLLLen = 16
 
 // ParseLinuxSLL returns the flow key of a frame in Linux cooked capture
 // format v1 (pcap link type 113, LINKTYPE_LINUX_SLL), as captured on "any"
@@ -158,18 +141,46 @@ const linuxSLLLen = 16
 // possibly after VLAN tags as libpcap reinserts them; the IP packet is
 // parsed as by [Parse], with the same contracts.
 func ParseLinuxSLL(frame []byte) (Key, error) {
-	if len(frame) == 0 {
-		return Key{}, ErrEmpty
+	return parse(frame, layerLinuxSLL)
+}
+
+// parse parses b, starting with a header of kind first, and builds the
+// key. The exported functions are small enough to inline, so parse writes
+// the key straight into their caller's result, field by field, reading
+// the addresses from the packet. (A Key assembled in a temporary and
+// returned through a chain of calls is copied whole with overlapping
+// 16-byte moves right after its fields were stored, which stalls the CPU
+// on store forwarding; that doubled the cost of a parse.)
+func parse(b []byte, first layer) (k Key, err error) {
+	if len(b) == 0 {
+		return k, ErrEmpty
 	}
-	if len(frame) < linuxSLLLen {
-		return Key{}, ErrTruncated
+	if first == layerIP {
+		first = layerIPv4
+		if b[0]>>4 == 6 {
+			first = layerIPv6
+		}
 	}
 	var p parser
-	next, b, err := p.etherType(binary.BigEndian.Uint16(frame[14:16]), frame[linuxSLLLen:])
-	if err != nil {
-		return Key{}, err
+	err = p.run(first, b)
+	if p.quoted {
+		p.src, p.dst = p.dst, p.src
+		p.sport, p.dport = p.dport, p.sport
 	}
-	return p.run(next, b)
+	if len(p.src) == 16 {
+		k.Src = [16]byte(p.src)
+		k.Dst = [16]byte(p.dst)
+	} else if len(p.src) == 4 {
+		k.Src[10], k.Src[11], k.Dst[10], k.Dst[11] = 0xff, 0xff, 0xff, 0xff // ::ffff:a.b.c.d
+		copy(k.Src[12:], p.src)
+		copy(k.Dst[12:], p.dst)
+		k.Flags = FlagIPv4
+	}
+	k.SrcPort, k.DstPort, k.Proto = p.sport, p.dport, p.proto
+	if p.fragment {
+		k.Flags |= FlagFragment
+	}
+	return k, err
 }
 
 // layer names what run parses next.
@@ -177,27 +188,52 @@ type layer uint8
 
 const (
 	layerDone layer = iota
+	layerIP         // IPv4 or IPv6, by the version nibble
 	layerIPv4
 	layerIPv6
 	layerEthernet
+	layerLinuxSLL
 )
+
+// flow is a flow key under construction. It points into the packet
+// rather than copying addresses at every IP header: Parse builds the Key
+// once, at the end, from the innermost flow.
+type flow struct {
+	// src and dst are the address bytes in the packet: 4 for IPv4, 16 for
+	// IPv6, nil before the first IP header.
+	src, dst     []byte
+	sport, dport uint16
+	proto        uint8
+	fragment     bool
+}
 
 // parser holds the state of one Parse call. It lives on the caller's stack.
 type parser struct {
-	key Key
-	// icmpKey is the key of the ICMP error whose quote is being parsed.
-	icmpKey Key
+	flow
+	// icmpFlow is the flow of the ICMP error whose quote is being parsed.
+	icmpFlow flow
 	// depth counts the IP headers seen.
 	depth uint8
 	// quote is set inside an ICMP error's quoted packet.
 	quote bool
-	// quoted is set when key came from inside a quote, so must be reversed.
+	// quoted is set when the flow came from inside a quote, so must be
+	// reversed.
 	quoted bool
 }
 
-// run parses layers from next on until the key is known or an error stops
+// setFlow starts the flow of a new IP header. It sets field by field for
+// the reason parse gives.
+func (p *parser) setFlow(src, dst []byte, proto uint8) {
+	p.src, p.dst = src, dst
+	p.sport, p.dport = 0, 0
+	p.proto = proto
+	p.fragment = false
+	p.quoted = p.quote
+}
+
+// run parses layers from next on until the flow is known or an error stops
 // it. Each step returns the layer its payload holds, or layerDone.
-func (p *parser) run(next layer, b []byte) (Key, error) {
+func (p *parser) run(next layer, b []byte) error {
 	var err error
 	for next != layerDone {
 		switch next {
@@ -205,14 +241,13 @@ func (p *parser) run(next layer, b []byte) (Key, error) {
 			next, b, err = p.ipv4(b)
 		case layerIPv6:
 			next, b, err = p.ipv6(b)
-		default:
+		case layerEthernet:
 			next, b, err = p.ethernet(b)
+		default:
+			next, b, err = p.linuxSLL(b)
 		}
 	}
-	if p.quoted {
-		return p.key.Reverse(), err
-	}
-	return p.key, err
+	return err
 }
 
 const (
@@ -258,14 +293,9 @@ func (p *parser) ipv4(b []byte) (layer, []byte, error) {
 		total = len(b)
 	}
 	proto := b[9]
-	p.quoted = p.quote
-	p.key = Key{Proto: proto, Flags: FlagIPv4}
-	p.key.Src[10], p.key.Src[11] = 0xff, 0xff
-	p.key.Dst[10], p.key.Dst[11] = 0xff, 0xff
-	copy(p.key.Src[12:], b[12:16])
-	copy(p.key.Dst[12:], b[16:20])
+	p.setFlow(b[12:16], b[16:20], proto)
 	if binary.BigEndian.Uint16(b[6:8])&ipv4FragMask != 0 {
-		p.key.Flags |= FlagFragment
+		p.fragment = true
 		return layerDone, nil, nil
 	}
 	return p.transport(proto, b[hlen:total], false)
@@ -299,7 +329,6 @@ func (p *parser) ipv6(b []byte) (layer, []byte, error) {
 	default:
 		payload = payload[:plen]
 	}
-	p.quoted = p.quote
-	p.key = Key{Proto: next, Src: [16]byte(b[8:24]), Dst: [16]byte(b[24:40])}
+	p.setFlow(b[8:24], b[24:40], next)
 	return p.transport(next, payload, true)
 }

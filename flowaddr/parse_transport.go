@@ -68,8 +68,8 @@ func (p *parser) transport(proto uint8, b []byte, v6 bool) (layer, []byte, error
 				return layerDone, nil, ErrTruncated
 			}
 			if binary.BigEndian.Uint16(b[2:4])&ipv6FragMask != 0 {
-				p.key.Proto = b[0]
-				p.key.Flags |= FlagFragment
+				p.proto = b[0]
+				p.fragment = true
 				return layerDone, nil, nil
 			}
 			hlen = fragmentHeaderLen // an atomic fragment: go on
@@ -83,7 +83,7 @@ func (p *parser) transport(proto uint8, b []byte, v6 bool) (layer, []byte, error
 			return layerDone, nil, ErrTruncated
 		}
 		proto = b[0]
-		p.key.Proto = proto
+		p.proto = proto
 		b = b[hlen:]
 	}
 }
@@ -171,8 +171,8 @@ func (p *parser) ports(b []byte) (layer, []byte, error) {
 	if len(b) < portsLen {
 		return layerDone, nil, ErrTruncated
 	}
-	p.key.SrcPort = binary.BigEndian.Uint16(b[0:2])
-	p.key.DstPort = binary.BigEndian.Uint16(b[2:4])
+	p.sport = binary.BigEndian.Uint16(b[0:2])
+	p.dport = binary.BigEndian.Uint16(b[2:4])
 	return layerDone, nil, nil
 }
 
@@ -205,7 +205,7 @@ func (p *parser) udp(b []byte) (layer, []byte, error) {
 	if err != nil {
 		return next, nil, err
 	}
-	if len(b) >= udpHeaderLen+vxlanHeaderLen && p.key.DstPort == vxlanPort && b[udpHeaderLen]&vxlanFlagI != 0 {
+	if len(b) >= udpHeaderLen+vxlanHeaderLen && p.dport == vxlanPort && b[udpHeaderLen]&vxlanFlagI != 0 {
 		return layerEthernet, b[udpHeaderLen+vxlanHeaderLen:], nil
 	}
 	return layerDone, nil, nil
@@ -247,13 +247,13 @@ func (p *parser) icmp(b []byte, v6 bool) (layer, []byte, error) {
 	switch {
 	case echo:
 		id := binary.BigEndian.Uint16(b[4:6])
-		p.key.SrcPort, p.key.DstPort = id, id
+		p.sport, p.dport = id, id
 	case quotes && p.quote:
 		// An error about an error: stop at the outer one.
-		p.key = p.icmpKey
+		p.flow = p.icmpFlow
 		p.quoted = false
 	case quotes:
-		p.icmpKey = p.key
+		p.icmpFlow = p.flow
 		p.quote = true
 		if v6 {
 			return layerIPv6, b[icmpHeaderLen:], nil

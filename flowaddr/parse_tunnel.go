@@ -51,8 +51,8 @@ func (p *parser) gre(b []byte) (layer, []byte, error) {
 		return layerDone, nil, ErrTruncated
 	}
 	if flags&greKey != 0 {
-		p.key.SrcPort = binary.BigEndian.Uint16(b[keyOff:])
-		p.key.DstPort = binary.BigEndian.Uint16(b[keyOff+2:])
+		p.sport = binary.BigEndian.Uint16(b[keyOff:])
+		p.dport = binary.BigEndian.Uint16(b[keyOff+2:])
 	}
 	switch binary.BigEndian.Uint16(b[2:4]) {
 	case etherTypeIPv4:
@@ -71,6 +71,19 @@ func (p *parser) ethernet(b []byte) (layer, []byte, error) {
 		return layerDone, nil, ErrTruncated
 	}
 	return p.etherType(binary.BigEndian.Uint16(b[12:14]), b[ethernetHeaderLen:])
+}
+
+// linuxSLLLen is the length of a Linux cooked capture (v1) header: packet
+// type, ARPHRD type, link address length, 8 bytes of link address and the
+// protocol (an EtherType).
+const linuxSLLLen = 16
+
+// linuxSLL parses a Linux cooked capture v1 header.
+func (p *parser) linuxSLL(b []byte) (layer, []byte, error) {
+	if len(b) < linuxSLLLen {
+		return layerDone, nil, ErrTruncated
+	}
+	return p.etherType(binary.BigEndian.Uint16(b[14:16]), b[linuxSLLLen:])
 }
 
 // etherType skips the VLAN tags after an EtherType field et and hands an IP
