@@ -424,7 +424,11 @@ func (g *gen) terminal(p *part, v6, quote bool) {
 
 // fragment makes the packet a fragment of a larger datagram.
 func (g *gen) fragment(p *part, v6 bool) {
-	offset := uint16(g.r.IntN(1 << 13))
+	// A third are first fragments (offset 0, More Fragments set).
+	offset := uint16(0)
+	if g.r.IntN(3) != 0 {
+		offset = uint16(1 + g.r.IntN(1<<13-1))
+	}
 	more := offset == 0 || g.r.IntN(2) == 0
 	proto := []layers.IPProtocol{6, 17, 58, 1, 132, 47, 4, 41}[g.r.IntN(8)]
 	if v6 {
