@@ -163,17 +163,18 @@ func parse(b []byte, first layer) (k Key, err error) {
 	}
 	var p parser
 	err = p.run(first, b)
+	src, dst := 0, len(p.addrs)/2
 	if p.quoted {
-		p.src, p.dst = p.dst, p.src
+		src, dst = dst, src
 		p.sport, p.dport = p.dport, p.sport
 	}
-	if len(p.src) == 16 {
-		k.Src = [16]byte(p.src)
-		k.Dst = [16]byte(p.dst)
-	} else if len(p.src) == 4 {
+	if len(p.addrs) == 32 {
+		k.Src = [16]byte(p.addrs[src:])
+		k.Dst = [16]byte(p.addrs[dst:])
+	} else if len(p.addrs) == 8 {
 		k.Src[10], k.Src[11], k.Dst[10], k.Dst[11] = 0xff, 0xff, 0xff, 0xff // ::ffff:a.b.c.d
-		copy(k.Src[12:], p.src)
-		copy(k.Dst[12:], p.dst)
+		copy(k.Src[12:], p.addrs[src:src+4])
+		copy(k.Dst[12:], p.addrs[dst:dst+4])
 		k.Flags = FlagIPv4
 	}
 	k.SrcPort, k.DstPort, k.Proto = p.sport, p.dport, p.proto
@@ -199,9 +200,10 @@ const (
 // rather than copying addresses at every IP header: Parse builds the Key
 // once, at the end, from the innermost flow.
 type flow struct {
-	// src and dst are the address bytes in the packet: 4 for IPv4, 16 for
-	// IPv6, nil before the first IP header.
-	src, dst     []byte
+	// addrs are the source and destination address bytes in the packet,
+	// adjacent in both IP headers: 8 for IPv4, 32 for IPv6, nil before the
+	// first IP header.
+	addrs        []byte
 	sport, dport uint16
 	proto        uint8
 	fragment     bool
@@ -223,8 +225,8 @@ type parser struct {
 
 // setFlow starts the flow of a new IP header. It sets field by field for
 // the reason parse gives.
-func (p *parser) setFlow(src, dst []byte, proto uint8) {
-	p.src, p.dst = src, dst
+func (p *parser) setFlow(addrs []byte, proto uint8) {
+	p.addrs = addrs
 	p.sport, p.dport = 0, 0
 	p.proto = proto
 	p.fragment = false
@@ -293,7 +295,7 @@ func (p *parser) ipv4(b []byte) (layer, []byte, error) {
 		total = len(b)
 	}
 	proto := b[9]
-	p.setFlow(b[12:16], b[16:20], proto)
+	p.setFlow(b[12:20], proto)
 	if binary.BigEndian.Uint16(b[6:8])&ipv4FragMask != 0 {
 		p.fragment = true
 		return layerDone, nil, nil
@@ -329,6 +331,6 @@ func (p *parser) ipv6(b []byte) (layer, []byte, error) {
 	default:
 		payload = payload[:plen]
 	}
-	p.setFlow(b[8:24], b[24:40], next)
+	p.setFlow(b[8:40], next)
 	return p.transport(next, payload, true)
 }
