@@ -156,6 +156,11 @@ func parse(b []byte, first layer) (k Key, err error) {
 		return k, ErrEmpty
 	}
 	if first == layerIP {
+		if addrs, sport, dport, proto, ok := direct(b); ok {
+			k.setAddrs(addrs, false)
+			k.SrcPort, k.DstPort, k.Proto = sport, dport, proto
+			return k, nil
+		}
 		first = layerIPv4
 		if b[0]>>4 == 6 {
 			first = layerIPv6
@@ -163,25 +168,36 @@ func parse(b []byte, first layer) (k Key, err error) {
 	}
 	var p parser
 	err = p.run(first, b)
-	src, dst := 0, len(p.addrs)/2
+	k.setAddrs(p.addrs, p.quoted)
 	if p.quoted {
-		src, dst = dst, src
-		p.sport, p.dport = p.dport, p.sport
+		k.SrcPort, k.DstPort = p.dport, p.sport
+	} else {
+		k.SrcPort, k.DstPort = p.sport, p.dport
 	}
-	if len(p.addrs) == 32 {
-		k.Src = [16]byte(p.addrs[src:])
-		k.Dst = [16]byte(p.addrs[dst:])
-	} else if len(p.addrs) == 8 {
-		k.Src[10], k.Src[11], k.Dst[10], k.Dst[11] = 0xff, 0xff, 0xff, 0xff // ::ffff:a.b.c.d
-		copy(k.Src[12:], p.addrs[src:src+4])
-		copy(k.Dst[12:], p.addrs[dst:dst+4])
-		k.Flags = FlagIPv4
-	}
-	k.SrcPort, k.DstPort, k.Proto = p.sport, p.dport, p.proto
+	k.Proto = p.proto
 	if p.fragment {
 		k.Flags |= FlagFragment
 	}
 	return k, err
+}
+
+// setAddrs sets the addresses of k, and FlagIPv4 for IPv4, from adjacent
+// source and destination address bytes in a packet, swapped if reversed.
+func (k *Key) setAddrs(addrs []byte, reversed bool) {
+	src, dst := 0, len(addrs)/2
+	if reversed {
+		src, dst = dst, src
+	}
+	switch len(addrs) {
+	case 32:
+		k.Src = [16]byte(addrs[src:])
+		k.Dst = [16]byte(addrs[dst:])
+	case 8:
+		k.Src[10], k.Src[11], k.Dst[10], k.Dst[11] = 0xff, 0xff, 0xff, 0xff // ::ffff:a.b.c.d
+		copy(k.Src[12:], addrs[src:src+4])
+		copy(k.Dst[12:], addrs[dst:dst+4])
+		k.Flags = FlagIPv4
+	}
 }
 
 // layer names what run parses next.
