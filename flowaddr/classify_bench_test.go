@@ -1,0 +1,98 @@
+package flowaddr_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/flowspread/flowspread/flowaddr"
+	"github.com/flowspread/flowspread/hash"
+	"github.com/flowspread/flowspread/internal/testutil"
+)
+
+// classifier is the whole per-packet work of a sender: parse the inner
+// packet, hash its key, map the hash to an outer address.
+type classifier struct {
+	hasher hash.Hasher
+	mapper *flowaddr.Mapper
+}
+
+func newClassifier(tb testing.TB) classifier {
+	key, err := hash.ParseKey("000102030405060708090a0b0c0d0e0f")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: netip.MustParsePrefix("2001:db8:a::/64")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return classifier{hasher: hash.NewSipHash24(key), mapper: m}
+}
+
+func (c classifier) addr(k flowaddr.Key) [16]byte {
+	return c.mapper.Addr16(c.mapper.Bucket(c.hasher.Sum64(k.Bytes())))
+}
+
+var sinkAddr [16]byte
+
+// BenchmarkClassify measures parse + hash + map; BenchmarkGopacketClassify
+// does the same with gopacket's DecodingLayerParser doing the parsing, on
+// the same packets, so one run prints both.
+func BenchmarkClassify(b *testing.B) {
+	c := newClassifier(b)
+	for _, bp := range testutil.BenchPackets() {
+		b.Run(bp.Name, func(b *testing.B) {
+			b.ReportAllocs()
+			var a [16]byte
+			for b.Loop() {
+				k, _ := flowaddr.Parse(bp.Data)
+				a = c.addr(k)
+			}
+			sinkAddr = a
+		})
+	}
+}
+
+func BenchmarkGopacketClassify(b *testing.B) {
+	c := newClassifier(b)
+	p := newGopacketParser()
+	for _, bp := range testutil.BenchPackets() {
+		b.Run(bp.Name, func(b *testing.B) {
+			b.ReportAllocs()
+			var a [16]byte
+			for b.Loop() {
+				a = c.addr(gopacketExtract(p, bp.Data))
+			}
+			sinkAddr = a
+		})
+	}
+}
+
+func TestClassifyAgreesWithGopacketOnBenchPackets(t *testing.T) {
+	c := newClassifier(t)
+	p := newGopacketParser()
+	for _, bp := range testutil.BenchPackets() {
+		k, err := flowaddr.Parse(bp.Data)
+		if err != nil {
+			t.Fatalf("%s: %v", bp.Name, err)
+		}
+		if g := gopacketExtract(p, bp.Data); g != k {
+			t.Errorf("%s: Parse gives %+v, gopacket %+v: the benchmarks would compare unlike work", bp.Name, k, g)
+		}
+		if a := netip.AddrFrom16(c.addr(k)); !c.mapper.Prefix().Contains(a) {
+			t.Errorf("%s: address %v outside %v", bp.Name, a, c.mapper.Prefix())
+		}
+	}
+}
+
+func TestClassifyDoesNotAllocate(t *testing.T) {
+	c := newClassifier(t)
+	for _, bp := range testutil.BenchPackets() {
+		allocs := testing.AllocsPerRun(100, func() {
+			k, _ := flowaddr.Parse(bp.Data)
+			sinkAddr = c.addr(k.Canonical())
+		})
+		if allocs != 0 {
+			t.Errorf("%s: parse + hash + map allocates %v times per packet, want 0", bp.Name, allocs)
+		}
+	}
+}
