@@ -261,7 +261,11 @@ func TestIntegrationSpread(t *testing.T) {
 				t.Fatal(err)
 			}
 			stranger.Close()
-			if _, err := b.WriteFlow([]byte("after"), linkA, conn.Flow{}); err != nil {
+			// Spread as flow 0's reply, so that it takes the foreign
+			// datagram's path (the Raw backend reads our own addresses
+			// from a second source, in no set order with the first).
+			reply0 := b.Classify(udp6Packet(t, "2001:db8:2::2", "2001:db8:1::1", 443, 20000))
+			if _, err := b.WriteFlow([]byte("after"), linkA, reply0); err != nil {
 				t.Fatal(err)
 			}
 			n, info, err := a.ReadMsg(buf)
