@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -218,7 +219,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 
 	const maxMTU = 65535 - overhead - 40 - 8 // an IPv6 datagram's longest payload
 	hasV6 := false
-	for _, p := range append(addrs[:len(addrs):len(addrs)], routes...) {
+	for _, p := range slices.Concat(addrs, routes) {
 		hasV6 = hasV6 || p.Addr().Is6()
 	}
 	switch {

@@ -8,8 +8,16 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/flowspread/flowspread/hash"
 )
+
+// TestMain checks that no test leaves a goroutine behind: a closed tunnel
+// must end both of its loops.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 const testPSKHex = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
 

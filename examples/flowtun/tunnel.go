@@ -234,16 +234,18 @@ func (t *tunnel) run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- t.tunToNet() }()
 	go func() { errc <- t.netToTun() }()
+	pending := 2
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		pending--
 	}
 	t.close()
-	if other := <-errc; err == nil {
-		err = other
-	} else {
-		<-errc
+	for ; pending > 0; pending-- {
+		if e := <-errc; err == nil {
+			err = e
+		}
 	}
 	return err
 }
