@@ -59,7 +59,7 @@ func TestParseFlags(t *testing.T) {
 			}
 		}},
 		{name: "auto spreads both", args: with(pfx), check: func(t *testing.T, cfg config, _ string) {
-			if cfg.spread != spreadBoth || cfg.prefix != prefixA || cfg.peerPrefix != prefixB {
+			if cfg.spread != spreadBoth || cfg.prefix.String() != "2001:db8:a::/64" || cfg.peerPrefix.String() != "2001:db8:b::/64" {
 				t.Errorf("spread %v, prefixes %v %v", cfg.spread, cfg.prefix, cfg.peerPrefix)
 			}
 		}},
@@ -81,7 +81,7 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "src leaves the peer unspread", args: with(pfx, []string{"-spread", "src"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if c.Prefix != prefixA || c.Peers[0].Prefix.IsValid() {
+			if c.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Prefix.IsValid() {
 				t.Errorf("src: conn prefix %v, peer prefix %v", c.Prefix, c.Peers[0].Prefix)
 			}
 		}},
