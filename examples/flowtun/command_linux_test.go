@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/flowspread/flowspread/internal/testutil"
+)
+
+// lockedBuffer collects a process's output while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// buildFlowtun builds the command into a temporary directory.
+func buildFlowtun(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go command to build flowtun")
+	}
+	bin := filepath.Join(t.TempDir(), "flowtun")
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process is a flowtun command running in a namespace.
+type process struct {
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	exited chan struct{} // closed once it exited; then err is its exit
+	err    error
+}
+
+// startCommand runs flowtun in ns until the test ends, and waits until it
+// says it is up.
+func startCommand(t *testing.T, ns *testutil.Netns, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: ns.Command(append([]string{bin}, args...)...), out: &lockedBuffer{}, exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill() // does nothing once it exited
+		<-p.exited
+	})
+	waitFor(t, "flowtun in "+ns.Name+" to come up", func() bool {
+		select {
+		case <-p.exited:
+			t.Fatalf("flowtun in %s exited: %v: %s", ns.Name, p.err, p.out)
+		default:
+		}
+		return strings.Contains(p.out.String(), " up, MTU ")
+	})
+	return p
+}
+
+// sites is the testbed's addressing: each end host has its own address
+// on its loopback inside its site's /48, which a router routes to it, and
+// a /64 of the site to spread over.
+//
+//	client lo 2001:db8:a::1 ── r0 router r1 ── server lo 2001:db8:b::1
+//	       spread 2001:db8:a:1::/64           spread 2001:db8:b:1::/64
+type sites struct {
+	client, router, server *testutil.Netns
+}
+
+func newSites(t *testing.T) *sites {
+	t.Helper()
+	s := &sites{client: testutil.NewNetns(t), router: testutil.NewNetns(t), server: testutil.NewNetns(t)}
+	testutil.Veth(t, s.client, "c0", s.router, "r0")
+	testutil.Veth(t, s.router, "r1", s.server, "s0")
+	s.router.Run(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	s.router.Run(t, "ip", "addr", "add", "2001:db8:ff:1::1/64", "dev", "r0", "nodad")
+	s.router.Run(t, "ip", "addr", "add", "2001:db8:ff:2::1/64", "dev", "r1", "nodad")
+	s.router.Run(t, "ip", "-6", "route", "add", "2001:db8:a::/48", "via", "2001:db8:ff:1::2")
+	s.router.Run(t, "ip", "-6", "route", "add", "2001:db8:b::/48", "via", "2001:db8:ff:2::2")
+	for _, h := range []struct {
+		ns             *testutil.Netns
+		dev, host, lnk string
+		gw             string
+	}{
+		{s.client, "c0", "2001:db8:a::1", "2001:db8:ff:1::2", "2001:db8:ff:1::1"},
+		{s.server, "s0", "2001:db8:b::1", "2001:db8:ff:2::2", "2001:db8:ff:2::1"},
+	} {
+		h.ns.Run(t, "ip", "addr", "add", h.host+"/128", "dev", "lo")
+		h.ns.Run(t, "ip", "addr", "add", h.lnk+"/64", "dev", h.dev, "nodad")
+		h.ns.Run(t, "ip", "-6", "route", "add", "default", "via", h.gw, "dev", h.dev, "src", h.host)
+	}
+	return s
+}
+
+// TestCommand runs the flowtun command at both ends of a routed path, with
+// the command lines a testbed uses (spread both, and off for one outer
+// flow), carries TCP through it, asks for counters with SIGUSR1, and stops
+// it with SIGTERM: it must exit cleanly, write its final counters and
+// leave neither the TUN device nor the local route.
+func TestCommand(t *testing.T) {
+	testutil.SkipUnlessRoot(t)
+	bin := buildFlowtun(t)
+	for _, spread := range []string{"both", "off"} {
+		t.Run(spread, func(t *testing.T) { testCommand(t, bin, spread) })
+	}
+}
+
+func testCommand(t *testing.T, bin, spread string) {
+	dir := t.TempDir()
+	pskFile := filepath.Join(dir, "psk")
+	if err := os.WriteFile(pskFile, []byte("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statsA, statsB := filepath.Join(dir, "client.json"), filepath.Join(dir, "server.json")
+	s := newSites(t)
+	procA := startCommand(t, s.client, bin,
+		"-name", "ft0", "-listen-port", "51820", "-peer", "[2001:db8:b::1]:51820",
+		"-prefix", "2001:db8:a:1::/64", "-peer-prefix", "2001:db8:b:1::/64", "-spread", spread,
+		"-psk-file", pskFile, "-addr", "2001:db8:e::a/64,198.51.100.1/32", "-route", "198.51.100.0/24",
+		"-stats", statsA)
+	procB := startCommand(t, s.server, bin,
+		"-name", "ft0", "-listen-port", "51820", "-peer", "[2001:db8:a::1]:51820",
+		"-prefix", "2001:db8:b:1::/64", "-peer-prefix", "2001:db8:a:1::/64", "-spread", spread,
+		"-psk-file", pskFile, "-addr", "2001:db8:e::b/64", "-addr", "198.51.100.2/32", "-route", "198.51.100.0/24",
+		"-stats", statsB)
+
+	echo := netip.MustParseAddrPort("[2001:db8:e::b]:7000")
+	tcpEchoServer(t, s.server, echo)
+	tcpEchoServer(t, s.server, netip.MustParseAddrPort("198.51.100.2:7000"))
+	if err := tcpEcho(s.client, echo, 300<<10); err != nil {
+		t.Fatalf("TCP over IPv6: %v\nclient: %s\nserver: %s", err, procA.out, procB.out)
+	}
+	if err := tcpEcho(s.client, netip.MustParseAddrPort("198.51.100.2:7000"), 300<<10); err != nil {
+		t.Fatalf("TCP over IPv4: %v\nclient: %s\nserver: %s", err, procA.out, procB.out)
+	}
+
+	readStats := func(path string) (Stats, error) {
+		var st Stats
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return st, err
+		}
+		return st, json.Unmarshal(b, &st)
+	}
+	// SIGUSR1: counters while running.
+	if err := procA.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var running Stats
+	waitFor(t, "the client's counters after SIGUSR1", func() bool {
+		var err error
+		running, err = readStats(statsA)
+		return err == nil
+	})
+	if running.TunPackets == 0 || running.Delivered == 0 {
+		t.Errorf("the client's counters on SIGUSR1 show no traffic: %+v", running)
+	}
+	// Two TCP flows and whatever the TUN devices send themselves.
+	if spread == "both" && running.AddressesUsed < 2 {
+		t.Errorf("spreading, the client sent from %d outer addresses", running.AddressesUsed)
+	}
+	if spread == "off" && (running.AddressesUsed != 0 || running.Conn.SentUnspread != running.Conn.Sent) {
+		t.Errorf("not spreading, the client sent %d of %d datagrams spread", running.Conn.Sent-running.Conn.SentUnspread, running.Conn.Sent)
+	}
+
+	// SIGTERM: a clean exit.
+	for _, c := range []struct {
+		name  string
+		p     *process
+		ns    *testutil.Netns
+		stats string
+	}{{"client", procA, s.client, statsA}, {"server", procB, s.server, statsB}} {
+		if err := c.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		<-c.p.exited
+		if c.p.err != nil {
+			t.Errorf("%s exited with %v: %s", c.name, c.p.err, c.p.out)
+		}
+		s, err := readStats(c.stats)
+		if err != nil {
+			t.Errorf("%s's final counters: %v", c.name, err)
+		} else if s.Delivered == 0 || s.DroppedAuth+s.DroppedReplay+s.DroppedMalformed != 0 {
+			t.Errorf("%s's final counters: %+v", c.name, s)
+		}
+		if out, err := c.ns.Output("ip", "link", "show", "ft0"); err == nil {
+			t.Errorf("%s: ft0 is still there after exit: %s", c.name, out)
+		}
+		routes := c.ns.Run(t, "ip", "-6", "route", "show", "table", "local")
+		if strings.Contains(routes, "2001:db8:a:1::/64") || strings.Contains(routes, "2001:db8:b:1::/64") {
+			t.Errorf("%s: the local route is still there after exit:\n%s", c.name, routes)
+		}
+	}
+	if running.TunPackets > 0 {
+		t.Logf("client at SIGUSR1: %d packets from the TUN, %d delivered, %d outer addresses, %d GSO sends",
+			running.TunPackets, running.Delivered, running.AddressesUsed, running.Conn.GSOSends)
+	}
+}

@@ -1,0 +1,87 @@
+// Command flowtun is a small point-to-point tunnel: a TUN device at each
+// end, inner IPv4 and IPv6 packets sealed with ChaCha20-Poly1305 under a
+// pre-shared key, carried in UDP over a [conn.FlowSpreadConn]. Each inner
+// flow gets its own outer IPv6 address pair, so fq_codel or cake on the
+// path queue the tunnel's flows apart instead of as one. It is meant to be
+// read in one sitting, as a model of how a VPN uses flowspread.
+//
+// # How it uses the library
+//
+// The TUN reader takes a batch of inner packets; for each it calls
+// [conn.FlowSpreadConn.Classify] on the plaintext, seals the packet in
+// place and sends the batch with [conn.FlowSpreadConn.WriteBatch], which
+// puts each datagram on its flow's address pair and coalesces runs of one
+// flow with UDP GSO. The network reader takes a batch with
+// [conn.FlowSpreadConn.ReadBatch] (every datagram from the peer's range
+// reads as from its one canonical address), checks and opens each, applies
+// the outer ECN mark with [conn.FlowSpreadConn.Decapsulate] (RFC 6040) and
+// writes the inner packet to the TUN device. Buffers are allocated at
+// start: the data path allocates nothing.
+//
+// # Running it
+//
+// Each end needs a TUN device (root, or CAP_NET_ADMIN) and, to spread its
+// sources, an IPv6 prefix routed to it: flowtun makes the prefix local
+// with an AnyIP route (ip -6 route add local PREFIX dev lo) and removes it
+// at exit. Between hosts A (2001:db8:ff::a, prefix 2001:db8:a::/64) and B
+// (2001:db8:ff::b, prefix 2001:db8:b::/64):
+//
+//	A# flowtun -name tun0 -listen-port 51820 -peer '[2001:db8:ff::b]:51820' \
+//	     -prefix 2001:db8:a::/64 -peer-prefix 2001:db8:b::/64 -psk-file psk \
+//	     -addr 198.51.100.1/24,fd00:99::1/64
+//	B# flowtun -name tun0 -listen-port 51820 -peer '[2001:db8:ff::a]:51820' \
+//	     -prefix 2001:db8:b::/64 -peer-prefix 2001:db8:a::/64 -psk-file psk \
+//	     -addr 198.51.100.2/24,fd00:99::2/64
+//
+// The PSK file holds 64 hex digits (head -c 32 /dev/urandom | xxd -p -c 32).
+// -peer is the peer's canonical address: the one its unspread datagrams
+// come from, so the source address of its route to us. Both ends must
+// agree on -bits, -mtu, the prefixes and the hash key (by default derived
+// from the PSK). Run preflight (examples/preflight) to check a host.
+//
+// -spread says what is spread: both (the default when both prefixes are
+// given), off (one outer flow between the canonical addresses, IPv4 works
+// too), or, where only one end has a prefix, src at that end and dst at
+// the other: flows leave the prefixed end from many sources and reach it
+// at many destinations, and the other end keeps one address.
+//
+// Counters (see [Stats]) are written as one JSON line at exit and on
+// SIGUSR1, to standard error or to the -stats file. SIGINT and SIGTERM
+// stop the tunnel and remove its device and local route.
+//
+// # Wire format and keys
+//
+// A datagram is a type byte (1), an 8-byte big-endian counter, and the
+// ChaCha20-Poly1305 (RFC 8439) ciphertext of the inner packet with its
+// 16-byte tag; the 9-byte header is the additional data, the nonce is 4
+// zero bytes and the counter. Each direction has its own key, derived from
+// the PSK with HKDF-SHA-256 (RFC 5869) under the label "flowtun a->b" or
+// "flowtun b->a" and both canonical addresses, "a" being the lower one:
+// both ends agree without a message, and ends that disagree on the
+// addresses never seal with one key. The flow hash key is derived the same
+// way, under its own label.
+//
+// The counter starts at the sender's wall clock in nanoseconds and counts
+// up: a restarted end goes on above every counter it sent before, so a
+// nonce never repeats under a key (unless the clock steps back by more
+// than the tunnel was down) and the peer accepts it at once.
+//
+// # Replay protection
+//
+// The receiver keeps a sliding window of the last 1984 counters in a
+// 2048-bit bitmap of 64-bit blocks (RFC 4303 section 3.4.3, with RFC 6479's
+// ring of blocks). A counter is checked before decryption and recorded
+// only after it authenticates, so forged counters never move the window.
+// Malformed, unauthentic, replayed and too-old datagrams are dropped and
+// counted, each under its own reason.
+//
+// # Limits
+//
+// There is no handshake: no forward secrecy, no key rotation beyond
+// changing the PSK, and an end that has just started has seen no counter,
+// so it takes a replay of traffic recorded before its start until fresh
+// datagrams from the peer move its window past it. One peer, with a fixed
+// address: no roaming. TUN reads and writes are one packet
+// per system call (no offloads), which bounds throughput: see
+// BenchmarkTunnelTCP.
+package main

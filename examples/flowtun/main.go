@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/hash"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run is the command: it returns the exit status (2 for bad flags, 1 when
+// the tunnel fails).
+func run(args []string, stderr io.Writer) int {
+	logger := log.New(stderr, "flowtun: ", 0)
+	cfg, statsPath, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		logger.Print(err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// The counter starts at the wall clock in nanoseconds: a restarted
+	// tunnel sends counters above any it sent before (we send far fewer
+	// than 10^9 datagrams a second), so it never repeats a nonce under the
+	// PSK's keys, and the peer's replay window accepts it at once.
+	t, err := openTunnel(cfg, uint64(time.Now().UnixNano()))
+	if err != nil {
+		logger.Print(err)
+		return 1
+	}
+	logger.Print(describe(t))
+
+	dump := func() {
+		if statsPath == "" {
+			return
+		}
+		if err := writeStats(statsPath, t.stats(), stderr); err != nil {
+			logger.Print(err)
+		}
+	}
+	if len(statsSignals) > 0 {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, statsSignals...)
+		defer signal.Stop(usr1)
+		go func() {
+			for {
+				select {
+				case <-usr1:
+					dump()
+				case <-t.done:
+					return
+				}
+			}
+		}()
+	}
+
+	err = t.run(ctx)
+	if cerr := t.close(); cerr != nil {
+		logger.Print(cerr)
+	}
+	dump()
+	if err != nil {
+		logger.Print(err)
+		return 1
+	}
+	return 0
+}
+
+// describe says what the tunnel end does, in one line for the log.
+func describe(t *tunnel) string {
+	cfg := &t.cfg
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s up, MTU %d", t.tun.name, cfg.mtu)
+	for _, a := range cfg.addrs {
+		fmt.Fprintf(&b, ", %v", a)
+	}
+	fmt.Fprintf(&b, "; us %v, peer %v; spread %v", t.self, cfg.peer, cfg.spread)
+	if cfg.spread.ourPrefix() {
+		fmt.Fprintf(&b, ", sources in %v", cfg.prefix)
+	}
+	if cfg.spread.peerPrefix() {
+		fmt.Fprintf(&b, ", destinations in %v", cfg.peerPrefix)
+	}
+	if cfg.spread != spreadOff {
+		fmt.Fprintf(&b, " (2^%d addresses)", cfg.bits)
+	}
+	if s := t.conn.Stats(); s.GSO {
+		b.WriteString("; UDP GSO on")
+	}
+	return b.String()
+}
+
+// prefixList is a flag that takes prefixes, repeated or comma-separated.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *prefixList) Set(v string) error {
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return err
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
+
+// parseFlags turns the command line into a config and the -stats path.
+func parseFlags(args []string, stderr io.Writer) (config, string, error) {
+	fs := flag.NewFlagSet("flowtun", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := config{}
+	var addrs, routes prefixList
+	fs.StringVar(&cfg.name, "name", "tun0", "`name` of the TUN interface to create")
+	port := fs.Uint("listen-port", 51820, "UDP `port` to listen on; the peer's -peer names it")
+	peer := fs.String("peer", "", "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
+	self := fs.String("self", "", "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port)")
+	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
+	peerPrefix := fs.String("peer-prefix", "", "the peer's spread `prefix` (its -prefix)")
+	fs.IntVar(&cfg.bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
+	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's prefix; the peer runs src), both, or auto (from the prefixes given)")
+	pskHex := fs.String("psk", "", "pre-shared key: 64 hex digits, the same at both ends (or -psk-file)")
+	pskFile := fs.String("psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
+	hashKey := fs.String("hash-key", "", "flow hash key: 32 hex digits, the same at both ends (default: derived from the PSK)")
+	fs.BoolVar(&cfg.symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
+	fs.Var(&addrs, "addr", "inner `address/len` of the TUN interface, IPv4 or IPv6; repeat or separate with commas")
+	fs.Var(&routes, "route", "inner `prefix` to route through the tunnel; repeat or separate with commas")
+	fs.IntVar(&cfg.mtu, "mtu", 1420, "MTU of the TUN interface; outer datagrams are 73 bytes longer over IPv6")
+	fs.BoolVar(&cfg.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
+	statsPath := fs.String("stats", "-", "write counters as JSON to `file` at exit and on SIGUSR1; - for standard error, empty for none")
+	fs.IntVar(&cfg.batch, "batch", 32, "datagrams per read and write batch")
+	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its flow (RFC 6438)")
+	fs.BoolVar(&cfg.gso, "gso", true, "send runs of one flow as UDP GSO super-datagrams where the kernel can")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk HEX [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected argument %q: flowtun takes flags only", fs.Arg(0))
+	}
+	cfg.addrs, cfg.routes = addrs, routes
+
+	var err error
+	if *port == 0 || *port > 65535 {
+		return cfg, "", fmt.Errorf("-listen-port %d: give a UDP port from 1 to 65535 (the peer must know it)", *port)
+	}
+	cfg.listenPort = uint16(*port)
+	if *peer == "" {
+		return cfg, "", errors.New("-peer is required: the peer's outer address and port, e.g. [2001:db8:ff::2]:51820")
+	}
+	if cfg.peer, err = netip.ParseAddrPort(*peer); err != nil {
+		return cfg, "", fmt.Errorf("-peer: %w", err)
+	}
+	if *self != "" {
+		if cfg.self, err = netip.ParseAddrPort(*self); err != nil {
+			return cfg, "", fmt.Errorf("-self: %w", err)
+		}
+	}
+	if cfg.psk, err = readPSK(*pskHex, *pskFile); err != nil {
+		return cfg, "", err
+	}
+	if *hashKey != "" {
+		if cfg.hashKey, err = hash.ParseKey(*hashKey); err != nil {
+			return cfg, "", fmt.Errorf("-hash-key: %w", err)
+		}
+	} else if cfg.hashKey, err = hashKeyFromPSK(cfg.psk); err != nil {
+		return cfg, "", err
+	}
+	if *prefix != "" {
+		if cfg.prefix, err = netip.ParsePrefix(*prefix); err != nil {
+			return cfg, "", fmt.Errorf("-prefix: %w", err)
+		}
+	}
+	if *peerPrefix != "" {
+		if cfg.peerPrefix, err = netip.ParsePrefix(*peerPrefix); err != nil {
+			return cfg, "", fmt.Errorf("-peer-prefix: %w", err)
+		}
+	}
+	if cfg.spread, err = parseSpread(*spread, cfg.prefix.IsValid(), cfg.peerPrefix.IsValid()); err != nil {
+		return cfg, "", err
+	}
+
+	const maxMTU = 65535 - overhead - 40 - 8 // an IPv6 datagram's longest payload
+	hasV6 := false
+	for _, p := range slices.Concat(addrs, routes) {
+		hasV6 = hasV6 || p.Addr().Is6()
+	}
+	switch {
+	case cfg.mtu < 576 || cfg.mtu > maxMTU:
+		return cfg, "", fmt.Errorf("-mtu %d: give 576 to %d (1420 fits a 1500-byte path)", cfg.mtu, maxMTU)
+	case hasV6 && cfg.mtu < 1280:
+		return cfg, "", fmt.Errorf("-mtu %d is below 1280, IPv6's minimum, but -addr or -route has IPv6", cfg.mtu)
+	case cfg.batch < 1 || cfg.batch > 1024:
+		return cfg, "", fmt.Errorf("-batch %d: give 1 to 1024", cfg.batch)
+	}
+	return cfg, *statsPath, nil
+}
+
+// parseSpread reads -spread; auto spreads what the prefixes given allow.
+func parseSpread(s string, ours, peers bool) (spreadMode, error) {
+	var m spreadMode
+	switch s {
+	case "auto":
+		switch {
+		case ours && peers:
+			return spreadBoth, nil
+		case ours:
+			return spreadSrc, nil
+		case peers:
+			return spreadDst, nil
+		}
+		return spreadOff, nil
+	case "off":
+		return spreadOff, nil
+	case "src":
+		m = spreadSrc
+	case "dst":
+		m = spreadDst
+	case "both":
+		m = spreadBoth
+	default:
+		return 0, fmt.Errorf("-spread %q: give off, src, dst, both or auto", s)
+	}
+	if m.ourPrefix() && !ours {
+		return 0, fmt.Errorf("-spread %s needs -prefix: our IPv6 prefix to send from", m)
+	}
+	if m.peerPrefix() && !peers {
+		return 0, fmt.Errorf("-spread %s needs -peer-prefix: the peer's IPv6 prefix to send to", m)
+	}
+	return m, nil
+}
+
+// readPSK takes the key from -psk or, failing that, -psk-file.
+func readPSK(hexKey, file string) ([PSKSize]byte, error) {
+	var psk [PSKSize]byte
+	from := "-psk"
+	switch {
+	case hexKey != "" && file != "":
+		return psk, errors.New("give -psk or -psk-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return psk, fmt.Errorf("-psk-file: %w", err)
+		}
+		hexKey, from = strings.TrimSpace(string(b)), "-psk-file "+file
+	case hexKey == "":
+		return psk, errors.New("-psk or -psk-file is required: 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)")
+	}
+	if len(hexKey) != 2*PSKSize {
+		return psk, fmt.Errorf("%s: the key has %d characters, want 64 hex digits", from, len(hexKey))
+	}
+	if _, err := hex.Decode(psk[:], []byte(hexKey)); err != nil {
+		return psk, fmt.Errorf("%s: %w", from, err)
+	}
+	return psk, nil
+}
+
+// writeStats writes s as one line of JSON to path ("-": stderr). A file
+// is replaced whole, so a reader never sees half of it.
+func writeStats(path string, s Stats, stderr io.Writer) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if path == "-" {
+		_, err = stderr.Write(b)
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".flowtun-stats-*")
+	if err != nil {
+		return fmt.Errorf("-stats: %w", err)
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("-stats: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/flowspread/flowspread/hash"
+)
+
+// TestMain checks that no test leaves a goroutine behind: a closed tunnel
+// must end both of its loops.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testPSKHex = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
+
+func TestParseFlags(t *testing.T) {
+	pskFile := filepath.Join(t.TempDir(), "psk")
+	if err := os.WriteFile(pskFile, []byte(testPSKHex+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"-peer", "[2001:db8:ff::b]:51820", "-psk", testPSKHex}
+	pfx := []string{"-prefix", "2001:db8:a::/64", "-peer-prefix", "2001:db8:b::/64"}
+	with := func(extra ...[]string) []string {
+		args := append([]string{}, base...)
+		for _, e := range extra {
+			args = append(args, e...)
+		}
+		return args
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		check   func(t *testing.T, cfg config, stats string)
+		wantErr string
+	}{
+		{name: "defaults", args: base, check: func(t *testing.T, cfg config, stats string) {
+			if cfg.name != "tun0" || cfg.listenPort != 51820 || cfg.mtu != 1420 || cfg.batch != 32 || cfg.bits != 10 {
+				t.Errorf("defaults: %+v", cfg)
+			}
+			if !cfg.symmetric || !cfg.localRoute || !cfg.gso || cfg.flowLabel {
+				t.Errorf("default switches: %+v", cfg)
+			}
+			if cfg.spread != spreadOff || stats != "-" {
+				t.Errorf("spread %v, stats %q", cfg.spread, stats)
+			}
+			if cfg.psk != testPSK {
+				t.Error("PSK not parsed")
+			}
+			if want, _ := hashKeyFromPSK(testPSK); cfg.hashKey != want {
+				t.Error("the default hash key is not the one derived from the PSK")
+			}
+		}},
+		{name: "auto spreads both", args: with(pfx), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.spread != spreadBoth || cfg.prefix.String() != "2001:db8:a::/64" || cfg.peerPrefix.String() != "2001:db8:b::/64" {
+				t.Errorf("spread %v, prefixes %v %v", cfg.spread, cfg.prefix, cfg.peerPrefix)
+			}
+		}},
+		{name: "auto with our prefix only", args: with([]string{"-prefix", "2001:db8:a::/64"}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.spread != spreadSrc {
+				t.Errorf("spread %v, want src", cfg.spread)
+			}
+		}},
+		{name: "auto with the peer's prefix only", args: with([]string{"-peer-prefix", "2001:db8:b::/64"}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.spread != spreadDst {
+				t.Errorf("spread %v, want dst", cfg.spread)
+			}
+		}},
+		{name: "off despite prefixes", args: with(pfx, []string{"-spread", "off"}), check: func(t *testing.T, cfg config, _ string) {
+			c := cfg.connConfig()
+			if cfg.spread != spreadOff || c.Prefix.IsValid() || c.Peers[0].Prefix.IsValid() {
+				t.Errorf("off: spread %v, conn prefix %v, peer prefix %v", cfg.spread, c.Prefix, c.Peers[0].Prefix)
+			}
+		}},
+		{name: "src leaves the peer unspread", args: with(pfx, []string{"-spread", "src"}), check: func(t *testing.T, cfg config, _ string) {
+			c := cfg.connConfig()
+			if c.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Prefix.IsValid() {
+				t.Errorf("src: conn prefix %v, peer prefix %v", c.Prefix, c.Peers[0].Prefix)
+			}
+		}},
+		{name: "addresses and routes, repeated and comma-separated",
+			args: with([]string{"-addr", "198.51.100.1/24,fd00:99::1/64", "-addr", "198.51.100.9/32", "-route", "203.0.113.0/24"}),
+			check: func(t *testing.T, cfg config, _ string) {
+				want := []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("fd00:99::1/64"), netip.MustParsePrefix("198.51.100.9/32")}
+				if len(cfg.addrs) != 3 || cfg.addrs[0] != want[0] || cfg.addrs[1] != want[1] || cfg.addrs[2] != want[2] {
+					t.Errorf("addrs %v, want %v", cfg.addrs, want)
+				}
+				if len(cfg.routes) != 1 || cfg.routes[0] != netip.MustParsePrefix("203.0.113.0/24") {
+					t.Errorf("routes %v", cfg.routes)
+				}
+			}},
+		{name: "hash key given", args: with([]string{"-hash-key", "000102030405060708090a0b0c0d0e0f", "-symmetric=false"}),
+			check: func(t *testing.T, cfg config, _ string) {
+				if cfg.hashKey != (hash.Key{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) || cfg.symmetric {
+					t.Errorf("hash key %x, symmetric %v", cfg.hashKey[:], cfg.symmetric)
+				}
+			}},
+		{name: "PSK from a file", args: []string{"-peer", "192.0.2.2:51820", "-psk-file", pskFile},
+			check: func(t *testing.T, cfg config, _ string) {
+				if cfg.psk != testPSK {
+					t.Error("PSK from the file differs")
+				}
+			}},
+		{name: "self given", args: with([]string{"-self", "[2001:db8:ff::a]:51820"}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.self != netip.MustParseAddrPort("[2001:db8:ff::a]:51820") {
+				t.Errorf("self %v", cfg.self)
+			}
+		}},
+		{name: "no peer", args: []string{"-psk", testPSKHex}, wantErr: "-peer is required"},
+		{name: "no PSK", args: []string{"-peer", "192.0.2.2:51820"}, wantErr: "-psk or -psk-file is required"},
+		{name: "both PSKs", args: with([]string{"-psk-file", pskFile}), wantErr: "not both"},
+		{name: "short PSK", args: []string{"-peer", "192.0.2.2:51820", "-psk", "0102"}, wantErr: "want 64 hex digits"},
+		{name: "PSK not hex", args: []string{"-peer", "192.0.2.2:51820", "-psk", strings.Repeat("zz", 32)}, wantErr: "-psk"},
+		{name: "bad hash key", args: with([]string{"-hash-key", "00"}), wantErr: "-hash-key"},
+		{name: "peer without port", args: []string{"-peer", "2001:db8::1", "-psk", testPSKHex}, wantErr: "-peer"},
+		{name: "port zero", args: with([]string{"-listen-port", "0"}), wantErr: "-listen-port"},
+		{name: "src without prefix", args: with([]string{"-spread", "src"}), wantErr: "needs -prefix"},
+		{name: "both without the peer's prefix", args: with([]string{"-spread", "both", "-prefix", "2001:db8:a::/64"}), wantErr: "needs -peer-prefix"},
+		{name: "unknown spread", args: with([]string{"-spread", "some"}), wantErr: "-spread"},
+		{name: "bad prefix", args: with([]string{"-prefix", "2001:db8:a::"}), wantErr: "-prefix"},
+		{name: "bad addr", args: with([]string{"-addr", "198.51.100.1"}), wantErr: "-addr"},
+		{name: "MTU too small for IPv6", args: with([]string{"-mtu", "1200", "-addr", "fd00:99::1/64"}), wantErr: "below 1280"},
+		{name: "MTU too large", args: with([]string{"-mtu", "70000"}), wantErr: "-mtu"},
+		{name: "small MTU for IPv4 only", args: with([]string{"-mtu", "1200", "-addr", "198.51.100.1/24"}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.mtu != 1200 {
+				t.Errorf("mtu %d", cfg.mtu)
+			}
+		}},
+		{name: "batch zero", args: with([]string{"-batch", "0"}), wantErr: "-batch"},
+		{name: "stray argument", args: with([]string{"extra"}), wantErr: "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cfg, stats, err := parseFlags(tc.args, &stderr)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error()+stderr.String(), tc.wantErr) {
+					t.Fatalf("error %v (output %q), want one saying %q", err, stderr.String(), tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseFlags: %v", err)
+			}
+			tc.check(t, cfg, stats)
+		})
+	}
+}
+
+// TestRunBadFlags checks that bad command lines fail with status 2 and a
+// message, without touching the host.
+func TestRunBadFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"-peer", "[2001:db8::1]:51820"}, &stderr); code != 2 {
+		t.Errorf("no PSK: exit status %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "-psk") {
+		t.Errorf("no PSK: the message does not say what is missing: %q", stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"-h"}, &stderr); code != 0 || !strings.Contains(stderr.String(), "-spread") {
+		t.Errorf("-h: exit status %d, usage %q", code, stderr.String())
+	}
+}
+
+func TestWriteStats(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stats.json")
+	for _, n := range []uint64{1, 2} {
+		if err := writeStats(path, Stats{Sent: n}, nil); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := `"sent":` + string(rune('0'+n)) + `,`; !strings.Contains(string(b), want) {
+			t.Errorf("stats file %s does not contain %s", b, want)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+	var stderr bytes.Buffer
+	if err := writeStats("-", Stats{DroppedAuth: 3}, &stderr); err != nil || !strings.Contains(stderr.String(), `"dropped_auth":3`) {
+		t.Errorf("stats to stderr: %v, %q", err, stderr.String())
+	}
+}

@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/flowaddr"
+	"github.com/flowspread/flowspread/hash"
+)
+
+// spreadMode says which outer addresses a tunnel end spreads.
+type spreadMode uint8
+
+const (
+	// spreadOff: no prefixes; every datagram is one outer flow between
+	// the two canonical addresses.
+	spreadOff spreadMode = iota
+	// spreadSrc: we spread our sources over our prefix and send to the
+	// peer's canonical address. The peer must run spreadDst with our
+	// prefix, to accept them.
+	spreadSrc
+	// spreadDst: we have one address and spread our destinations over
+	// the peer's prefix; the peer runs spreadSrc.
+	spreadDst
+	// spreadBoth: both ends have a prefix; each flow gets a source in
+	// ours and a destination in the peer's.
+	spreadBoth
+)
+
+var spreadNames = [...]string{"off", "src", "dst", "both"}
+
+func (m spreadMode) String() string { return spreadNames[m] }
+
+func (m spreadMode) ourPrefix() bool  { return m == spreadSrc || m == spreadBoth }
+func (m spreadMode) peerPrefix() bool { return m == spreadDst || m == spreadBoth }
+
+// config is one tunnel end, as the flags give it.
+type config struct {
+	name       string         // TUN interface name
+	listenPort uint16         // our UDP port
+	peer       netip.AddrPort // the peer's canonical outer address
+	self       netip.AddrPort // ours; zero: the route's source to the peer, listenPort
+	prefix     netip.Prefix   // our spread prefix
+	peerPrefix netip.Prefix
+	bits       int
+	spread     spreadMode
+	psk        [PSKSize]byte
+	hashKey    hash.Key
+	symmetric  bool
+	addrs      []netip.Prefix // inner addresses of the TUN
+	routes     []netip.Prefix // inner routes through the TUN
+	mtu        int
+	localRoute bool // install the AnyIP local route for prefix
+	batch      int
+	flowLabel  bool
+	gso        bool
+}
+
+// connConfig is the FlowSpreadConn the tunnel end runs on.
+func (cfg *config) connConfig() conn.Config {
+	c := conn.Config{
+		Port:       cfg.listenPort,
+		Key:        cfg.hashKey,
+		Symmetric:  cfg.symmetric,
+		FlowLabel:  cfg.flowLabel,
+		DisableGSO: !cfg.gso,
+	}
+	peer := conn.Peer{Addr: cfg.peer}
+	if cfg.spread.ourPrefix() {
+		c.Prefix, c.Bits = cfg.prefix, cfg.bits
+	}
+	if cfg.spread.peerPrefix() {
+		peer.Prefix, peer.Bits = cfg.peerPrefix, cfg.bits
+	}
+	c.Peers = []conn.Peer{peer}
+	return c
+}
+
+// counters are the tunnel's own counts; the conn keeps the outer ones.
+// They only grow, and are read while the tunnel runs.
+type counters struct {
+	tunPackets, tunBytes      atomic.Uint64
+	sent, sendErrors          atomic.Uint64
+	received                  atomic.Uint64
+	delivered, deliveredBytes atomic.Uint64
+	malformed, authFailed     atomic.Uint64
+	replayed, tooOld          atomic.Uint64
+	badInner, tunWriteErrors  atomic.Uint64
+	readErrors, tooBig        atomic.Uint64
+}
+
+// Stats is a snapshot of a tunnel end, written as JSON by -stats.
+type Stats struct {
+	// TunPackets and TunBytes: inner packets read from the TUN device.
+	TunPackets uint64 `json:"tun_packets"`
+	TunBytes   uint64 `json:"tun_bytes"`
+	// Sent: datagrams handed to the conn; SendErrors, those it refused.
+	Sent       uint64 `json:"sent"`
+	SendErrors uint64 `json:"send_errors"`
+	// Received: datagrams the conn read from the peer.
+	Received uint64 `json:"received"`
+	// Delivered: inner packets written to the TUN device.
+	Delivered      uint64 `json:"delivered"`
+	DeliveredBytes uint64 `json:"delivered_bytes"`
+	// Dropped datagrams, by reason: too short or of an unknown type;
+	// failed authentication (tampered, wrong key); counter seen already;
+	// counter behind the replay window; authentic but not an IP packet.
+	DroppedMalformed uint64 `json:"dropped_malformed"`
+	DroppedAuth      uint64 `json:"dropped_auth"`
+	DroppedReplay    uint64 `json:"dropped_replay"`
+	DroppedTooOld    uint64 `json:"dropped_too_old"`
+	DroppedBadInner  uint64 `json:"dropped_bad_inner"`
+	TunWriteErrors   uint64 `json:"tun_write_errors"`
+	ReadErrors       uint64 `json:"read_errors"`
+	// TooBig: packets from the TUN device longer than -mtu.
+	TooBig uint64 `json:"too_big"`
+	// AddressesUsed counts the addresses of our range that sent at least
+	// one datagram (0 without source spreading).
+	AddressesUsed int `json:"addresses_used"`
+	// Conn is the conn's own snapshot: outer datagrams, GSO, per-address
+	// counts, datagrams dropped before they reached the tunnel.
+	Conn conn.Stats `json:"conn"`
+}
+
+// tunnel is one end of a point-to-point tunnel: a TUN device on one side,
+// a FlowSpreadConn to one peer on the other.
+type tunnel struct {
+	cfg         config
+	self        netip.AddrPort
+	tun         *tunDevice
+	conn        *conn.FlowSpreadConn
+	removeRoute func() error // nil: no local route of ours
+
+	// Owned by the TUN reader goroutine.
+	seal    *sealer
+	txFull  [][]byte // whole datagram buffers: header, packet, tag
+	txBufs  [][]byte // where the TUN reads each packet: after the header
+	txSizes []int
+	txMsgs  []conn.Message
+	// Owned by the network reader goroutine.
+	open   *opener
+	window replayWindow
+	rxMsgs []conn.Message
+
+	count     counters
+	done      chan struct{} // closed by close
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// rxBufLen holds any datagram: a peer with a larger MTU still gets through.
+const rxBufLen = 1<<16 - 1
+
+// openTunnel sets up a tunnel end: the TUN device with its addresses and
+// routes, the local route for our prefix, and the conn. It acts in the
+// network namespace of the calling thread, and needs CAP_NET_ADMIN.
+// start is the sender's first counter (see newSealer); main passes the
+// wall clock in nanoseconds.
+func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
+	t := &tunnel{cfg: cfg, self: cfg.self, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			t.close()
+		}
+	}()
+	if !t.self.IsValid() {
+		if t.self, err = selfAddr(cfg.peer, cfg.listenPort); err != nil {
+			return nil, err
+		}
+	}
+	send, recv, err := directionKeys(cfg.psk, t.self, cfg.peer)
+	if err != nil {
+		return nil, err
+	}
+	if t.seal, err = newSealer(send, start); err != nil {
+		return nil, err
+	}
+	if t.open, err = newOpener(recv); err != nil {
+		return nil, err
+	}
+
+	if t.tun, err = openTUN(cfg.name); err != nil {
+		return nil, err
+	}
+	if err = t.tun.configure(cfg.mtu, cfg.addrs, cfg.routes); err != nil {
+		return nil, err
+	}
+	if cfg.spread.ourPrefix() && cfg.localRoute {
+		if t.removeRoute, err = conn.AddLocalRoute(cfg.prefix); err != nil {
+			return nil, fmt.Errorf("local route for %v: %w", cfg.prefix, err)
+		}
+	}
+	if t.conn, err = conn.Listen(cfg.connConfig()); err != nil {
+		return nil, err
+	}
+
+	t.txFull = make([][]byte, cfg.batch)
+	t.txBufs = make([][]byte, cfg.batch)
+	t.txSizes = make([]int, cfg.batch)
+	t.txMsgs = make([]conn.Message, cfg.batch)
+	t.rxMsgs = make([]conn.Message, cfg.batch)
+	for i := range cfg.batch {
+		// A read of one byte more than the MTU tells an oversized packet.
+		t.txFull[i] = make([]byte, overhead+cfg.mtu+1)
+		t.txBufs[i] = t.txFull[i][headerLen : headerLen+cfg.mtu+1]
+		t.rxMsgs[i].Buf = make([]byte, rxBufLen)
+	}
+	return t, nil
+}
+
+// selfAddr is our canonical outer address as the peer sees it, when
+// nothing stands between us: the source address the kernel picks for the
+// peer, and our port.
+func selfAddr(peer netip.AddrPort, port uint16) (netip.AddrPort, error) {
+	// Connecting a UDP socket sends nothing: it only looks up the route.
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(peer))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("no route to the peer %v to learn our own address (give it with -self): %w", peer, err)
+	}
+	defer c.Close()
+	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	return netip.AddrPortFrom(la.Addr().Unmap(), port), nil
+}
+
+// run moves packets both ways until ctx is done or a side fails for good,
+// then closes the tunnel. It returns nil after ctx ends.
+func (t *tunnel) run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- t.tunToNet() }()
+	go func() { errc <- t.netToTun() }()
+	pending := 2
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		pending--
+	}
+	t.close()
+	for ; pending > 0; pending-- {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// tunToNet reads inner packets from the TUN device in batches, seals each
+// in place and sends the batch to the peer, each datagram on its flow's
+// outer address pair. It does not allocate.
+func (t *tunnel) tunToNet() error {
+	for {
+		n, err := t.tun.readBatch(t.txBufs, t.txSizes)
+		if err != nil {
+			if t.closed() {
+				return nil
+			}
+			return fmt.Errorf("read from %s: %w", t.tun.name, err)
+		}
+		var bytes uint64
+		msgs := t.txMsgs[:0]
+		for i := range n {
+			size := t.txSizes[i]
+			bytes += uint64(size)
+			if size > t.cfg.mtu {
+				// Only an MTU changed behind our back gets us this.
+				t.count.tooBig.Add(1)
+				continue
+			}
+			// Classify the plaintext before it turns into ciphertext.
+			flow := t.conn.Classify(t.txBufs[i][:size])
+			dgram, err := t.seal.seal(t.txFull[i], size)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, conn.Message{Buf: dgram, Peer: t.cfg.peer, Flow: flow})
+		}
+		t.count.tunPackets.Add(uint64(n))
+		t.count.tunBytes.Add(bytes)
+		if err := t.send(msgs); err != nil {
+			return err
+		}
+	}
+}
+
+// send writes a batch, skipping datagrams the kernel refuses (a route
+// gone for a moment, a full queue): a tunnel drops what it cannot send,
+// as a link does. It returns an error only once the conn is closed.
+func (t *tunnel) send(msgs []conn.Message) error {
+	for len(msgs) > 0 {
+		n, err := t.conn.WriteBatch(msgs)
+		t.count.sent.Add(uint64(n))
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		t.count.sendErrors.Add(1)
+		msgs = msgs[min(n+1, len(msgs)):]
+	}
+	return nil
+}
+
+// maxReadErrors is how many failed reads in a row end the tunnel: one is
+// a transient error (an ICMP error reported on the socket), a run of them
+// is a broken socket that would otherwise spin.
+const maxReadErrors = 100
+
+// netToTun reads datagrams from the peer in batches, drops those that are
+// malformed, replayed or not authentic, and writes the inner packets to
+// the TUN device, with the outer congestion marks (RFC 6040). It does not
+// allocate.
+func (t *tunnel) netToTun() error {
+	failures := 0
+	for {
+		for i := range t.rxMsgs {
+			t.rxMsgs[i].Buf = t.rxMsgs[i].Buf[:cap(t.rxMsgs[i].Buf)]
+		}
+		n, err := t.conn.ReadBatch(t.rxMsgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			t.count.readErrors.Add(1)
+			if failures++; failures >= maxReadErrors {
+				return fmt.Errorf("read from the peer: %d errors in a row, the last: %w", failures, err)
+			}
+			continue
+		}
+		failures = 0
+		t.count.received.Add(uint64(n))
+		for i := range n {
+			m := &t.rxMsgs[i]
+			if err := t.receive(m.Buf[:m.N], m.ECN); err != nil {
+				if t.closed() {
+					return nil
+				}
+				t.countDrop(err)
+			}
+		}
+	}
+}
+
+// errTunWrite marks a failed write of an inner packet.
+var errTunWrite = errors.New("write to the TUN device failed")
+
+// receive checks and opens one datagram and writes its inner packet to
+// the TUN device; an error says why it was dropped.
+func (t *tunnel) receive(dgram []byte, ecn flowaddr.ECN) error {
+	counter, err := parseHeader(dgram)
+	if err != nil {
+		return err
+	}
+	// The cheap check first, so a flood of replays costs no decryption.
+	if err := t.window.check(counter); err != nil {
+		return err
+	}
+	inner, err := t.open.open(dgram, counter)
+	if err != nil {
+		return err
+	}
+	// Only an authentic counter moves the window.
+	t.window.accept(counter)
+	drop, err := t.conn.Decapsulate(inner, ecn)
+	if err != nil {
+		return errBadInner
+	}
+	if drop {
+		return nil // counted by the conn (Stats.DroppedECN)
+	}
+	if _, err := t.tun.write(inner); err != nil {
+		return errTunWrite
+	}
+	t.count.delivered.Add(1)
+	t.count.deliveredBytes.Add(uint64(len(inner)))
+	return nil
+}
+
+// errBadInner: an authentic datagram whose content is no IP packet.
+var errBadInner = errors.New("authentic datagram without an IPv4 or IPv6 packet inside")
+
+func (t *tunnel) countDrop(err error) {
+	switch err {
+	case errMalformed:
+		t.count.malformed.Add(1)
+	case errAuth:
+		t.count.authFailed.Add(1)
+	case errReplayed:
+		t.count.replayed.Add(1)
+	case errTooOld:
+		t.count.tooOld.Add(1)
+	case errBadInner:
+		t.count.badInner.Add(1)
+	case errTunWrite:
+		t.count.tunWriteErrors.Add(1)
+	}
+}
+
+// closed reports whether close has begun.
+func (t *tunnel) closed() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// close closes the conn and the TUN device, which ends run's goroutines,
+// and removes the local route it added. It is safe to call more than once.
+func (t *tunnel) close() error {
+	t.closeOnce.Do(func() {
+		close(t.done)
+		var errs []error
+		if t.conn != nil {
+			errs = append(errs, t.conn.Close())
+		}
+		if t.tun != nil {
+			errs = append(errs, t.tun.Close())
+		}
+		if t.removeRoute != nil {
+			if err := t.removeRoute(); err != nil {
+				errs = append(errs, fmt.Errorf("remove the local route for %v: %w", t.cfg.prefix, err))
+			}
+		}
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}
+
+// stats returns a snapshot of the counters. It is safe to call while the
+// tunnel runs, and after it closed.
+func (t *tunnel) stats() Stats {
+	c := &t.count
+	s := Stats{
+		TunPackets:       c.tunPackets.Load(),
+		TunBytes:         c.tunBytes.Load(),
+		Sent:             c.sent.Load(),
+		SendErrors:       c.sendErrors.Load(),
+		Received:         c.received.Load(),
+		Delivered:        c.delivered.Load(),
+		DeliveredBytes:   c.deliveredBytes.Load(),
+		DroppedMalformed: c.malformed.Load(),
+		DroppedAuth:      c.authFailed.Load(),
+		DroppedReplay:    c.replayed.Load(),
+		DroppedTooOld:    c.tooOld.Load(),
+		DroppedBadInner:  c.badInner.Load(),
+		TunWriteErrors:   c.tunWriteErrors.Load(),
+		ReadErrors:       c.readErrors.Load(),
+		TooBig:           c.tooBig.Load(),
+	}
+	if t.conn != nil {
+		s.Conn = t.conn.Stats()
+	}
+	for _, n := range s.Conn.SentPerAddress {
+		if n > 0 {
+			s.AddressesUsed++
+		}
+	}
+	return s
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/flowspread/flowspread/internal/testutil"
+)
+
+// TestTunnel runs a tunnel between two namespaces in each spread mode and
+// carries TCP and UDP over IPv4 and IPv6 inside, both ways; with
+// spreading, the inner flows must leave from many outer addresses.
+func TestTunnel(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		modeA  spreadMode
+		outer4 bool
+	}{
+		{"off", spreadOff, false},
+		{"off over IPv4", spreadOff, true},
+		{"src", spreadSrc, false},
+		{"dst", spreadDst, false},
+		{"both", spreadBoth, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTwoHosts(t)
+			cfgA, cfgB := endConfigs(tc.modeA, tc.outer4)
+			a := startEnd(t, h.a, cfgA)
+			b := startEnd(t, h.b, cfgB)
+
+			// TCP both ways, each way over both inner families, at once.
+			const echoPort = 7000
+			for _, addr := range []netip.Prefix{innerA4, innerA6} {
+				tcpEchoServer(t, h.a, netip.AddrPortFrom(addr.Addr(), echoPort))
+			}
+			for _, addr := range []netip.Prefix{innerB4, innerB6} {
+				tcpEchoServer(t, h.b, netip.AddrPortFrom(addr.Addr(), echoPort))
+			}
+			var wg sync.WaitGroup
+			for _, c := range []struct {
+				name string
+				from *testutil.Netns
+				to   netip.Prefix
+			}{
+				{"A to B over IPv4", h.a, innerB4},
+				{"A to B over IPv6", h.a, innerB6},
+				{"B to A over IPv4", h.b, innerA4},
+				{"B to A over IPv6", h.b, innerA6},
+			} {
+				wg.Go(func() {
+					if err := tcpEcho(c.from, netip.AddrPortFrom(c.to.Addr(), echoPort), 300<<10); err != nil {
+						t.Errorf("TCP %s: %v", c.name, err)
+					}
+				})
+			}
+			wg.Wait()
+
+			// UDP: many inner flows from A, a few from B, answered.
+			const udpPort = 7001
+			udpEchoServer(t, h.b, netip.AddrPortFrom(innerB6.Addr(), udpPort))
+			udpEchoServer(t, h.b, netip.AddrPortFrom(innerB4.Addr(), udpPort))
+			udpEchoServer(t, h.a, netip.AddrPortFrom(innerA4.Addr(), udpPort))
+			if err := udpFlows(h.a, netip.AddrPortFrom(innerB6.Addr(), udpPort), 48); err != nil {
+				t.Errorf("UDP A to B over IPv6: %v", err)
+			}
+			if err := udpFlows(h.a, netip.AddrPortFrom(innerB4.Addr(), udpPort), 16); err != nil {
+				t.Errorf("UDP A to B over IPv4: %v", err)
+			}
+			if err := udpFlows(h.b, netip.AddrPortFrom(innerA4.Addr(), udpPort), 8); err != nil {
+				t.Errorf("UDP B to A over IPv4: %v", err)
+			}
+			if t.Failed() {
+				return
+			}
+
+			sa, sb := a.stats(), b.stats()
+			for _, e := range []struct {
+				name string
+				s    Stats
+			}{{"A", sa}, {"B", sb}} {
+				s := e.s
+				t.Logf("%s: sent %d (GSO sends %d), received %d, delivered %d, addresses used %d",
+					e.name, s.Sent, s.Conn.GSOSends, s.Received, s.Delivered, s.AddressesUsed)
+				if s.Sent == 0 || s.Delivered == 0 {
+					t.Errorf("%s sent %d and delivered %d datagrams", e.name, s.Sent, s.Delivered)
+				}
+				drops := s.DroppedMalformed + s.DroppedAuth + s.DroppedReplay + s.DroppedTooOld +
+					s.DroppedBadInner + s.Conn.DroppedForeign + s.Conn.DroppedOutsideRange
+				if drops != 0 {
+					t.Errorf("%s dropped datagrams on a clean path: %+v", e.name, s)
+				}
+			}
+
+			// Which end spreads its sources: it must use many addresses
+			// (72 UDP flows and 4 TCP flows over 1024 addresses). The
+			// others send every datagram from their one address.
+			spreads := map[string]bool{"A": cfgA.spread.ourPrefix(), "B": cfgB.spread.ourPrefix()}
+			for name, s := range map[string]Stats{"A": sa, "B": sb} {
+				if !spreads[name] {
+					if s.Conn.SentUnspread != s.Conn.Sent || s.AddressesUsed != 0 {
+						t.Errorf("%s does not spread its sources but sent %d of %d datagrams spread, from %d addresses",
+							name, s.Conn.Sent-s.Conn.SentUnspread, s.Conn.Sent, s.AddressesUsed)
+					}
+					continue
+				}
+				if s.AddressesUsed < 16 {
+					t.Errorf("%s spreads its sources but used only %d addresses", name, s.AddressesUsed)
+				}
+			}
+			if spreads["A"] && spreads["B"] {
+				// Flow-symmetric: both directions of a flow use one bucket,
+				// so the two ends' sets of busy buckets mostly coincide
+				// (two random sets of 76 out of 1024 would share about 6).
+				ba, bb := usedBuckets(sa), usedBuckets(sb)
+				shared := 0
+				for k := range ba {
+					if bb[k] {
+						shared++
+					}
+				}
+				if shared < 16 {
+					t.Errorf("A and B share %d of their %d and %d buckets: replies do not follow their requests' pairs", shared, len(ba), len(bb))
+				}
+			}
+		})
+	}
+}
