@@ -57,6 +57,9 @@ var benchPeerPrefix = netip.MustParsePrefix("2001:db8:a::/64")
 // it with the timer running: pkts/s and allocs are the reader's own. The
 // sender is the same in every case: sendmmsg(2) with an IPV6_PKTINFO
 // source on each datagram. b.N counts the datagrams received.
+// BenchmarkAccept isolates the peer lookup and range check.
+//
+//	go test ./conn -run '^$' -bench 'BenchmarkSend|BenchmarkRecv' -benchtime 2s
 func BenchmarkRecv(b *testing.B) {
 	b.Run("plain-readfrom", func(b *testing.B) {
 		ns := benchRecvNetns(b)
