@@ -71,32 +71,33 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 
 // accept keeps the datagrams from peers to our addresses at the front of
 // msgs, fills in their Peer, counts the rest as drops, and returns how
-// many it kept.
+// many it kept. A verdict depends only on the outer addresses, so it is
+// reused while consecutive datagrams share them, as the segments of a GRO
+// super-datagram and the datagrams of an unspread tunnel do.
 func (c *FlowSpreadConn) accept(msgs []Message) int {
 	kept := 0
 	var bytes uint64
+	var last struct {
+		src, dst netip.AddrPort
+		peer     int32
+		drop     dropReason
+		valid    bool
+	}
 	for i := range msgs {
 		m := &msgs[i]
-		pi, spread := c.peers.bySource(m.OuterSrc)
-		if pi < 0 {
+		if !last.valid || m.OuterSrc != last.src || m.OuterDst != last.dst {
+			last.src, last.dst, last.valid = m.OuterSrc, m.OuterDst, true
+			last.peer, last.drop = c.sourcePeer(m.OuterSrc, m.OuterDst)
+		}
+		switch last.drop {
+		case dropForeign:
 			c.stats.droppedForeign.Add(1)
 			continue
+		case dropOutsideRange:
+			c.stats.droppedOutsideRange.Add(1)
+			continue
 		}
-		if spread && c.local != nil && m.OuterDst.IsValid() {
-			// A peer spreading its sources spreads its destinations over
-			// our range too, so a spread datagram to another address of
-			// our prefix is not from a peer that agrees with our
-			// configuration. Unspread datagrams, from the peer's canonical
-			// address, go to our canonical address, wherever it is.
-			dst := m.OuterDst.Addr().WithZone("")
-			if c.prefix.Contains(dst) {
-				if _, ok := c.local.BucketOf(dst.As16()); !ok {
-					c.stats.droppedOutsideRange.Add(1)
-					continue
-				}
-			}
-		}
-		m.Peer = c.peers.peers[pi].addr
+		m.Peer = c.peers.peers[last.peer].addr
 		m.Flow = Flow{}
 		bytes += uint64(m.N)
 		if i != kept {
@@ -109,6 +110,38 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		c.stats.receivedBytes.Add(bytes)
 	}
 	return kept
+}
+
+// dropReason says why accept drops a datagram.
+type dropReason uint8
+
+const (
+	keep             dropReason = iota
+	dropForeign                 // from no peer
+	dropOutsideRange            // from a peer's range, to our prefix outside our range
+)
+
+// sourcePeer returns the index of the peer a datagram from src to dst
+// comes from, or why it must be dropped.
+func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason) {
+	pi, spread := c.peers.bySource(src)
+	if pi < 0 {
+		return -1, dropForeign
+	}
+	if spread && c.local != nil && dst.IsValid() {
+		// A peer spreading its sources spreads its destinations over
+		// our range too, so a spread datagram to another address of
+		// our prefix is not from a peer that agrees with our
+		// configuration. Unspread datagrams, from the peer's canonical
+		// address, go to our canonical address, wherever it is.
+		a := dst.Addr().WithZone("")
+		if c.prefix.Contains(a) {
+			if _, ok := c.local.BucketOf(a.As16()); !ok {
+				return -1, dropOutsideRange
+			}
+		}
+	}
+	return pi, keep
 }
 
 // ReadMsg reads one datagram into p and describes it. It blocks like

@@ -64,15 +64,13 @@ type sendBatch struct {
 	ctrl  [sendBatchSize][ctrlWords]uint64 // 8-byte aligned for cmsghdr
 
 	// Per header h: its first datagram, how many datagrams it carries,
-	// their segment size and total length, and whether a later datagram
-	// may still join (none may after a shorter one).
+	// their segment size and total length, whether a later datagram may
+	// still join (none may after a shorter one), and the bucket of their
+	// source address (-1: unspread).
 	first, count, seg, total [sendBatchSize]int
 	open                     [sendBatchSize]bool
+	bucket                   [sendBatchSize]int32
 	last                     outerHdr // of the last header
-
-	// Per datagram: payload length and source bucket (-1: unspread).
-	size   [sendBatchSize]int
-	bucket [sendBatchSize]int32
 
 	nhdr, nmsg int
 
@@ -94,7 +92,6 @@ func (b *sendBatch) reset() {
 func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	i := b.nmsg
 	b.nmsg++
-	b.size[i], b.bucket[i] = len(p), bucket
 	if len(p) > 0 {
 		b.iovs[i].Base = &p[0]
 		b.iovs[i].SetLen(len(p))
@@ -113,6 +110,7 @@ func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	b.nhdr++
 	b.first[h], b.count[h], b.seg[h], b.total[h] = i, 1, len(p), len(p)
 	b.open[h] = len(p) > 0
+	b.bucket[h] = bucket
 	b.last = *o
 
 	sa := &b.names[h]
@@ -120,16 +118,21 @@ func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], o.port)
 	binary.BigEndian.PutUint32((*[4]byte)(unsafe.Pointer(&sa.Flowinfo))[:], o.label)
 
+	// Each put returns the end of its message; the next starts aligned.
+	// The control length ends at the last message's data, without its
+	// padding: the kernel copies up to 36 bytes (one IPV6_PKTINFO) on its
+	// stack and allocates for anything longer, so a lone PKTINFO costs
+	// no allocation per datagram.
 	ctrl := b.ctrlBytes(h)
 	n := 0
 	if o.kind == outerSpread {
-		n += putPktinfo(ctrl[n:], &o.src)
+		n = putPktinfo(ctrl, &o.src)
 	}
 	if o.ecn != 0 {
 		if o.kind == outerIPv4 {
-			n += putIntCmsg(ctrl[n:], unix.SOL_IP, unix.IP_TOS, int32(o.ecn))
+			n = putIntCmsg(ctrl[cmsgAlign(n):], unix.SOL_IP, unix.IP_TOS, int32(o.ecn)) + cmsgAlign(n)
 		} else {
-			n += putIntCmsg(ctrl[n:], unix.SOL_IPV6, unix.IPV6_TCLASS, int32(o.ecn))
+			n = putIntCmsg(ctrl[cmsgAlign(n):], unix.SOL_IPV6, unix.IPV6_TCLASS, int32(o.ecn)) + cmsgAlign(n)
 		}
 	}
 	hdr := &b.hdrs[h].Hdr
@@ -150,7 +153,7 @@ func (b *sendBatch) finish() {
 		hdr.SetIovlen(b.count[h])
 		if b.count[h] > 1 {
 			ctrl := b.ctrlBytes(h)
-			n := int(hdr.Controllen)
+			n := cmsgAlign(int(hdr.Controllen))
 			n += putU16Cmsg(ctrl[n:], unix.SOL_UDP, unix.UDP_SEGMENT, uint16(b.seg[h]))
 			hdr.Control = &ctrl[0]
 			hdr.SetControllen(n)
@@ -182,34 +185,40 @@ func (b *sendBatch) sendmmsg(fd uintptr) bool {
 	return true
 }
 
+// putPktinfo writes an IPV6_PKTINFO control message at the start of b and
+// returns the length of its header and data, CMSG_LEN: the next message
+// starts at cmsgAlign of it.
 func putPktinfo(b []byte, src *[16]byte) int {
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = unix.SOL_IPV6, unix.IPV6_PKTINFO
 	h.SetLen(cmsgHdrLen + pktinfoLen)
 	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[cmsgHdrLen]))
 	pi.Addr, pi.Ifindex = *src, 0
-	return pktinfoSize
+	return cmsgHdrLen + pktinfoLen
 }
 
+// putIntCmsg writes a control message carrying an int, as putPktinfo.
 func putIntCmsg(b []byte, level, typ int32, v int32) int {
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = level, typ
 	h.SetLen(cmsgHdrLen + 4)
 	*(*int32)(unsafe.Pointer(&b[cmsgHdrLen])) = v
-	return intCmsgSize
+	return cmsgHdrLen + 4
 }
 
+// putU16Cmsg writes a control message carrying a uint16, as putPktinfo.
 func putU16Cmsg(b []byte, level, typ int32, v uint16) int {
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = level, typ
 	h.SetLen(cmsgHdrLen + 2)
 	*(*uint16)(unsafe.Pointer(&b[cmsgHdrLen])) = v
-	return intCmsgSize
+	return cmsgHdrLen + 2
 }
 
 func (c *FlowSpreadConn) writeFlow(p []byte, peer netip.AddrPort, f Flow) error {
 	var o outerHdr
-	bucket, err := c.outerFor(peer, f, &o)
+	var memo peerMemo
+	bucket, err := c.outerFor(peer, f, &o, &memo)
 	if err != nil {
 		return c.opError("write", nil, err)
 	}
@@ -225,6 +234,7 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 	b := c.snd.batches.Get().(*sendBatch)
 	defer c.snd.batches.Put(b)
 	done := 0
+	var memo peerMemo
 	for done < len(msgs) {
 		gso := c.snd.gso.Load()
 		end := min(done+sendBatchSize, len(msgs))
@@ -232,7 +242,7 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 		var o outerHdr
 		for i := done; i < end; i++ {
 			m := &msgs[i]
-			bucket, err := c.outerFor(m.Peer, m.Flow, &o)
+			bucket, err := c.outerFor(m.Peer, m.Flow, &o, &memo)
 			if err != nil {
 				badErr, end = err, i
 				break
@@ -277,7 +287,7 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	if b.sent < b.nhdr {
 		sent = b.first[b.sent]
 	}
-	c.count(b, sent)
+	c.count(b)
 	if err != nil {
 		return sent, c.opError("write", udpAddr(to), unwrapOp(err))
 	}
@@ -298,27 +308,27 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	return sent, nil
 }
 
-// count adds the first sent datagrams of b to the stats.
-func (c *FlowSpreadConn) count(b *sendBatch, sent int) {
-	if sent == 0 {
+// count adds the datagrams of the headers sent, b.sent, to the stats:
+// with atomic adds per batch and per header, not per datagram.
+func (c *FlowSpreadConn) count(b *sendBatch) {
+	if b.sent == 0 {
 		return
 	}
-	var bytes, unspread uint64
-	for i := range sent {
-		bytes += uint64(b.size[i])
-		if k := b.bucket[i]; k >= 0 {
-			c.stats.buckets[k].Add(1)
+	var sent, bytes, unspread, gso uint64
+	for h := range b.sent {
+		n := uint64(b.count[h])
+		sent += n
+		bytes += uint64(b.total[h])
+		if k := b.bucket[h]; k >= 0 {
+			c.stats.buckets[k].Add(n)
 		} else {
-			unspread++
+			unspread += n
 		}
-	}
-	var gso uint64
-	for h := 0; h < b.nhdr && b.first[h] < sent; h++ {
-		if b.count[h] > 1 {
+		if n > 1 {
 			gso++
 		}
 	}
-	c.stats.sent.Add(uint64(sent))
+	c.stats.sent.Add(sent)
 	c.stats.sentBytes.Add(bytes)
 	if unspread > 0 {
 		c.stats.sentUnspread.Add(unspread)

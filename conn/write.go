@@ -82,9 +82,28 @@ const (
 	outerIPv4           // an IPv4 peer, as a v4-mapped destination
 )
 
+// peerMemo remembers the last peer a send looked up: a batch usually goes
+// to one peer, so its messages need the peer table's map only once. A memo
+// belongs to one call; its zero value remembers nothing.
+type peerMemo struct {
+	addr  netip.AddrPort
+	index int32
+	valid bool
+}
+
+// byCanonical returns the index of the peer whose canonical address is ap,
+// or -1, as peerTable.byCanonical does.
+func (m *peerMemo) byCanonical(t *peerTable, ap netip.AddrPort) int32 {
+	if !m.valid || m.addr != ap {
+		m.addr, m.index, m.valid = ap, t.byCanonical(ap), true
+	}
+	return m.index
+}
+
 // outerFor fills o for a datagram of flow f to peer and returns the
-// bucket of its source address, or -1 when it goes out unspread.
-func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr) (int32, error) {
+// bucket of its source address, or -1 when it goes out unspread. memo
+// carries the peer lookup from one message of a batch to the next.
+func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo *peerMemo) (int32, error) {
 	if !peer.IsValid() || peer.Port() == 0 {
 		return -1, errBadPeer
 	}
@@ -96,7 +115,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr) (int
 	}
 	pi := int32(-1)
 	if f.Valid || addr.Zone() != "" {
-		pi = c.peers.byCanonical(peer)
+		pi = memo.byCanonical(c.peers, peer)
 	}
 	if addr.Zone() != "" {
 		if pi >= 0 {

@@ -1,0 +1,98 @@
+package conn
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/flowspread/flowspread/flowaddr"
+)
+
+// acceptConn builds, without a socket, the parts of a FlowSpreadConn that
+// accept uses: our prefix 2001:db8:b::/64 and one peer,
+// [2001:db8:a::1]:51820, spreading over 2001:db8:a::/64.
+func acceptConn(tb testing.TB) (c *FlowSpreadConn, peer netip.AddrPort) {
+	tb.Helper()
+	peer = netip.MustParseAddrPort("[2001:db8:a::1]:51820")
+	cfg, err := Config{
+		Prefix: netip.MustParsePrefix("2001:db8:b::/64"),
+		Peers:  []Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::/64")}},
+	}.validate()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c = &FlowSpreadConn{prefix: cfg.Prefix}
+	if c.peers, err = newPeerTable(&cfg); err != nil {
+		tb.Fatal(err)
+	}
+	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
+		tb.Fatal(err)
+	}
+	return c, peer
+}
+
+// TestAcceptBatch checks accept on one batch where verdicts repeat and
+// alternate, as they do when it reuses the verdict of the previous
+// datagram: every datagram is judged on its own addresses, kept ones
+// stay in order at the front, and each drop is counted once.
+func TestAcceptBatch(t *testing.T) {
+	c, peer := acceptConn(t)
+	pm := c.peers.peers[0].mapper
+	from := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(pm.Addr16(b)), peer.Port()) }
+	to := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(c.local.Addr16(b)), 51821) }
+	outside := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::ffff:1"), 51821)
+	if _, ok := c.local.BucketOf(outside.Addr().As16()); ok {
+		t.Fatalf("%v is in our range", outside)
+	}
+	stranger := netip.MustParseAddrPort("[2001:db8:c::1]:51820")
+
+	tests := []struct {
+		name     string
+		src, dst netip.AddrPort
+		keep     bool
+	}{
+		{"spread", from(1), to(1), true},
+		{"spread, same pair", from(1), to(1), true},
+		{"stranger", stranger, to(1), false},
+		{"stranger again", stranger, to(1), false},
+		{"spread after a drop", from(1), to(1), true},
+		{"outside our range", from(2), outside, false},
+		{"outside our range again", from(2), outside, false},
+		{"canonical to outside our range", peer, outside, true},
+		{"spread, other pair", from(3), to(3), true},
+		{"spread source, wrong port", netip.AddrPortFrom(from(3).Addr(), 9), to(3), false},
+		{"spread, same source, other destination", from(3), to(4), true},
+		{"same source, outside our range", from(3), outside, false},
+	}
+	msgs := make([]Message, len(tests))
+	var want []int
+	for i, tt := range tests {
+		msgs[i] = Message{N: i + 1, OuterSrc: tt.src, OuterDst: tt.dst, Flow: Flow{Hash: 1, Valid: true}}
+		if tt.keep {
+			want = append(want, i)
+		}
+	}
+	n := c.accept(msgs)
+	if n != len(want) {
+		t.Fatalf("kept %d datagrams, want %d", n, len(want))
+	}
+	for k, i := range want {
+		m := msgs[k]
+		if m.N != i+1 || m.Peer != peer || m.Flow != (Flow{}) {
+			t.Errorf("msgs[%d]: N %d, Peer %v, Flow %v; want %q (N %d) from %v with no Flow",
+				k, m.N, m.Peer, m.Flow, tests[i].name, i+1, peer)
+		}
+	}
+	var bytes uint64
+	for _, i := range want {
+		bytes += uint64(i + 1)
+	}
+	if got, want := c.stats.received.Load(), uint64(len(want)); got != want {
+		t.Errorf("received %d, want %d", got, want)
+	}
+	if got := c.stats.receivedBytes.Load(); got != bytes {
+		t.Errorf("received bytes %d, want %d", got, bytes)
+	}
+	if f, o := c.stats.droppedForeign.Load(), c.stats.droppedOutsideRange.Load(); f != 3 || o != 3 {
+		t.Errorf("dropped %d foreign and %d outside the range, want 3 and 3", f, o)
+	}
+}
