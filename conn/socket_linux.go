@@ -85,5 +85,27 @@ func setSendOptions(fd int, cfg *Config) error {
 			return &sockoptError{"conn: set IPV6_FLOWINFO_SEND for FlowLabel", err}
 		}
 	}
+	setSocketBuffers(fd)
 	return nil
+}
+
+// socketBufferSize is what the socket asks for its send and receive
+// buffers. A tunnel's bursts (sendmmsg batches, GRO runs of a bulk flow)
+// overflow the default of about 200 KiB and the kernel drops whole runs,
+// which the inner TCP sees as losses; wireguard-go asks for 7 MiB as well.
+const socketBufferSize = 7 << 20
+
+// setSocketBuffers enlarges the socket buffers, beyond net.core.rmem_max
+// and wmem_max where the process has CAP_NET_ADMIN (the *BUFFORCE
+// options), else up to those limits. Best effort: a small buffer costs
+// throughput, not correctness.
+func setSocketBuffers(fd int) {
+	for _, opt := range [...]struct{ force, plain int }{
+		{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
+		{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
+	} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt.force, socketBufferSize) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt.plain, socketBufferSize)
+		}
+	}
 }
