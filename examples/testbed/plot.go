@@ -89,9 +89,13 @@ func plotThroughput(rep *report, path string) error {
 	group := float64(flows + 1) // one empty slot between modes
 	var ticks []plot.Tick
 	drawn := 0
+	top := rep.Config.RateMbit / float64(max(flows, 1))
 	for _, r := range rep.Modes {
 		if len(r.Flows) == 0 {
 			continue
+		}
+		for _, f := range r.Flows {
+			top = max(top, f.GoodputMbit)
 		}
 		x0 := float64(drawn) * group
 		var in, out plotter.Values
@@ -135,12 +139,13 @@ func plotThroughput(rep *report, path string) error {
 		fair.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
 		fair.XMin, fair.XMax = -1, float64(drawn)*group-1
 		p.Add(fair)
-		p.Legend.Add("equal share of the link", fair)
+		p.Legend.Add("equal share of the bottleneck rate", fair)
 	}
 	p.X.Min, p.X.Max = -1, float64(drawn)*group-1
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	p.X.Tick.LineStyle = draw.LineStyle{}
 	p.Legend.Top = true
+	p.Y.Max = top * 1.4 // room for the legend above the bars
 	width := vg.Length(max(6, 1.2+0.35*float64(drawn)*group)) * vg.Inch
 	return p.Save(width, 4.5*vg.Inch, path)
 }

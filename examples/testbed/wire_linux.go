@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +20,7 @@ type wire struct {
 	aToBFrames, aToBBytes atomic.Uint64
 	bToAFrames, bToABytes atomic.Uint64
 	sendErrors, oversize  atomic.Uint64
+	delays                [delayBuckets]atomic.Uint64
 
 	mu    sync.Mutex
 	drops uint64 // PACKET_STATISTICS resets on every read: keep the sum
@@ -80,6 +82,12 @@ func openPacketSocket(ifname string) (packetSocket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
+	// The kernel's receive time of each frame, to measure how long frames
+	// waited for the wire: a wire short of CPU delays everything behind it.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		unix.Close(fd)
+		return packetSocket{}, fmt.Errorf("SO_TIMESTAMPNS on %s: %w", ifname, err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 		unix.Close(fd)
 		return packetSocket{}, fmt.Errorf("bind AF_PACKET socket to %s: %w", ifname, err)
@@ -97,6 +105,7 @@ func (w *wire) forward(from, to packetSocket, frames, bytes *atomic.Uint64) {
 	var (
 		recv, send       [wireBatch]unix.Mmsghdr
 		recvIov, sendIov [wireBatch]unix.Iovec
+		control          [wireBatch][controlBuffer]byte
 	)
 	bufs := make([]byte, wireBatch*frameBuffer)
 	for i := range recv {
@@ -104,10 +113,14 @@ func (w *wire) forward(from, to packetSocket, frames, bytes *atomic.Uint64) {
 		recvIov[i].SetLen(frameBuffer)
 		recv[i].Hdr.Iov = &recvIov[i]
 		recv[i].Hdr.SetIovlen(1)
+		recv[i].Hdr.Control = &control[i][0]
 		send[i].Hdr.Iov = &sendIov[i]
 		send[i].Hdr.SetIovlen(1)
 	}
 	for {
+		for i := range recv {
+			recv[i].Hdr.SetControllen(controlBuffer)
+		}
 		// Block for the first frame, then take whatever else is queued
 		// (MSG_WAITFORONE). MSG_TRUNC reports a frame's real length even
 		// when the buffer was too small. Nothing is allocated per frame.
@@ -121,8 +134,12 @@ func (w *wire) forward(from, to packetSocket, frames, bytes *atomic.Uint64) {
 			// counters show that nothing more crossed.
 			return
 		}
+		now := time.Now().UnixNano()
 		count := 0
 		for i := range int(n) {
+			if at, ok := receiveTime(&recv[i].Hdr); ok {
+				w.delays[delayBucket(now-at)].Add(1)
+			}
 			size := recv[i].Len
 			if recv[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > frameBuffer {
 				w.oversize.Add(1)
@@ -155,6 +172,23 @@ func (w *wire) forward(from, to packetSocket, frames, bytes *atomic.Uint64) {
 	}
 }
 
+// controlBuffer holds one SCM_TIMESTAMPNS control message.
+const controlBuffer = 64
+
+// receiveTime returns the kernel's receive timestamp (SCM_TIMESTAMPNS, in
+// Unix nanoseconds) from a received message's control data.
+func receiveTime(h *unix.Msghdr) (int64, bool) {
+	if h.Controllen < uint64(unix.CmsgSpace(16)) || h.Control == nil {
+		return 0, false
+	}
+	cmsg := (*unix.Cmsghdr)(unsafe.Pointer(h.Control))
+	if cmsg.Level != unix.SOL_SOCKET || cmsg.Type != unix.SCM_TIMESTAMPNS || cmsg.Len < uint64(unix.CmsgLen(16)) {
+		return 0, false
+	}
+	ts := (*unix.Timespec)(unsafe.Add(unsafe.Pointer(h.Control), unix.CmsgLen(0)))
+	return ts.Nano(), true
+}
+
 // stats returns the counters since the wire started.
 func (w *wire) stats() wireStats {
 	w.mu.Lock()
@@ -170,5 +204,14 @@ func (w *wire) stats() wireStats {
 		AToBFrames: w.aToBFrames.Load(), AToBBytes: w.aToBBytes.Load(),
 		BToAFrames: w.bToAFrames.Load(), BToABytes: w.bToABytes.Load(),
 		KernelDrops: drops, SendErrors: w.sendErrors.Load(), Oversize: w.oversize.Load(),
+		Delays: w.delayCounts(),
 	}
+}
+
+func (w *wire) delayCounts() []uint64 {
+	counts := make([]uint64, delayBuckets)
+	for i := range w.delays {
+		counts[i] = w.delays[i].Load()
+	}
+	return counts
 }
