@@ -57,20 +57,23 @@ const maxWireLoss = 0.01
 
 // experiment runs the modes of cfg in turn on one topology.
 type experiment struct {
-	cfg  *config
-	self string
-	log  io.Writer
-	topo *Topology
+	cfg   *config
+	self  string
+	log   io.Writer
+	topo  *Topology
+	start time.Time
 }
 
+// progress prints one line of progress with the seconds since the start.
 func (e *experiment) progress(format string, args ...any) {
-	fmt.Fprintf(e.log, "testbed: "+format+"\n", args...)
+	fmt.Fprintf(e.log, "testbed: %5.1fs "+format+"\n", append([]any{time.Since(e.start).Seconds()}, args...)...)
 }
 
 // run builds the topology, runs every mode and returns the report. The
 // report is returned, with the modes done so far, even when ctx ends.
 func (e *experiment) run(ctx context.Context) (*report, error) {
 	start := time.Now()
+	e.start = start
 	rep := &report{Config: newReportConfig(e.cfg, start)}
 	topo, err := newTopology(topologyOptions{
 		Self:     e.self,
@@ -112,9 +115,9 @@ func (e *experiment) run(ctx context.Context) (*report, error) {
 
 // runMode runs one mode and measures it. Failures become the row's
 // status; only the whole experiment's setup errors stop the run.
-func (e *experiment) runMode(ctx context.Context, m mode) modeResult {
+func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	cfg, topo := e.cfg, e.topo
-	res := modeResult{Mode: m.Name, Description: m.Describe}
+	res = modeResult{Mode: m.Name, Description: m.Describe}
 	start := time.Now()
 	defer func() { res.ElapsedS = time.Since(start).Seconds() }()
 	fail := func(err error) modeResult {
@@ -187,6 +190,7 @@ func (e *experiment) runMode(ctx context.Context, m mode) modeResult {
 		}
 	}
 
+	e.progress("  servers up")
 	wireBefore, err := topo.WireStats()
 	if err != nil {
 		return fail(err)
@@ -287,6 +291,7 @@ func (e *experiment) runMode(ctx context.Context, m mode) modeResult {
 	if len(errs) > 0 {
 		return fail(errors.Join(errs...))
 	}
+	e.progress("  load done")
 	sample() // the final counters, after the last packet
 	if wireAfter, err := topo.WireStats(); err == nil {
 		for i := range wireAfter {

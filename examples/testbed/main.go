@@ -116,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.ProbeInterval, "probe", 10*time.Millisecond, "interval of the irtt latency probes")
 	modeList := fs.String("modes", strings.Join(modeNames(), ","), "modes to run, in order, comma-separated")
 	fs.StringVar(&cfg.OutDir, "out", "testbed-results", "directory for results.json and the plots")
-	wire := fs.String("wire", "client", "where the hash-clearing wire sits: client (the client-router link), both (the router-server link too), or none (plain veths, which leak the flow hash: a diagnostic the control run fails)")
+	wire := fs.String("wire", "both", "where the hash-clearing wire sits: both (client-router and router-server links), client (the client-router link only: ACKs and probe replies then reach the router with the server's hash), or none (plain veths, which leak the flow hash: a diagnostic the control run fails)")
 	fs.BoolVar(&cfg.Plots, "plots", true, "draw latency-cdf.png and throughput.png")
 	fs.StringVar(&cfg.VM, "vm", "auto", "run in a VM with Debian's stock kernel: auto (when this kernel lacks the qdisc or WireGuard), always, never")
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")

@@ -24,7 +24,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Qdisc != qdiscFQCodel || cfg.RateMbit != 20 || cfg.Duration != 20*time.Second ||
-		cfg.InnerFlows != 4 || cfg.OuterFlows != 4 || cfg.VM != "auto" || cfg.Wire != wireClient {
+		cfg.InnerFlows != 4 || cfg.OuterFlows != 4 || cfg.VM != "auto" || cfg.Wire != wireBoth {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if !slices.Equal(cfg.Modes, []string{"direct", "one-flow", "spread", "control"}) {
@@ -41,7 +41,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{"cake triple-isolate", []string{"-qdisc", "cake-triple"}, "", func(c *config) bool { return c.Qdisc == qdiscCakeTriple }},
 		{"modes in the given order", []string{"-modes", "control,direct"}, "", func(c *config) bool { return slices.Equal(c.Modes, []string{"control", "direct"}) }},
-		{"wire on both sides", []string{"-wire", "both"}, "", func(c *config) bool { return c.Wire == wireBoth }},
+		{"wire on the client side only", []string{"-wire", "client"}, "", func(c *config) bool { return c.Wire == wireClient }},
 		{"no outside flows", []string{"-m", "0"}, "", func(c *config) bool { return c.OuterFlows == 0 }},
 		{"unknown qdisc", []string{"-qdisc", "sfq"}, "unknown qdisc", nil},
 		{"unknown mode", []string{"-modes", "direct,ipsec"}, "unknown mode", nil},

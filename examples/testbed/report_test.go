@@ -86,6 +86,11 @@ func TestMeasure(t *testing.T) {
 			status: statusOK, share: 0.2, note: "cannot prove the wire", targetsMet: true,
 		},
 		{
+			name: "control with the link not filled proves nothing", mode: "control",
+			row:    measuredRow("control", repeat(1.5, 4), repeat(1.5, 4), slow, fast),
+			status: statusInvalid, share: 0.5, reason: "could not keep up", note: "cannot prove the wire",
+		},
+		{
 			name: "probe without replies", mode: "direct",
 			row:    measuredRow("direct", repeat(2.35, 4), repeat(2.35, 4), nil, fast),
 			status: statusInvalid, share: 0.5, reason: "inner latency probe got no reply",

@@ -135,6 +135,16 @@ func checkDirectAndControl(t *testing.T, rep *report, table string) {
 			t.Errorf("mode %s: bottleneck qdisc statistics %+v", r.Mode, r.Qdisc)
 		}
 	}
+	// The shares say something only when the bottleneck decided them: on
+	// a machine too busy to fill the link (other jobs taking the CPU from
+	// the emulated one) the flows were limited before the router.
+	saturated := func(r modeResult) bool {
+		return float64(r.TotalMbit) >= minShareOfRate*rep.Config.RateMbit
+	}
+	if !saturated(direct) || !saturated(control) {
+		t.Skipf("the machine was too busy to fill the %g Mbit/s link (direct %.1f, control %.1f Mbit/s): the shares prove nothing; rerun on a quieter machine\n%s",
+			rep.Config.RateMbit, float64(direct.TotalMbit), float64(control.TotalMbit), table)
+	}
 	if float64(direct.Jain) < 0.9 {
 		t.Errorf("direct flows unfair: Jain %.3f\n%s", float64(direct.Jain), table)
 	}
@@ -142,8 +152,7 @@ func checkDirectAndControl(t *testing.T, rep *report, table string) {
 	if share := float64(control.TunnelShare); share > 0.35 {
 		t.Errorf("WireGuard's flows got %.2f of the goodput: the router isolated them, so the wire leaks the hash\n%s", share, table)
 	}
-	if control.Qdisc != nil && direct.Qdisc != nil && control.Qdisc.MaxFlows >= direct.Qdisc.MaxFlows {
-		t.Errorf("the router saw %d flows with WireGuard and %d without: WireGuard should look like fewer",
-			control.Qdisc.MaxFlows, direct.Qdisc.MaxFlows)
+	if control.Status != statusOK || direct.Status != statusOK {
+		t.Errorf("direct %s %q, control %s %q; want both ok\n%s", direct.Status, direct.Reasons, control.Status, control.Reasons, table)
 	}
 }
