@@ -9,13 +9,18 @@
 // each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
 // default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
 //
-// Between the client and the router sits the wire: this same program,
-// re-executed as `testbed wire -a IF -b IF`, copying every Ethernet frame
-// between two interfaces through AF_PACKET sockets. A veth pair hands the
-// sender's flow hash (skb->hash) to the next namespace, and kernel
-// WireGuard computes that hash from the inner packet; without the wire the
-// router would isolate a tunnel's inner flows that no router on a real
-// network can tell apart. The control mode proves the wire on every run.
+// On each link to the router sits a wire (-wire): this same program,
+// re-executed as `testbed wire -a IF -b IF` in the wire namespace, copying
+// every Ethernet frame between two interfaces through AF_PACKET sockets
+// into fresh packets. A veth pair hands the sender's flow hash (skb->hash)
+// to the next namespace, and kernel WireGuard computes that hash from the
+// inner packet; without the wire the router would isolate a tunnel's inner
+// flows that no router on a real network can tell apart. The control mode
+// proves the wire on every run. Offloads are off on the interfaces around
+// a wire, so that it sees finished, MTU-sized frames; the wire and the
+// probes run at raised priority, and the report gives the wire's own
+// queueing delay, so that a machine short of CPU shows in the results
+// instead of hiding in them.
 //
 // # Modes
 //
@@ -42,7 +47,9 @@
 // A row is invalid, and the exit status 1, when its result would mislead:
 // the bulk flows did not fill the bottleneck (the tunnel or the machine
 // could not keep up), the wire dropped frames, a probe got no reply, or the
-// control shows that the wire leaks the hash.
+// control shows that the wire leaks the hash. It refuses to start (exit
+// status 2) without root or without a tool it needs, saying which package
+// to install.
 //
 // # Running it
 //

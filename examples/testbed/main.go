@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "testbed:", err)
 			return 1
 		}
-		fmt.Fprintf(stderr, "testbed: the VM run took %.0f s in all, boot included\n", time.Since(start).Seconds())
+		fmt.Fprintf(stderr, "testbed: the VM run took %.0f s in all, boot included; results in %s\n", time.Since(start).Seconds(), cfg.OutDir)
 		return code
 	}
 	if cfg.VM == "never" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {

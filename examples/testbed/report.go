@@ -257,7 +257,7 @@ func (rep *report) writeTable(w io.Writer) {
 		c.Qdisc, c.RateMbit, c.InnerFlows, c.OuterFlows, c.DurationS, c.OmitS, c.Kernel, where)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (fair)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\twire p99 ms\t")
+	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\twire p99 ms\t")
 	for _, r := range rep.Modes {
 		if r.Status == statusSkipped || r.Status == statusFailed {
 			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\n", r.Mode, r.Status)
