@@ -270,7 +270,6 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 		tick := time.NewTicker(qdiscSampleInterval)
 		defer tick.Stop()
 		begin := time.Now()
-		total := int((cfg.Omit + cfg.Duration) / time.Second)
 		for {
 			select {
 			case <-loadDone:
@@ -282,7 +281,7 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 				continue
 			}
 			sample()
-			e.progress("  %2d/%d s, the bottleneck holds %d flows", int(elapsed/time.Second), total, res.Qdisc.lastFlows)
+			e.progress("  load running for %d s: the bottleneck has %d flows queued", int(elapsed/time.Second), res.Qdisc.lastFlows)
 		}
 	}()
 	wg.Wait()
