@@ -165,22 +165,30 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	var daemons []*daemon
 	defer func() {
 		for _, d := range daemons {
-			d.stop()
+			if d != nil {
+				d.stop()
+			}
 		}
 	}()
-	for _, start := range []func() (*daemon, error){
+	// Started together: each waits until its server listens, and under
+	// emulation a process takes a while to get there.
+	starts := []func() (*daemon, error){
 		func() (*daemon, error) { return startIperf3Server(topo.Server, inner.Server, iperf3InnerPort) },
 		func() (*daemon, error) { return startIperf3Server(topo.Server, topo.ServerHost, iperf3OuterPort) },
 		func() (*daemon, error) {
 			return startIrttServer(topo.Server,
 				netip.AddrPortFrom(inner.Server, irttInnerPort), netip.AddrPortFrom(topo.ServerHost, irttOuterPort))
 		},
-	} {
-		d, err := start()
-		if err != nil {
-			return fail(err)
-		}
-		daemons = append(daemons, d)
+	}
+	daemons = make([]*daemon, len(starts))
+	startErrs := make([]error, len(starts))
+	var started sync.WaitGroup
+	for i, start := range starts {
+		started.Go(func() { daemons[i], startErrs[i] = start() })
+	}
+	started.Wait()
+	if err := errors.Join(startErrs...); err != nil {
+		return fail(err)
 	}
 	// The first packets through a fresh tunnel wait for its handshake:
 	// one exchange before the clock starts.
