@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -135,7 +137,20 @@ func runInVM(cfg *config, args []string, stdout, stderr io.Writer) (int, error) 
 	cmd := exec.Command(runner, vmArgs...)
 	cmd.Dir = out
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err = cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("run %s: %w", runner, err)
+	}
+	// A signal to this program stops the VM too, which the runner does
+	// when it gets the signal (a terminal's Ctrl-C reaches both anyway).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			cmd.Process.Signal(sig)
+		}
+	}()
+	err = cmd.Wait()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		return exit.ExitCode(), nil

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,6 +24,13 @@ func vmRunner(t *testing.T) string {
 		t.Fatalf("the VM runner: %v", err)
 	}
 	return path
+}
+
+// stopGently makes a timed-out command get SIGTERM, which scripts/vm
+// passes on to its VM, instead of a SIGKILL that would leave QEMU running.
+func stopGently(cmd *exec.Cmd) {
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 }
 
 // TestVMRunner boots the VM and checks what the testbed relies on: the
@@ -47,6 +55,7 @@ exit 7`
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, vmRunner(t), "-t", "300", "-e", "GREETING=hello from the VM", "--", "sh", "-c", script)
+	stopGently(cmd)
 	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -91,6 +100,7 @@ func TestExperimentInVM(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-vm=always", "-vm-runner", vmRunner(t),
 		"-modes", "direct,control", "-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out)
+	stopGently(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
