@@ -64,6 +64,11 @@
 // The default experiment (fq_codel, 20 Mbit/s, 4 flows inside and 4
 // outside, 20 s per mode) takes under 3 minutes with the VM's boot.
 //
+// The namespaces are named fstb-XXXXXX-{client,wire,router,server} and
+// removed at the end, also after Ctrl-C. A run killed outright leaves them
+// behind: `ip netns list | grep fstb-` shows them, `ip netns del NAME`
+// removes each.
+//
 // # Adding a tunnel
 //
 // A tunnel implements [Tunnel]: Start brings it up between the client and
