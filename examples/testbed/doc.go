@@ -1,0 +1,77 @@
+// Testbed measures what a VPN does to flow isolation at a real
+// flow-queueing bottleneck, and what flowspread changes.
+//
+// # What it builds
+//
+// Four network namespaces in a line: client, wire, router, server. The
+// client's and the server's site prefixes (2001:db8:a::/48 and
+// 2001:db8:b::/48) are routed through the router, whose egress towards
+// each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
+// default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
+//
+// On each link to the router sits a wire (-wire): this same program,
+// re-executed as `testbed wire -a IF -b IF` in the wire namespace, copying
+// every Ethernet frame between two interfaces through AF_PACKET sockets
+// into fresh packets. A veth pair hands the sender's flow hash (skb->hash)
+// to the next namespace, and kernel WireGuard computes that hash from the
+// inner packet; without the wire the router would isolate a tunnel's inner
+// flows that no router on a real network can tell apart. The control mode
+// proves the wire on every run. Offloads are off on the interfaces around
+// a wire, so that it sees finished, MTU-sized frames; the wire and the
+// probes run at raised priority, and the report gives the wire's own
+// queueing delay, so that a machine short of CPU shows in the results
+// instead of hiding in them.
+//
+// # Modes
+//
+// Each mode runs N bulk TCP flows (iperf3) and a sparse latency probe
+// (irtt) in the tunnel's position, beside M bulk flows and a probe outside
+// it, all from client to server at once:
+//
+//   - direct: no tunnel; every flow goes straight.
+//   - one-flow: flowtun without spreading (skipped until examples/flowtun
+//     exists and registers its [Tunnel]).
+//   - spread: flowtun spreading each inner flow over its own outer address
+//     pair (likewise).
+//   - control: kernel WireGuard. Through the wire its N flows must share
+//     about one flow's share, 1/(M+1) of the link; if the router isolated
+//     them instead, the wire leaks the hash and the run is invalid.
+//
+// For each mode it reports the goodput of every bulk flow, Jain's fairness
+// index over all of them, the tunnel's share, the probes' round-trip times
+// (median, p90, p99) inside and outside, and the router qdisc's own
+// statistics from `tc -s -j qdisc` (most flows queued at once, drops, ECN
+// marks). It prints a table, writes results.json and draws
+// latency-cdf.png and throughput.png (gonum.org/v1/plot) into -out.
+//
+// A row is invalid, and the exit status 1, when its result would mislead:
+// the bulk flows did not fill the bottleneck (the tunnel or the machine
+// could not keep up), the wire dropped frames, a probe got no reply, or the
+// control shows that the wire leaks the hash. It refuses to start (exit
+// status 2) without root or without a tool it needs, saying which package
+// to install.
+//
+// # Running it
+//
+// As root, from the repository:
+//
+//	scripts/install-deps
+//	go run ./examples/testbed
+//
+// Where the kernel lacks the qdisc or WireGuard (as on the build machines)
+// the testbed runs itself inside a VM booting Debian's stock kernel
+// (scripts/vm, -vm=auto); -vm=always forces it, -vm=never refuses instead.
+// The default experiment (fq_codel, 20 Mbit/s, 4 flows inside and 4
+// outside, 20 s per mode) takes under 3 minutes with the VM's boot.
+//
+// The namespaces are named fstb-XXXXXX-{client,wire,router,server} and
+// removed at the end, also after Ctrl-C. A run killed outright leaves them
+// behind: `ip netns list | grep fstb-` shows them, `ip netns del NAME`
+// removes each.
+//
+// # Adding a tunnel
+//
+// A tunnel implements [Tunnel]: Start brings it up between the client and
+// server namespaces and returns the inner addresses the loads use; Stop
+// tears it down. Register it as a mode's NewTunnel in tunnel.go.
+package main
