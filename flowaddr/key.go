@@ -35,20 +35,29 @@ const (
 )
 
 // KeyLen is the length of a key's binary form, see [Key.Bytes].
-const KeyLen = 38
+const KeyLen = 40
 
 // Bytes returns the key's fixed binary form: Src, Dst, SrcPort and DstPort
-// big-endian, Proto, Flags. It is the same on every architecture, so two
-// tunnel ends that hash it with one secret agree on the result.
-// It does not allocate.
+// big-endian, Proto, Flags and two zero bytes. It is the same on every
+// architecture, so two tunnel ends that hash it with one secret agree on
+// the result. It does not allocate.
+//
+// The padding makes the form a whole number of 8-byte words: SipHash reads
+// it without assembling a partial last word byte by byte, and Bytes writes
+// ports, protocol and flags with one 8-byte store. Go copies a 40-byte
+// array (into an interface call's arguments, say) with 16-byte moves at
+// offsets 0, 16 and 24, and SipHash's 8-byte loads that follow each lie
+// inside one of those stores, so the CPU forwards them from the store
+// buffer; with 38 bytes the load of bytes 16 to 23 spans two of the copy's
+// stores and waits for both to reach the cache. Parse + hash measured
+// about 4 ns faster with 40 bytes than with 38.
 func (k Key) Bytes() (b [KeyLen]byte) {
-	// Few, wide stores: the hash reads these bytes right away, in 8- and
-	// 16-byte loads, and a load that spans several narrow stores still in
-	// flight stalls the CPU (store forwarding fails).
+	// Few, wide stores: the copy that follows reads them with 16-byte
+	// loads, and a load that spans several narrow stores still in flight
+	// stalls the CPU (store forwarding fails).
 	*(*[16]byte)(b[0:16]) = k.Src
 	*(*[16]byte)(b[16:32]) = k.Dst
-	binary.BigEndian.PutUint32(b[32:], uint32(k.SrcPort)<<16|uint32(k.DstPort))
-	binary.BigEndian.PutUint16(b[36:], uint16(k.Proto)<<8|uint16(k.Flags))
+	binary.BigEndian.PutUint64(b[32:], uint64(k.SrcPort)<<48|uint64(k.DstPort)<<32|uint64(k.Proto)<<24|uint64(k.Flags)<<16)
 	return b
 }
 
