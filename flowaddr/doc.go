@@ -21,7 +21,8 @@
 // # Parser
 //
 // [Parse] reads a raw IPv4 or IPv6 packet, as a TUN device hands it to a
-// VPN, and returns the key of its innermost flow; [ParseEthernet] and
+// VPN, and returns the key of its innermost flow ([ParseInto] writes it
+// into a caller's Key, which is faster on a per-packet path); [ParseEthernet] and
 // [ParseLinuxSLL] read Ethernet frames and Linux cooked captures. The
 // parser walks IPv6 extension headers, keys fragments by addresses and
 // protocol only (so every fragment of a datagram gets the same key, see

