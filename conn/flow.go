@@ -56,7 +56,7 @@ func (c *FlowSpreadConn) Classify(inner []byte) Flow {
 		return f
 	}
 	if c.symmetric {
-		key = key.Canonical()
+		key.Canonicalize()
 	}
 	f.Hash = c.flowHash(&key)
 	f.Valid = true

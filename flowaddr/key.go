@@ -79,10 +79,22 @@ func (k Key) Reverse() Key {
 // hashing canonical keys pick the same outer address pair for a request and
 // its reply, which lets a stateful firewall match the reply.
 func (k Key) Canonical() Key {
-	if k.less() {
-		return k
+	k.Canonicalize()
+	return k
+}
+
+// Canonicalize sets k to its canonical form, k.Canonical(), in place.
+//
+// It is for a sender's per-packet path, with [ParseInto] and [Key.Bytes]:
+// k = k.Canonical() copies the whole Key into the call and back, and
+// each copy's overlapping 16-byte loads span the stores that just wrote
+// the Key, so they cannot be forwarded from the store buffer and wait for
+// the cache. It does not allocate.
+func (k *Key) Canonicalize() {
+	if !k.less() {
+		k.Src, k.Dst = k.Dst, k.Src
+		k.SrcPort, k.DstPort = k.DstPort, k.SrcPort
 	}
-	return k.Reverse()
 }
 
 // less reports whether the source endpoint sorts at or before the
