@@ -1,6 +1,7 @@
 package flowaddr_test
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -31,9 +32,14 @@ func newClassifier(tb testing.TB) classifier {
 
 // addr takes the key by pointer, as conn's Classify hashes it: a Key passed
 // by value is copied into the call's arguments, and that copy's
-// overlapping 16-byte loads stall on the stores of the copy before it.
-func (c classifier) addr(k *flowaddr.Key) [16]byte {
-	return c.mapper.Addr16(c.mapper.Bucket(c.hasher.Sum64(k.Bytes())))
+// overlapping 16-byte loads stall on the stores of the copy before it. It
+// maps with AddrWords, the per-packet form of Addr16, and stores the two
+// halves where a sender puts the address.
+func (c classifier) addr(k *flowaddr.Key) (a [16]byte) {
+	hi, lo := c.mapper.AddrWords(c.mapper.Bucket(c.hasher.Sum64(k.Bytes())))
+	binary.BigEndian.PutUint64(a[:8], hi)
+	binary.BigEndian.PutUint64(a[8:], lo)
+	return a
 }
 
 var sinkAddr [16]byte
