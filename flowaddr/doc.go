@@ -48,11 +48,14 @@
 //
 // A sender classifies every packet, so the package keeps that path short:
 // [ParseInto], [Key.Canonicalize] and [Key.Bytes] work on one Key in
-// place, and none of them allocates. Parse and Canonical return Keys by
-// value, which is convenient elsewhere but costs a copy per call: on
-// amd64, copying a Key right after it was written stalls the CPU, as the
-// copy's 16-byte loads cannot be forwarded from the narrower or
-// overlapping stores still in flight (see ParseInto for the numbers).
+// place, [Mapper.AddrWords] returns the address in registers for the
+// caller to store where it goes, and none of them allocates. [Parse],
+// [Key.Canonical] and [Mapper.Addr16] return their results by value,
+// which is convenient elsewhere but costs a copy per call: on amd64,
+// reading a Key or an address with 16-byte loads right after it was
+// written by narrower or overlapping stores stalls the CPU, as the loads
+// cannot be forwarded from the stores still in flight (see ParseInto and
+// AddrWords for the numbers).
 //
 // # Mapper
 //
