@@ -38,7 +38,7 @@ func (a *FlowAddr) String() string { return a.Peer.String() }
 // Classify returns the flow of an inner (plaintext) packet, to be passed
 // with its ciphertext to [FlowSpreadConn.WriteFlow], WriteTo or
 // WriteBatch. It finds the innermost transport 5-tuple with
-// [flowaddr.Parse] (the flow-symmetric canonical form when
+// [flowaddr.ParseInto] (the flow-symmetric canonical form when
 // Config.Symmetric), hashes it with the conn's policy, and takes the ECN
 // codepoint from the IP header. A packet without a usable flow key gives
 // an unclassified Flow (still with its ECN codepoint).
@@ -51,12 +51,12 @@ func (c *FlowSpreadConn) Classify(inner []byte) Flow {
 	if e, ok := flowaddr.PacketECN(inner); ok {
 		f.ECN = flowaddr.OuterECN(e)
 	}
-	key, err := flowaddr.Parse(inner)
-	if err != nil && key == (flowaddr.Key{}) {
+	var key flowaddr.Key
+	if err := flowaddr.ParseInto(&key, inner); err != nil && key == (flowaddr.Key{}) {
 		return f
 	}
 	if c.symmetric {
-		key = key.Canonical()
+		key.Canonicalize()
 	}
 	f.Hash = c.flowHash(&key)
 	f.Valid = true

@@ -21,7 +21,8 @@
 // # Parser
 //
 // [Parse] reads a raw IPv4 or IPv6 packet, as a TUN device hands it to a
-// VPN, and returns the key of its innermost flow; [ParseEthernet] and
+// VPN, and returns the key of its innermost flow ([ParseInto] writes it
+// into a caller's Key, which is faster on a per-packet path); [ParseEthernet] and
 // [ParseLinuxSLL] read Ethernet frames and Linux cooked captures. The
 // parser walks IPv6 extension headers, keys fragments by addresses and
 // protocol only (so every fragment of a datagram gets the same key, see
@@ -41,6 +42,20 @@
 // reply on the same pair of outer addresses, so a stateful firewall on
 // the path matches the reply to the request's connection entry, and a
 // flow takes one address pair, not one per direction.
+// [Key.Canonicalize] does the same in place.
+//
+// # Per-packet path
+//
+// A sender classifies every packet, so the package keeps that path short:
+// [ParseInto], [Key.Canonicalize] and [Key.Bytes] work on one Key in
+// place, [Mapper.AddrWords] returns the address in registers for the
+// caller to store where it goes, and none of them allocates. [Parse],
+// [Key.Canonical] and [Mapper.Addr16] return their results by value,
+// which is convenient elsewhere but costs a copy per call: on amd64,
+// reading a Key or an address with 16-byte loads right after it was
+// written by narrower or overlapping stores stalls the CPU, as the loads
+// cannot be forwarded from the stores still in flight (see ParseInto and
+// AddrWords for the numbers).
 //
 // # Mapper
 //

@@ -63,8 +63,8 @@ func ExampleMapper_Addr() {
 		fmt.Printf("%s:%d -> %s:%d: %s <-> %s\n", k.SrcAddr(), k.SrcPort, k.DstAddr(), k.DstPort, local.Addr(h), peer.Addr(h))
 	}
 	// Output:
-	// 192.0.2.10:40000 -> 192.0.2.20:443: 2001:db8:a::446 <-> 2001:db8:b::446
-	// 192.0.2.20:443 -> 192.0.2.10:40000: 2001:db8:a::446 <-> 2001:db8:b::446
+	// 192.0.2.10:40000 -> 192.0.2.20:443: 2001:db8:a::6f6 <-> 2001:db8:b::6f6
+	// 192.0.2.20:443 -> 192.0.2.10:40000: 2001:db8:a::6f6 <-> 2001:db8:b::6f6
 }
 
 // The scattered layout spreads the addresses over the whole prefix. Both

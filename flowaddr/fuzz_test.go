@@ -91,14 +91,18 @@ func fuzzSeeds(frames bool) [][]byte {
 }
 
 // FuzzParse checks Parse on any input: no panic, only sentinel errors, no
-// read beyond the packet, and agreement with the same packet behind a
-// link header, with trailing bytes after it, and inside an IP tunnel.
+// read beyond the packet, and agreement with ParseInto, with the same
+// packet behind a link header, with trailing bytes after it, and inside an
+// IP tunnel.
 func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds(false) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		k, err := checkParser(t, "Parse", flowaddr.Parse, data)
+		if ki, erri := parseIntoDirty(data); ki != k || erri != err {
+			t.Fatalf("ParseInto %v, %v; Parse %v, %v", fmtKey(ki), erri, fmtKey(k), err)
+		}
 		if len(data) == 0 || len(data) > 0xffff-40 {
 			return
 		}

@@ -35,20 +35,35 @@ const (
 )
 
 // KeyLen is the length of a key's binary form, see [Key.Bytes].
-const KeyLen = 38
+const KeyLen = 40
 
 // Bytes returns the key's fixed binary form: Src, Dst, SrcPort and DstPort
-// big-endian, Proto, Flags. It is the same on every architecture, so two
-// tunnel ends that hash it with one secret agree on the result.
-// It does not allocate.
-func (k Key) Bytes() (b [KeyLen]byte) {
-	// Few, wide stores: the hash reads these bytes right away, in 8- and
-	// 16-byte loads, and a load that spans several narrow stores still in
-	// flight stalls the CPU (store forwarding fails).
+// big-endian, Proto, Flags and two zero bytes. It is the same on every
+// architecture, so two tunnel ends that hash it with one secret agree on
+// the result. It does not allocate.
+//
+// The padding makes the form a whole number of 8-byte words: SipHash reads
+// it without assembling a partial last word byte by byte, and Bytes writes
+// ports, protocol and flags with one 8-byte store. Go copies a 40-byte
+// array (into an interface call's arguments, say) with 16-byte moves at
+// offsets 0, 16 and 24, and SipHash's 8-byte loads that follow each lie
+// inside one of those stores, so the CPU forwards them from the store
+// buffer; with 38 bytes the load of bytes 16 to 23 spans two of the copy's
+// stores and waits for both to reach the cache. Parse + hash measured
+// about 4 ns faster with 40 bytes than with 38.
+//
+// The receiver is a pointer for the same reason: with a value receiver the
+// caller first copies the whole Key, and that copy's overlapping 16-byte
+// loads span the stores that just wrote the Key (field by field, or by
+// the copy before), which cost about 7 ns per packet, more than half the
+// parse of a plain TCP/IPv6 packet.
+func (k *Key) Bytes() (b [KeyLen]byte) {
+	// Few, wide stores: the copy that follows reads them with 16-byte
+	// loads, and a load that spans several narrow stores still in flight
+	// stalls the CPU (store forwarding fails).
 	*(*[16]byte)(b[0:16]) = k.Src
 	*(*[16]byte)(b[16:32]) = k.Dst
-	binary.BigEndian.PutUint32(b[32:], uint32(k.SrcPort)<<16|uint32(k.DstPort))
-	binary.BigEndian.PutUint16(b[36:], uint16(k.Proto)<<8|uint16(k.Flags))
+	binary.BigEndian.PutUint64(b[32:], uint64(k.SrcPort)<<48|uint64(k.DstPort)<<32|uint64(k.Proto)<<24|uint64(k.Flags)<<16)
 	return b
 }
 
@@ -64,10 +79,22 @@ func (k Key) Reverse() Key {
 // hashing canonical keys pick the same outer address pair for a request and
 // its reply, which lets a stateful firewall match the reply.
 func (k Key) Canonical() Key {
-	if k.less() {
-		return k
+	k.Canonicalize()
+	return k
+}
+
+// Canonicalize sets k to its canonical form, k.Canonical(), in place.
+//
+// It is for a sender's per-packet path, with [ParseInto] and [Key.Bytes]:
+// k = k.Canonical() copies the whole Key into the call and back, and
+// each copy's overlapping 16-byte loads span the stores that just wrote
+// the Key, so they cannot be forwarded from the store buffer and wait for
+// the cache. It does not allocate.
+func (k *Key) Canonicalize() {
+	if !k.less() {
+		k.Src, k.Dst = k.Dst, k.Src
+		k.SrcPort, k.DstPort = k.DstPort, k.SrcPort
 	}
-	return k.Reverse()
 }
 
 // less reports whether the source endpoint sorts at or before the

@@ -158,6 +158,10 @@ func TestMapperContiguousAddresses(t *testing.T) {
 			if got := m.Addr16(tt.bucket); got != want.As16() {
 				t.Errorf("Addr16(%d) = %s, want %s", tt.bucket, netip.AddrFrom16(got), want)
 			}
+			w16 := want.As16()
+			if hi, lo := m.AddrWords(tt.bucket); hi != binary.BigEndian.Uint64(w16[:8]) || lo != binary.BigEndian.Uint64(w16[8:]) {
+				t.Errorf("AddrWords(%d) = %#x, %#x, want %s", tt.bucket, hi, lo, want)
+			}
 			if b, ok := m.BucketOf(want.As16()); !ok || b != tt.bucket {
 				t.Errorf("BucketOf(%s) = %d, %v, want %d, true", want, b, ok, tt.bucket)
 			}
@@ -166,6 +170,28 @@ func TestMapperContiguousAddresses(t *testing.T) {
 	// Bits of a bucket above Bits are ignored.
 	if got, want := m.Addr16(1024+5), addr16("2001:db8:1:2::405"); got != want {
 		t.Errorf("Addr16(1029) = %s, want %s", netip.AddrFrom16(got), netip.AddrFrom16(want))
+	}
+	if _, lo := m.AddrWords(1024 + 5); lo != 0x405 {
+		t.Errorf("AddrWords(1029) low half = %#x, want 0x405", lo)
+	}
+}
+
+// TestMapperAddrWordsScattered checks AddrWords of the scattered layout
+// against addresses fixed for this key (as ExampleNewMapper_scattered).
+func TestMapperAddrWordsScattered(t *testing.T) {
+	m := mustMapper(t, MapperConfig{
+		Prefix:  netip.MustParsePrefix("2001:db8:1::/48"),
+		Layout:  LayoutScattered,
+		PermKey: [16]byte{0: 1, 15: 2},
+	})
+	want := [][2]uint64{
+		{0x20010db80001e1a9, 0x7d12c7c749deee13},
+		{0x20010db80001eac4, 0x7f39fc9e5716fac6},
+	}
+	for b, w := range want {
+		if hi, lo := m.AddrWords(uint32(b)); hi != w[0] || lo != w[1] {
+			t.Errorf("AddrWords(%d) = %#x, %#x, want %#x, %#x", b, hi, lo, w[0], w[1])
+		}
 	}
 }
 
@@ -520,12 +546,14 @@ func TestMapperAllocs(t *testing.T) {
 				h = h*6364136223846793005 + 1
 				b := m.Bucket(h)
 				a = m.Addr16(b)
+				hi, lo := m.AddrWords(b)
+				sink += uint32(hi ^ lo)
 				_ = m.Addr(h)
 				got, _ := m.BucketOf(a)
 				sink += got
 			})
 			if allocs != 0 {
-				t.Errorf("Bucket+Addr16+Addr+BucketOf: %v allocations per run, want 0", allocs)
+				t.Errorf("Bucket+Addr16+AddrWords+Addr+BucketOf: %v allocations per run, want 0", allocs)
 			}
 			_ = sink
 		})
@@ -546,6 +574,17 @@ func BenchmarkMapper(b *testing.B) {
 			for b.Loop() {
 				a := m.Addr16(i)
 				sink ^= a[15]
+				i++
+			}
+			_ = sink
+		})
+		b.Run(layout.String()+"/AddrWords", func(b *testing.B) {
+			b.ReportAllocs()
+			var sink uint64
+			i := uint32(0)
+			for b.Loop() {
+				_, lo := m.AddrWords(i)
+				sink ^= lo
 				i++
 			}
 			_ = sink

@@ -437,6 +437,23 @@ func runCases(t *testing.T, parse func([]byte) (flowaddr.Key, error), cases []pa
 	}
 }
 
+// parseIntoDirty is Parse through ParseInto, into a key that held another
+// flow: ParseInto must overwrite all of it.
+func parseIntoDirty(pkt []byte) (flowaddr.Key, error) {
+	k := flowaddr.Key{SrcPort: 1, DstPort: 2, Proto: 3, Flags: flowaddr.FlagIPv4 | flowaddr.FlagFragment}
+	for i := range k.Src {
+		k.Src[i], k.Dst[i] = 0xaa, 0xbb
+	}
+	err := flowaddr.ParseInto(&k, pkt)
+	return k, err
+}
+
+func TestParseInto(t *testing.T) {
+	for _, cases := range [][]parseCase{ipCases(), tunnelCases(), transportCases(), icmpErrorCases()} {
+		runCases(t, parseIntoDirty, cases)
+	}
+}
+
 func TestParseIP(t *testing.T)         { runCases(t, flowaddr.Parse, ipCases()) }
 func TestParseTunnels(t *testing.T)    { runCases(t, flowaddr.Parse, tunnelCases()) }
 func TestParseTransport(t *testing.T)  { runCases(t, flowaddr.Parse, transportCases()) }
@@ -599,7 +616,7 @@ func TestParseDoesNotAllocate(t *testing.T) {
 		runs = append(runs, run{flowaddr.ParseLinuxSLL, tc.pkt})
 	}
 	for _, bp := range tu.BenchPackets() {
-		runs = append(runs, run{flowaddr.Parse, bp.Data})
+		runs = append(runs, run{flowaddr.Parse, bp.Data}, run{parseIntoDirty, bp.Data})
 	}
 	r := rand.New(rand.NewPCG(1, 1))
 	for range 200 {
@@ -610,8 +627,8 @@ func TestParseDoesNotAllocate(t *testing.T) {
 		if len(garbage) > 0 && r.IntN(2) == 0 {
 			garbage[0] = 0x45 // look like IPv4 for a few more bytes
 		}
-		runs = append(runs, run{flowaddr.Parse, garbage}, run{flowaddr.ParseEthernet, garbage},
-			run{flowaddr.ParseLinuxSLL, garbage})
+		runs = append(runs, run{flowaddr.Parse, garbage}, run{parseIntoDirty, garbage},
+			run{flowaddr.ParseEthernet, garbage}, run{flowaddr.ParseLinuxSLL, garbage})
 	}
 	for i, rn := range runs {
 		if allocs := testing.AllocsPerRun(20, func() { sinkKey, _ = rn.parse(rn.pkt) }); allocs != 0 {

@@ -24,7 +24,7 @@
 //
 // A [Hasher] computes the keyed hash. The default is SipHash-2-4
 // ([SipHash24], via [github.com/dchest/siphash]), a PRF designed for short
-// inputs such as our 38-byte flow keys. [SipHash13] is a faster variant
+// inputs such as our 40-byte flow keys. [SipHash13] is a faster variant
 // with a smaller security margin. Any other keyed hash plugs in through
 // the [NewHasher] seam, as long as it gives the same result on every
 // architecture, since both tunnel ends must compute the same mapping.

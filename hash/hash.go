@@ -3,12 +3,12 @@ package hash
 // InputLen is the length of the input every Hasher and Policy hashes: the
 // fixed binary form of a flow key (flowaddr.KeyLen, from
 // [github.com/flowspread/flowspread/flowaddr.Key.Bytes]).
-const InputLen = 38
+const InputLen = 40
 
 // Input is a flow key's fixed binary form. It is passed by value: Go cannot
 // see through an interface call, so a slice or pointer handed to a Hasher
 // through one escapes to the heap, while an array passed by value stays on
-// the stack. flowaddr.Key.Bytes returns a [38]byte, which is assignable to
+// the stack. flowaddr.Key.Bytes returns a [40]byte, which is assignable to
 // an Input.
 type Input [InputLen]byte
 

@@ -242,12 +242,12 @@ func (p *Periodic) EpochHasher(e uint64) Hasher { return p.newHasher(p.EpochKey(
 func (p *Periodic) FlowHash(in Input, now int64) uint64 {
 	st := p.stateAt(now)
 	if prev := st.prev; prev != nil && prev.anyActive(now, p.idleGap) {
-		h := st.prevHasher.Sum64(in)
+		h := sum64(st.prevHasher, &in)
 		if prev.keep(h&p.slotMask, now, p.idleGap, p.tick) {
 			return h
 		}
 	}
-	h := st.hasher.Sum64(in)
+	h := sum64(st.hasher, &in)
 	st.cur.record(h&p.slotMask, now, p.tick)
 	return h
 }

@@ -155,14 +155,28 @@ func TestEpochKey(t *testing.T) {
 }
 
 func TestPeriodicWithoutHandoverUsesEpochHash(t *testing.T) {
-	p := newTestPeriodic(t, testConfig())
-	b := flow(1)
-	// Sparse packets, each more than IdleGap after the last: every one
-	// takes its own epoch's hash.
-	for now := rotation - 25*sec; now < rotation+25*sec; now += 3 * sec {
-		if got, want := p.FlowHash(b, now), epochHash(p, p.Epoch(now), b); got != want {
-			t.Fatalf("at %v: got %#x, want epoch %d's %#x", time.Duration(now-rotation), got, p.Epoch(now), want)
-		}
+	// The default Hasher, which FlowHash calls directly, and others.
+	hashers := []struct {
+		name string
+		new  NewHasher
+	}{
+		{"default", nil},
+		{"SipHash13", func(k Key) Hasher { return NewSipHash13(k) }},
+	}
+	for _, h := range hashers {
+		t.Run(h.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Hasher = h.new
+			p := newTestPeriodic(t, cfg)
+			b := flow(1)
+			// Sparse packets, each more than IdleGap after the last: every
+			// one takes its own epoch's hash.
+			for now := rotation - 25*sec; now < rotation+25*sec; now += 3 * sec {
+				if got, want := p.FlowHash(b, now), epochHash(p, p.Epoch(now), b); got != want {
+					t.Fatalf("at %v: got %#x, want epoch %d's %#x", time.Duration(now-rotation), got, p.Epoch(now), want)
+				}
+			}
+		})
 	}
 }
 

@@ -23,7 +23,7 @@ func NewStatic(h Hasher) *Static {
 }
 
 // FlowHash returns h.Sum64(in), whatever now is.
-func (s *Static) FlowHash(in Input, now int64) uint64 { return s.h.Sum64(in) }
+func (s *Static) FlowHash(in Input, now int64) uint64 { return sum64(s.h, &in) }
 
 // Hasher returns the policy's Hasher.
 func (s *Static) Hasher() Hasher { return s.h }
