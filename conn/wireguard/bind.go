@@ -1,0 +1,369 @@
+package wireguard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/flowaddr"
+	wgconn "golang.zx2c4.com/wireguard/conn"
+)
+
+// WireGuard message layout (the WireGuard paper, section 5.4): a
+// little-endian type word, and for transport data a 16-byte header, the
+// ciphertext padded to 16 bytes, and a 16-byte Poly1305 tag.
+const (
+	messageTransportType = 4
+	transportOverhead    = 16 + 16
+	maxPadding           = 15
+)
+
+// batchSize is the number of datagrams per Send and per receive call,
+// wireguard-go's own ideal batch.
+const batchSize = wgconn.IdealBatchSize
+
+var (
+	// ErrMarkUnsupported is returned by [Bind.SetMark] for a nonzero mark:
+	// the conn's socket does not take SO_MARK.
+	ErrMarkUnsupported = errors.New("wireguard: the flowspread bind does not support fwmark; remove fwmark from the configuration")
+)
+
+// Bind is a wireguard-go [wgconn.Bind] that sends through a
+// [conn.FlowSpreadConn]: each transport datagram leaves from the outer
+// address pair of the inner flow that [WrapTUN]'s Read saw in the same
+// buffer, and every datagram read from a peer reports the peer's one
+// canonical [Endpoint].
+//
+// Its methods are safe for concurrent use, as wireguard-go needs.
+type Bind struct {
+	cfg conn.Config
+	// listen opens the conn; tests replace it to open in a namespace.
+	listen func(conn.Config) (*conn.FlowSpreadConn, error)
+
+	mu sync.Mutex
+	c  atomic.Pointer[conn.FlowSpreadConn]
+
+	epMu      sync.RWMutex
+	endpoints map[netip.AddrPort]*Endpoint
+
+	flows bufferTable // send: the flow of each buffer read from the TUN
+	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
+
+	msgPool sync.Pool // *[]conn.Message for Send
+
+	sentSpread, sentControl, sentUnmatched atomic.Uint64
+	ceMarked, ceDropped, ecnUnmatched      atomic.Uint64
+}
+
+var _ wgconn.Bind = (*Bind)(nil)
+
+// NewBind returns a Bind that opens a [conn.FlowSpreadConn] with cfg each
+// time wireguard-go opens it (at device up and on port changes), on the
+// port wireguard-go asks for, or cfg.Port when that is zero.
+//
+// Every peer of the device must be in cfg.Peers, with its canonical
+// address as the peer's endpoint in the wireguard-go configuration:
+// datagrams from anywhere else are dropped by the conn.
+func NewBind(cfg conn.Config) *Bind {
+	return &Bind{cfg: cfg, listen: conn.Listen}
+}
+
+// Conn returns the conn the Bind sends through, or nil while it is closed.
+func (b *Bind) Conn() *conn.FlowSpreadConn { return b.c.Load() }
+
+// Open opens the conn and returns one receive
+// function and the bound port.
+func (b *Bind) Open(port uint16) ([]wgconn.ReceiveFunc, uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.c.Load()
+	if c != nil {
+		return nil, 0, wgconn.ErrBindAlreadyOpen
+	}
+	cfg := b.cfg
+	if port != 0 {
+		cfg.Port = port
+	}
+	c, err := b.listen(cfg)
+	if err != nil {
+		return nil, 0, fmt.Errorf("wireguard: open the flowspread conn: %w", err)
+	}
+	b.c.Store(c)
+	var actual uint16
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		actual = uint16(a.Port)
+	}
+	r := &receiver{b: b, c: c, msgs: make([]conn.Message, batchSize)}
+	return []wgconn.ReceiveFunc{r.receive}, actual, nil
+}
+
+// Close closes the conn; the receive functions then return an error that
+// wraps [net.ErrClosed].
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.c.Swap(nil)
+	if c == nil {
+		return nil
+	}
+	return c.Close()
+}
+
+// SetMark accepts only 0: the conn does not set SO_MARK.
+func (b *Bind) SetMark(mark uint32) error {
+	if mark != 0 {
+		return ErrMarkUnsupported
+	}
+	return nil
+}
+
+// BatchSize returns wireguard-go's ideal batch size.
+func (b *Bind) BatchSize() int { return batchSize }
+
+// ParseEndpoint parses "address:port" into the peer's Endpoint. It returns
+// the same *Endpoint for the same address every time.
+func (b *Bind) ParseEndpoint(s string) (wgconn.Endpoint, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: endpoint %q: %w", s, err)
+	}
+	return b.endpoint(ap), nil
+}
+
+// endpoint returns the one Endpoint of ap, making it on first use; the
+// lookup of a known address does not allocate.
+func (b *Bind) endpoint(ap netip.AddrPort) *Endpoint {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	b.epMu.RLock()
+	e := b.endpoints[ap]
+	b.epMu.RUnlock()
+	if e != nil {
+		return e
+	}
+	b.epMu.Lock()
+	defer b.epMu.Unlock()
+	if e = b.endpoints[ap]; e == nil {
+		if b.endpoints == nil {
+			b.endpoints = make(map[netip.AddrPort]*Endpoint)
+		}
+		e = newEndpoint(ap)
+		b.endpoints[ap] = e
+	}
+	return e
+}
+
+// Send sends each buffer to the endpoint's peer. A transport-data datagram
+// whose buffer [WrapTUN]'s Read classified goes out with that flow's
+// outer address pair and ECN codepoint; handshakes, cookie replies,
+// keepalives, and data whose buffer cannot be matched go out unspread,
+// to the peer's canonical address. The peer always comes from ep, never
+// from the match, so a wrong match can only pick another address pair of
+// the same peer.
+//
+// It does not retain bufs and does not allocate once warm.
+func (b *Bind) Send(bufs [][]byte, ep wgconn.Endpoint) error {
+	e, ok := ep.(*Endpoint)
+	if !ok {
+		return wgconn.ErrWrongEndpointType
+	}
+	c := b.c.Load()
+	if c == nil {
+		return net.ErrClosed
+	}
+	mp, _ := b.msgPool.Get().(*[]conn.Message)
+	if mp == nil {
+		m := make([]conn.Message, batchSize)
+		mp = &m
+	}
+	defer b.msgPool.Put(mp)
+	var spread, control, unmatched uint64
+	for len(bufs) > 0 {
+		msgs := (*mp)[:min(len(bufs), len(*mp))]
+		for i := range msgs {
+			f, kind := b.flowOf(bufs[i])
+			switch kind {
+			case sendSpread:
+				spread++
+			case sendControl:
+				control++
+			default:
+				unmatched++
+			}
+			msgs[i] = conn.Message{Buf: bufs[i], Peer: e.addr, Flow: f}
+		}
+		for sent := 0; sent < len(msgs); {
+			n, err := c.WriteBatch(msgs[sent:])
+			if err != nil {
+				clear(msgs)
+				return err
+			}
+			sent += n
+		}
+		bufs = bufs[len(msgs):]
+		clear(msgs)
+	}
+	b.sentSpread.Add(spread)
+	b.sentControl.Add(control)
+	b.sentUnmatched.Add(unmatched)
+	return nil
+}
+
+type sendKind uint8
+
+const (
+	sendSpread sendKind = iota
+	sendControl
+	sendUnmatched
+)
+
+// flowOf returns the flow recorded for a datagram's buffer, checked
+// against the datagram: it must be transport data, not a keepalive, and
+// as long as the recorded plaintext encrypts to.
+func (b *Bind) flowOf(buf []byte) (conn.Flow, sendKind) {
+	if len(buf) < 4 || binary.LittleEndian.Uint32(buf) != messageTransportType || len(buf) <= transportOverhead {
+		return conn.Flow{}, sendControl
+	}
+	hash, meta, ok := b.flows.load(bufferKey(buf))
+	if !ok {
+		return conn.Flow{}, sendUnmatched
+	}
+	plen := int(meta >> 8)
+	if ct := len(buf) - transportOverhead; ct < plen || ct > plen+maxPadding {
+		return conn.Flow{}, sendUnmatched
+	}
+	return conn.Flow{Hash: hash, ECN: flowaddr.ECN(meta>>1) & 3, Valid: meta&1 != 0}, sendSpread
+}
+
+// recordFlow remembers the flow of a plaintext packet of length plen read
+// into buf.
+func (b *Bind) recordFlow(buf []byte, f conn.Flow, plen int) {
+	meta := uint32(plen)<<8 | uint32(f.ECN&3)<<1
+	if f.Valid {
+		meta |= 1
+	}
+	b.flows.store(bufferKey(buf), f.Hash, meta)
+}
+
+// receiver is one receive function's state: a Message per buffer, reused.
+type receiver struct {
+	b    *Bind
+	c    *conn.FlowSpreadConn
+	msgs []conn.Message
+}
+
+// receive reads a batch with the conn into wireguard-go's buffers, reports
+// each datagram's peer as its canonical Endpoint, and records each
+// buffer's outer ECN codepoint for the TUN's Write.
+//
+// The conn may reorder its messages to drop datagrams from strangers; it
+// keeps the order of those it returns, so each returned buffer is found
+// at or after the previous one in packets. Slots it dropped get size 0,
+// which wireguard-go skips.
+func (r *receiver) receive(packets [][]byte, sizes []int, eps []wgconn.Endpoint) (int, error) {
+	msgs := r.msgs[:min(len(packets), len(r.msgs))]
+	for i := range msgs {
+		msgs[i] = conn.Message{Buf: packets[i]}
+	}
+	n, err := r.c.ReadBatch(msgs)
+	if err != nil {
+		return 0, err
+	}
+	j := 0
+	for i := 0; i < n; i++ {
+		m := &msgs[i]
+		p := unsafe.SliceData(m.Buf)
+		for j < len(msgs) && unsafe.SliceData(packets[j]) != p {
+			sizes[j] = 0
+			j++
+		}
+		if j == len(msgs) {
+			break // cannot happen: the conn keeps the caller's buffers
+		}
+		sizes[j] = m.N
+		eps[j] = r.b.endpoint(m.Peer)
+		r.b.ecns.store(bufferKey(packets[j]), 0, uint32(m.N)<<8|uint32(m.ECN&3)<<1|1)
+		j++
+	}
+	return j, nil
+}
+
+// outerECN returns the outer ECN codepoint recorded for the buffer that
+// holds a decrypted inner packet of length plen, if the record matches.
+func (b *Bind) outerECN(buf []byte, plen int) (flowaddr.ECN, bool) {
+	_, meta, ok := b.ecns.load(bufferKey(buf))
+	if !ok {
+		return 0, false
+	}
+	// wireguard-go trims the padding off the plaintext, down to the
+	// inner IP header's length.
+	ct := int(meta>>8) - transportOverhead
+	if plen > ct || plen < ct-maxPadding {
+		return 0, false
+	}
+	return flowaddr.ECN(meta>>1) & 3, true
+}
+
+// Endpoint is a peer's canonical address: the one endpoint that every
+// datagram from the peer reports, whichever outer address of the peer's
+// range it came from, so wireguard-go's roaming does not flap between
+// them. Make it with [Bind.ParseEndpoint].
+type Endpoint struct {
+	addr  netip.AddrPort
+	bytes []byte
+}
+
+var _ wgconn.Endpoint = (*Endpoint)(nil)
+
+func newEndpoint(ap netip.AddrPort) *Endpoint {
+	b, _ := ap.MarshalBinary()
+	return &Endpoint{addr: ap, bytes: b}
+}
+
+// AddrPort returns the peer's canonical address.
+func (e *Endpoint) AddrPort() netip.AddrPort { return e.addr }
+
+// ClearSrc does nothing: the conn picks the source address per flow.
+func (e *Endpoint) ClearSrc() {}
+
+// SrcToString returns "": the source address depends on the flow.
+func (e *Endpoint) SrcToString() string { return "" }
+
+// DstToString returns the canonical address.
+func (e *Endpoint) DstToString() string { return e.addr.String() }
+
+// DstToBytes returns the canonical address in binary, for cookie MACs.
+func (e *Endpoint) DstToBytes() []byte { return e.bytes }
+
+// DstIP returns the canonical address's IP.
+func (e *Endpoint) DstIP() netip.Addr { return e.addr.Addr() }
+
+// SrcIP returns the zero Addr: the source address depends on the flow.
+func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
+
+// Stats counts what the Bind and the wrapped TUN matched.
+type Stats struct {
+	// SentSpread counts transport datagrams sent with the flow their
+	// buffer was classified with; SentControl, handshakes, cookie replies
+	// and keepalives (sent unspread by design); SentUnmatched, transport
+	// datagrams whose buffer held no matching record (sent unspread).
+	SentSpread, SentControl, SentUnmatched uint64
+	// CEMarked counts inner packets marked CE from the outer header;
+	// CEDropped, Not-ECT inner packets dropped for an outer CE (RFC 6040);
+	// ECNUnmatched, inner packets written without a matching outer ECN
+	// record (written unmarked).
+	CEMarked, CEDropped, ECNUnmatched uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Bind) Stats() Stats {
+	return Stats{
+		SentSpread: b.sentSpread.Load(), SentControl: b.sentControl.Load(), SentUnmatched: b.sentUnmatched.Load(),
+		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), ECNUnmatched: b.ecnUnmatched.Load(),
+	}
+}

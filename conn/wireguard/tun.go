@@ -1,0 +1,85 @@
+package wireguard
+
+import (
+	"github.com/flowspread/flowspread/flowaddr"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// WrapTUN returns a [tun.Device] that reads and writes through dev and
+// links each packet to b: Read classifies each plaintext packet and
+// records its flow under its buffer, which wireguard-go encrypts in place
+// and hands to [Bind.Send]; Write applies the outer ECN codepoint that
+// b's receive recorded under the buffer wireguard-go decrypted in place
+// (RFC 6040 decapsulation: CE outside marks an ECN-capable packet CE and
+// drops a Not-ECT one).
+//
+// Read and Write do not allocate, except Write when it drops a packet.
+// Hand the result, not dev, to device.NewDevice.
+func WrapTUN(dev tun.Device, b *Bind) tun.Device {
+	return &tunDevice{Device: dev, b: b}
+}
+
+type tunDevice struct {
+	tun.Device
+	b *Bind
+}
+
+// Read reads from the wrapped device and records the flow of each packet
+// by its buffer. Before the Bind is open there is no conn to classify
+// with, and packets go out unspread.
+func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := t.Device.Read(bufs, sizes, offset)
+	c := t.b.c.Load()
+	if c == nil {
+		return n, err
+	}
+	for i := 0; i < n; i++ {
+		pkt := bufs[i][offset : offset+sizes[i]]
+		t.b.recordFlow(bufs[i], c.Classify(pkt), len(pkt))
+	}
+	return n, err
+}
+
+// Write applies the recorded outer ECN to each packet and writes the rest
+// to the wrapped device. A packet whose buffer has no matching record is
+// written as it is.
+func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
+	c := t.b.c.Load()
+	if c == nil || offset < 0 {
+		return t.Device.Write(bufs, offset)
+	}
+	var keep [][]byte // allocated only when a packet is dropped
+	for i, buf := range bufs {
+		pkt := buf[offset:]
+		ecn, ok := t.b.outerECN(buf, len(pkt))
+		if !ok {
+			t.b.ecnUnmatched.Add(1)
+		} else if ecn == flowaddr.CE {
+			drop, err := c.Decapsulate(pkt, ecn)
+			switch {
+			case drop:
+				t.b.ceDropped.Add(1)
+				if keep == nil {
+					keep = append(make([][]byte, 0, len(bufs)), bufs[:i]...)
+				}
+				continue
+			case err == nil:
+				t.b.ceMarked.Add(1)
+			}
+		}
+		if keep != nil {
+			keep = append(keep, buf)
+		}
+	}
+	if keep == nil {
+		return t.Device.Write(bufs, offset)
+	}
+	if len(keep) == 0 {
+		return len(bufs), nil
+	}
+	n, err := t.Device.Write(keep, offset)
+	if err != nil {
+		return n, err
+	}
+	return len(bufs), nil
+}
