@@ -1,0 +1,105 @@
+package wireguard
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	wgconn "golang.zx2c4.com/wireguard/conn"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/internal/testutil"
+)
+
+// TestReceiveKeepsSlots checks that datagrams the conn drops (from a
+// stranger) leave their slot empty, so each datagram wireguard-go reads is
+// in the buffer the conn read it into, with its peer's endpoint and its
+// ECN record.
+func TestReceiveKeepsSlots(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	peer := netip.MustParseAddrPort("[::1]:40001")
+	b := NewBind(conn.Config{Port: 40000, Peers: []conn.Peer{{Addr: peer}}})
+	var peerConn, strangerConn *net.UDPConn
+	b.listen = func(cfg conn.Config) (c *conn.FlowSpreadConn, err error) {
+		err = ns.Do(func() error {
+			if c, err = conn.Listen(cfg); err != nil {
+				return err
+			}
+			if peerConn, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(peer)); err != nil {
+				return err
+			}
+			strangerConn, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback, Port: 40002})
+			return err
+		})
+		return c, err
+	}
+	fns, port, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() { peerConn.Close(); strangerConn.Close() })
+	if port != 40000 {
+		t.Errorf("Open bound port %d, want 40000", port)
+	}
+
+	to := &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}
+	order := []struct {
+		from *net.UDPConn
+		msg  string
+	}{{peerConn, "one"}, {strangerConn, "x"}, {strangerConn, "y"}, {peerConn, "two"}, {strangerConn, "z"}, {peerConn, "three"}}
+	for _, d := range order {
+		if _, err := d.from.WriteToUDP([]byte(d.msg), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1500)
+	}
+	sizes := make([]int, len(bufs))
+	eps := make([]wgconn.Endpoint, len(bufs))
+	var got []string
+	gap := false // a dropped datagram's empty slot before a kept one
+	for len(got) < 3 {
+		n, err := fns[0](bufs, sizes, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if sizes[i] == 0 {
+				gap = gap || i < n-1
+				continue
+			}
+			got = append(got, string(bufs[i][:sizes[i]]))
+			if e, ok := eps[i].(*Endpoint); !ok || e.AddrPort() != peer {
+				t.Errorf("datagram %q reports endpoint %v, want %v", bufs[i][:sizes[i]], eps[i], peer)
+			}
+			if _, ok := b.outerECN(bufs[i][:16], 0); ok {
+				t.Errorf("a %d-byte datagram matched a 0-byte plaintext", sizes[i])
+			}
+			if _, meta, ok := b.ecns.load(bufferKey(bufs[i])); !ok || int(meta>>8) != sizes[i] {
+				t.Errorf("buffer %d: ECN record %v, %d bytes; want one for %d bytes", i, ok, meta>>8, sizes[i])
+			}
+		}
+	}
+	want := []string{"one", "two", "three"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("read %q, want %q", got, want)
+		}
+	}
+	t.Logf("batch read %v, empty slot seen %v", b.Conn().Stats().BatchRead, gap)
+	if s := b.Conn().Stats(); s.BatchRead && !gap {
+		t.Errorf("the batch read never left an empty slot for a dropped datagram: the test did not exercise it")
+	}
+	if s := b.Conn().Stats(); s.DroppedForeign != 3 {
+		t.Errorf("conn dropped %d datagrams from the stranger, want 3", s.DroppedForeign)
+	}
+	// The same endpoint every time: roaming compares nothing new.
+	e1, _ := b.ParseEndpoint(peer.String())
+	if e1 != eps[0] {
+		t.Errorf("ParseEndpoint returned another Endpoint than receive did")
+	}
+}
