@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	wgconn "golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
@@ -25,7 +26,7 @@ func serve(opts options, logger *log.Logger) (err error) {
 	// The local route first: wireguard-go opens the Bind as soon as the
 	// interface is up and has a listen port, and spread datagrams must
 	// reach it from then on.
-	if opts.localRoute && opts.cfg.Prefix.IsValid() {
+	if opts.localRoute && opts.cfg.Prefix.IsValid() && !opts.stockBind {
 		remove, err := conn.AddLocalRoute(opts.cfg.Prefix)
 		if err != nil {
 			return fmt.Errorf("add the local route for %v (ip -6 route add local %v dev lo): %w", opts.cfg.Prefix, opts.cfg.Prefix, err)
@@ -58,9 +59,15 @@ func serve(opts options, logger *log.Logger) (err error) {
 		return fmt.Errorf("listen on the UAPI socket for %s: %w", name, err)
 	}
 
-	bind := wireguard.NewBind(opts.cfg)
 	wgLogger := device.NewLogger(logLevel(os.Getenv("LOG_LEVEL")), fmt.Sprintf("(%s) ", name))
-	dev := device.NewDevice(wireguard.WrapTUN(tdev, bind), bind, wgLogger)
+	var dev *device.Device
+	var bind *wireguard.Bind
+	if opts.stockBind {
+		dev = device.NewDevice(tdev, wgconn.NewStdNetBind(), wgLogger)
+	} else {
+		bind = wireguard.NewBind(opts.cfg)
+		dev = device.NewDevice(wireguard.WrapTUN(tdev, bind), bind, wgLogger)
+	}
 	// Close removes the interface with its TUN device; the listener
 	// unlinks the socket.
 	defer dev.Close()
@@ -92,6 +99,9 @@ func serve(opts options, logger *log.Logger) (err error) {
 		}
 	case <-dev.Wait():
 		logger.Printf("%s closed: shutting down", name)
+	}
+	if bind == nil {
+		return nil
 	}
 	s := bind.Stats()
 	logger.Printf("sent %d spread, %d control, %d unmatched; %d CE marked, %d CE dropped",

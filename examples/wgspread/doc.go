@@ -27,6 +27,8 @@
 //	-hash-key HEX                 32 hex digits, the same at both ends
 //	-symmetric=true               one outer pair for both directions of a flow
 //	-local-route=true             add ip -6 route add local PREFIX dev lo
+//	-stock-bind                   wireguard-go's own StdNetBind, unspread: a
+//	                              baseline for comparisons
 //
 // Each peer's endpoint in wg must be the canonical address of its
 // -peer-prefix (or of a -peer-prefix with no prefix, ADDR alone, for a

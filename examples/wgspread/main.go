@@ -26,6 +26,9 @@ type options struct {
 	// differently at each end.
 	randomKey  bool
 	localRoute bool
+	// stockBind runs wireguard-go's own StdNetBind, unspread: the
+	// baseline to compare with.
+	stockBind bool
 }
 
 // run is the command: it returns the exit status (2 for bad flags, 1 when
@@ -103,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	hashKey := fs.String("hash-key", "", "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently)")
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
+	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses;\nconfigure it with wg set or wg setconf.\n\nflags:")
 		fs.PrintDefaults()
@@ -136,7 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Bits)
 		}
 	}
-	if len(peers) == 0 {
+	if len(peers) == 0 && !opts.stockBind {
 		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface accepts datagrams only from those")
 	}
 	opts.cfg.Peers = peers
@@ -166,6 +170,9 @@ func prefixesOf(peers []conn.Peer) []netip.Prefix {
 
 // describe says what the interface spreads, in one line for the log.
 func describe(opts options) string {
+	if opts.stockBind {
+		return "stock StdNetBind, nothing spread"
+	}
 	var b strings.Builder
 	if opts.cfg.Prefix.IsValid() {
 		fmt.Fprintf(&b, "sources in %v", opts.cfg.Prefix)

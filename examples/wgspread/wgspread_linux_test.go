@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,7 +81,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // buildWgspread builds the command into a temporary directory.
-func buildWgspread(t *testing.T) string {
+func buildWgspread(t testing.TB) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -95,7 +96,7 @@ func buildWgspread(t *testing.T) string {
 
 // startWgspread runs wgspread in ns until the test ends and waits until
 // its UAPI socket is ready.
-func startWgspread(t *testing.T, ns *testutil.Netns, bin string, args ...string) *process {
+func startWgspread(t testing.TB, ns *testutil.Netns, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: ns.Command(append([]string{bin}, args...)...), out: &lockedBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -120,7 +121,7 @@ func startWgspread(t *testing.T, ns *testutil.Netns, bin string, args ...string)
 
 // stop sends sig (nil: none, the process ends by itself) and waits for the
 // exit, which must be clean.
-func (p *process) stop(t *testing.T, sig os.Signal) {
+func (p *process) stop(t testing.TB, sig os.Signal) {
 	t.Helper()
 	if sig != nil {
 		if err := p.cmd.Process.Signal(sig); err != nil {
@@ -139,7 +140,7 @@ func (p *process) stop(t *testing.T, sig os.Signal) {
 
 // wgKeyPair makes a key pair with wg genkey and wg pubkey, and writes the
 // private key to a file for wg set.
-func wgKeyPair(t *testing.T, dir, name string) (privateKey, publicKey, file string) {
+func wgKeyPair(t testing.TB, dir, name string) (privateKey, publicKey, file string) {
 	t.Helper()
 	priv, err := exec.Command("wg", "genkey").Output()
 	if err != nil {
@@ -159,7 +160,7 @@ func wgKeyPair(t *testing.T, dir, name string) (privateKey, publicKey, file stri
 }
 
 // endpoints returns wg show IFACE endpoints: public key to endpoint.
-func endpoints(t *testing.T, ns *testutil.Netns, iface string) map[string]string {
+func endpoints(t testing.TB, ns *testutil.Netns, iface string) map[string]string {
 	t.Helper()
 	m := map[string]string{}
 	for line := range strings.Lines(ns.Run(t, "wg", "show", iface, "endpoints")) {
@@ -196,47 +197,10 @@ func TestWithWgTool(t *testing.T) {
 		t.Skipf("needs /dev/net/tun for the TUN devices: %v", err)
 	}
 	bin := buildWgspread(t)
-	dir := t.TempDir()
-
-	nsA, nsB := testutil.NewNetns(t), testutil.NewNetns(t)
-	testutil.Veth(t, nsA, "va", nsB, "vb")
-	nsA.Run(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "va", "nodad")
-	nsB.Run(t, "ip", "addr", "add", "2001:db8:ff::2/64", "dev", "vb", "nodad")
-	nsA.Run(t, "ip", "-6", "route", "add", e2ePrefixB.String(), "via", "2001:db8:ff::2")
-	nsB.Run(t, "ip", "-6", "route", "add", e2ePrefixA.String(), "via", "2001:db8:ff::1")
-
-	// The UAPI sockets live in the one /var/run/wireguard of all
-	// namespaces: the names must be unique across test runs.
-	ifA, ifB := "wa"+nsA.Name[3:], "wb"+nsB.Name[3:]
-	var hashKey [16]byte
-	rand.Read(hashKey[:])
-	key := hex.EncodeToString(hashKey[:])
-	procA := startWgspread(t, nsA, bin, "-prefix", e2ePrefixA.String(),
-		"-peer-prefix", e2eLinkB.String()+"="+e2ePrefixB.String(), "-hash-key", key, ifA)
-	procB := startWgspread(t, nsB, bin, "-prefix", e2ePrefixB.String(),
-		"-peer-prefix", e2eLinkA.String()+"="+e2ePrefixA.String(), "-hash-key", key, ifB)
-	logs := func() string { return fmt.Sprintf("\nA: %s\nB: %s", procA.out, procB.out) }
-
-	// A with wg set, B with wg setconf.
-	_, pubA, keyFileA := wgKeyPair(t, dir, "a.key")
-	privB, pubB, _ := wgKeyPair(t, dir, "b.key")
-	nsA.Run(t, "wg", "set", ifA, "listen-port", fmt.Sprint(e2eLinkA.Port()), "private-key", keyFileA,
-		"peer", pubB, "endpoint", e2eLinkB.String(), "allowed-ips", e2eInnerB.String()+"/32")
-	confB := filepath.Join(dir, "b.conf")
-	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = %d\n\n[Peer]\nPublicKey = %s\nEndpoint = %s\nAllowedIPs = %s/32\n",
-		privB, e2eLinkB.Port(), pubA, e2eLinkA, e2eInnerA)
-	if err := os.WriteFile(confB, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	nsB.Run(t, "wg", "setconf", ifB, confB)
-	for _, e := range []struct {
-		ns    *testutil.Netns
-		iface string
-		inner netip.Addr
-	}{{nsA, ifA, e2eInnerA}, {nsB, ifB, e2eInnerB}} {
-		e.ns.Run(t, "ip", "addr", "add", e.inner.String()+"/24", "dev", e.iface)
-		e.ns.Run(t, "ip", "link", "set", e.iface, "up")
-	}
+	tun := newWgTunnel(t, bin)
+	nsA, nsB, ifA, ifB, procA, procB := tun.nsA, tun.nsB, tun.ifA, tun.ifB, tun.procA, tun.procB
+	pubA, pubB, dir := tun.pubA, tun.pubB, tun.dir
+	logs := tun.logs
 	checkEndpoint(t, "before traffic", nsA, ifA, pubB, e2eLinkB)
 	checkEndpoint(t, "before traffic", nsB, ifB, pubA, e2eLinkA)
 
@@ -355,6 +319,65 @@ func TestWithWgTool(t *testing.T) {
 	}
 }
 
+// wgTunnel is the topology above with wgspread running and configured at
+// both ends, the interfaces up.
+type wgTunnel struct {
+	nsA, nsB     *testutil.Netns
+	ifA, ifB     string
+	procA, procB *process
+	pubA, pubB   string
+	dir          string
+}
+
+func (w *wgTunnel) logs() string { return fmt.Sprintf("\nA: %s\nB: %s", w.procA.out, w.procB.out) }
+
+// newWgTunnel builds the topology and starts wgspread at both ends with
+// extra flags, configured with wg set at A and wg setconf at B.
+func newWgTunnel(t testing.TB, bin string, extra ...string) *wgTunnel {
+	t.Helper()
+	dir := t.TempDir()
+
+	nsA, nsB := testutil.NewNetns(t), testutil.NewNetns(t)
+	testutil.Veth(t, nsA, "va", nsB, "vb")
+	nsA.Run(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "va", "nodad")
+	nsB.Run(t, "ip", "addr", "add", "2001:db8:ff::2/64", "dev", "vb", "nodad")
+	nsA.Run(t, "ip", "-6", "route", "add", e2ePrefixB.String(), "via", "2001:db8:ff::2")
+	nsB.Run(t, "ip", "-6", "route", "add", e2ePrefixA.String(), "via", "2001:db8:ff::1")
+
+	// The UAPI sockets live in the one /var/run/wireguard of all
+	// namespaces: the names must be unique across test runs.
+	ifA, ifB := "wa"+nsA.Name[3:], "wb"+nsB.Name[3:]
+	var hashKey [16]byte
+	rand.Read(hashKey[:])
+	key := hex.EncodeToString(hashKey[:])
+	procA := startWgspread(t, nsA, bin, slices.Concat(extra, []string{"-prefix", e2ePrefixA.String(),
+		"-peer-prefix", e2eLinkB.String() + "=" + e2ePrefixB.String(), "-hash-key", key, ifA})...)
+	procB := startWgspread(t, nsB, bin, slices.Concat(extra, []string{"-prefix", e2ePrefixB.String(),
+		"-peer-prefix", e2eLinkA.String() + "=" + e2ePrefixA.String(), "-hash-key", key, ifB})...)
+
+	// A with wg set, B with wg setconf.
+	_, pubA, keyFileA := wgKeyPair(t, dir, "a.key")
+	privB, pubB, _ := wgKeyPair(t, dir, "b.key")
+	nsA.Run(t, "wg", "set", ifA, "listen-port", fmt.Sprint(e2eLinkA.Port()), "private-key", keyFileA,
+		"peer", pubB, "endpoint", e2eLinkB.String(), "allowed-ips", e2eInnerB.String()+"/32")
+	confB := filepath.Join(dir, "b.conf")
+	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = %d\n\n[Peer]\nPublicKey = %s\nEndpoint = %s\nAllowedIPs = %s/32\n",
+		privB, e2eLinkB.Port(), pubA, e2eLinkA, e2eInnerA)
+	if err := os.WriteFile(confB, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nsB.Run(t, "wg", "setconf", ifB, confB)
+	for _, e := range []struct {
+		ns    *testutil.Netns
+		iface string
+		inner netip.Addr
+	}{{nsA, ifA, e2eInnerA}, {nsB, ifB, e2eInnerB}} {
+		e.ns.Run(t, "ip", "addr", "add", e.inner.String()+"/24", "dev", e.iface)
+		e.ns.Run(t, "ip", "link", "set", e.iface, "up")
+	}
+	return &wgTunnel{nsA: nsA, nsB: nsB, ifA: ifA, ifB: ifB, procA: procA, procB: procB, pubA: pubA, pubB: pubB, dir: dir}
+}
+
 // lastLineWith returns the last line of s that contains sub.
 func lastLineWith(s, sub string) string {
 	var last string
@@ -368,7 +391,7 @@ func lastLineWith(s, sub string) string {
 
 // tcpEchoServer echoes every TCP connection to addr inside ns until the
 // test ends.
-func tcpEchoServer(t *testing.T, ns *testutil.Netns, addr netip.AddrPort) {
+func tcpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return err }); err != nil {
@@ -424,7 +447,7 @@ func tcpEcho(ns *testutil.Netns, addr netip.AddrPort, n int) error {
 
 // udpEchoServer echoes each UDP datagram to addr inside ns until the test
 // ends.
-func udpEchoServer(t *testing.T, ns *testutil.Netns, addr netip.AddrPort) {
+func udpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr.String()); return err }); err != nil {
@@ -510,7 +533,7 @@ type capture struct {
 	packets [][]byte
 }
 
-func startCapture(t *testing.T, ns *testutil.Netns, iface string) *capture {
+func startCapture(t testing.TB, ns *testutil.Netns, iface string) *capture {
 	t.Helper()
 	c := &capture{done: make(chan struct{})}
 	// ETH_P_ALL: a socket for one protocol sees only incoming packets;
