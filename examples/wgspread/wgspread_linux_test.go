@@ -105,8 +105,15 @@ func startWgspread(t testing.TB, ns *testutil.Netns, bin string, args ...string)
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill() // does nothing once it exited
-		<-p.exited
+		// SIGTERM first, so it removes its UAPI socket from the shared
+		// /var/run/wireguard; both do nothing once it exited.
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
 	})
 	waitFor(t, "wgspread in "+ns.Name+" to come up", func() bool {
 		select {
