@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	wgconn "golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/wireguard"
+)
+
+// serve runs the interface as wireguard-go does in the foreground: it
+// creates the TUN device, opens the UAPI socket, and serves wg until a
+// signal, a UAPI failure, or the interface's deletion closes the device.
+// Everything it set up is gone when it returns.
+func serve(opts options, logger *log.Logger) (err error) {
+	// The local route first: wireguard-go opens the Bind as soon as the
+	// interface is up and has a listen port, and spread datagrams must
+	// reach it from then on.
+	if opts.localRoute && opts.cfg.Prefix.IsValid() && !opts.stockBind {
+		remove, err := conn.AddLocalRoute(opts.cfg.Prefix)
+		if err != nil {
+			return fmt.Errorf("add the local route for %v (ip -6 route add local %v dev lo): %w", opts.cfg.Prefix, opts.cfg.Prefix, err)
+		}
+		defer func() {
+			if rerr := remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the local route for %v: %w", opts.cfg.Prefix, rerr))
+			}
+		}()
+	}
+
+	tdev, err := tun.CreateTUN(opts.iface, device.DefaultMTU)
+	if err != nil {
+		return fmt.Errorf("create TUN device %s (needs CAP_NET_ADMIN and /dev/net/tun): %w", opts.iface, err)
+	}
+	name, err := tdev.Name()
+	if err != nil {
+		tdev.Close()
+		return fmt.Errorf("TUN device name: %w", err)
+	}
+	uapiFile, err := ipc.UAPIOpen(name)
+	if err != nil {
+		tdev.Close()
+		return fmt.Errorf("open the UAPI socket for %s: %w", name, err)
+	}
+	uapi, err := ipc.UAPIListen(name, uapiFile)
+	uapiFile.Close() // the listener holds its own descriptor
+	if err != nil {
+		tdev.Close()
+		return fmt.Errorf("listen on the UAPI socket for %s: %w", name, err)
+	}
+
+	wgLogger := device.NewLogger(logLevel(os.Getenv("LOG_LEVEL")), fmt.Sprintf("(%s) ", name))
+	var dev *device.Device
+	var bind *wireguard.Bind
+	if opts.stockBind {
+		dev = device.NewDevice(tdev, wgconn.NewStdNetBind(), wgLogger)
+	} else {
+		bind = wireguard.NewBind(opts.cfg)
+		dev = device.NewDevice(wireguard.WrapTUN(tdev, bind), bind, wgLogger)
+	}
+	// Close removes the interface with its TUN device; the listener
+	// unlinks the socket.
+	defer dev.Close()
+	defer uapi.Close()
+
+	uapiErr := make(chan error, 1)
+	go func() {
+		for {
+			c, err := uapi.Accept()
+			if err != nil {
+				uapiErr <- err
+				return
+			}
+			go dev.IpcHandle(c)
+		}
+	}()
+
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(term)
+
+	logger.Printf("%s ready: configure it with wg (socket /var/run/wireguard/%s.sock); %s", name, name, describe(opts))
+	select {
+	case sig := <-term:
+		logger.Printf("%v: shutting down", sig)
+	case err := <-uapiErr:
+		if !errors.Is(err, net.ErrClosed) {
+			logger.Printf("UAPI socket: %v: shutting down", err)
+		}
+	case <-dev.Wait():
+		logger.Printf("%s closed: shutting down", name)
+	}
+	if bind == nil {
+		return nil
+	}
+	s := bind.Stats()
+	logger.Printf("sent %d spread, %d control, %d unmatched; %d CE marked, %d CE dropped",
+		s.SentSpread, s.SentControl, s.SentUnmatched, s.CEMarked, s.CEDropped)
+	return nil
+}
+
+// logLevel maps LOG_LEVEL as wireguard-go does.
+func logLevel(s string) int {
+	switch s {
+	case "verbose", "debug":
+		return device.LogLevelVerbose
+	case "silent":
+		return device.LogLevelSilent
+	}
+	return device.LogLevelError
+}

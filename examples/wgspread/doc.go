@@ -1,0 +1,55 @@
+// Command wgspread is a userspace WireGuard interface, like wireguard-go,
+// whose inner flows each leave on their own outer IPv6 address pair, so
+// that fq_codel or cake on the path queue the tunnel's flows apart. It is
+// wireguard-go's device with the [github.com/flowspread/flowspread/conn/wireguard.Bind] and
+// [github.com/flowspread/flowspread/conn/wireguard.WrapTUN]
+// adapter of this module, configured with the standard wg tool.
+//
+// # Running it
+//
+//	wgspread [flags] INTERFACE
+//
+// creates the TUN interface INTERFACE, opens the UAPI socket
+// /var/run/wireguard/INTERFACE.sock that wg(8) talks to, and runs in the
+// foreground until SIGINT or SIGTERM, or until the interface is deleted
+// (ip link del INTERFACE). At exit the interface, the socket and the local
+// route it added are gone. Private key, listen port and peers come from
+// wg set or wg setconf, as usual; the interface's inner addresses from ip
+// addr add, and ip link set INTERFACE up starts it.
+//
+// The flags say what wg cannot:
+//
+//	-prefix 2001:db8:a::/64       our spread prefix, routed to this host
+//	-peer-prefix '[2001:db8:ff::2]:51820=2001:db8:b::/64'
+//	                              a peer's canonical endpoint and its spread
+//	                              prefix; repeat it for each peer
+//	-bits 10                      spread over 2^bits addresses of each prefix
+//	-hash-key HEX                 32 hex digits, the same at both ends
+//	-symmetric=true               one outer pair for both directions of a flow
+//	-local-route=true             add ip -6 route add local PREFIX dev lo
+//	-stock-bind                   wireguard-go's own StdNetBind, unspread: a
+//	                              baseline for comparisons
+//
+// Each peer's endpoint in wg must be the canonical address of its
+// -peer-prefix (or of a -peer-prefix with no prefix, ADDR alone, for a
+// peer that does not spread): the adapter reads every datagram of a peer's
+// range as coming from that address, so wg show reports it however many
+// outer addresses the peer sends from, and datagrams from any other source
+// are dropped. Both ends must agree on -bits, -hash-key and each other's
+// prefix. fwmark is not supported.
+//
+// Between hosts A (2001:db8:ff::1, prefix 2001:db8:a::/64) and B
+// (2001:db8:ff::2, prefix 2001:db8:b::/64), with K the same 32 hex digits
+// at both ends:
+//
+//	A# wgspread -prefix 2001:db8:a::/64 -peer-prefix '[2001:db8:ff::2]:51820=2001:db8:b::/64' -hash-key K wg0
+//	A# wg set wg0 listen-port 51820 private-key a.key peer B_PUB endpoint '[2001:db8:ff::2]:51820' allowed-ips 10.0.0.2/32
+//	A# ip addr add 10.0.0.1/24 dev wg0 && ip link set wg0 up
+//
+// and the same at B with the roles swapped.
+//
+// # Logging
+//
+// LOG_LEVEL=verbose (or debug), error (the default) or silent sets
+// wireguard-go's log level, as for wireguard-go.
+package main

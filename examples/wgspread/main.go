@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/hash"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// options is what the command line says.
+type options struct {
+	iface string
+	cfg   conn.Config
+	// randomKey says the hash key was not given: flows then map
+	// differently at each end.
+	randomKey  bool
+	localRoute bool
+	// stockBind runs wireguard-go's own StdNetBind, unspread: the
+	// baseline to compare with.
+	stockBind bool
+}
+
+// run is the command: it returns the exit status (2 for bad flags, 1 when
+// the interface fails).
+func run(args []string, stderr io.Writer) int {
+	logger := log.New(stderr, "wgspread: ", 0)
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		logger.Print(err)
+		return 2
+	}
+	if opts.randomKey {
+		logger.Print("no -hash-key: using a random one, so the two ends map a flow to different address pairs; give both ends the same -hash-key")
+	}
+	if err := serve(opts, logger); err != nil {
+		logger.Print(err)
+		return 1
+	}
+	return 0
+}
+
+// peerList is the repeatable -peer-prefix flag: ADDR:PORT=PREFIX, or
+// ADDR:PORT alone for a peer that does not spread.
+type peerList []conn.Peer
+
+func (l *peerList) String() string {
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.Addr.String()
+		if p.Prefix.IsValid() {
+			s[i] += "=" + p.Prefix.String()
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *peerList) Set(v string) error {
+	addr, prefix, hasPrefix := strings.Cut(v, "=")
+	var p conn.Peer
+	var err error
+	if p.Addr, err = netip.ParseAddrPort(addr); err != nil {
+		return fmt.Errorf("peer endpoint %q: %w (want [2001:db8::2]:51820=2001:db8:b::/64)", addr, err)
+	}
+	p.Addr = netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
+	if hasPrefix {
+		if p.Prefix, err = netip.ParsePrefix(prefix); err != nil {
+			return fmt.Errorf("peer prefix %q: %w", prefix, err)
+		}
+		if !p.Prefix.Addr().Is6() {
+			return fmt.Errorf("peer prefix %v: want an IPv6 prefix", p.Prefix)
+		}
+		p.Prefix = p.Prefix.Masked()
+	}
+	for _, q := range *l {
+		if q.Addr == p.Addr {
+			return fmt.Errorf("peer %v given twice", p.Addr)
+		}
+	}
+	*l = append(*l, p)
+	return nil
+}
+
+// parseFlags turns the command line into options.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("wgspread", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts options
+	var peers peerList
+	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
+	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
+	fs.IntVar(&opts.cfg.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
+	hashKey := fs.String("hash-key", "", "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently)")
+	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
+	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
+	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses;\nconfigure it with wg set or wg setconf.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return opts, err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return opts, errors.New("give exactly one interface name, after the flags")
+	}
+	opts.iface = fs.Arg(0)
+	if len(opts.iface) >= 16 || strings.ContainsAny(opts.iface, "/ ") {
+		return opts, fmt.Errorf("interface name %q: use at most 15 characters, no slash or space", opts.iface)
+	}
+	if *prefix != "" {
+		p, err := netip.ParsePrefix(*prefix)
+		if err != nil {
+			return opts, fmt.Errorf("-prefix: %w", err)
+		}
+		if !p.Addr().Is6() {
+			return opts, fmt.Errorf("-prefix %v: want an IPv6 prefix", p)
+		}
+		opts.cfg.Prefix = p.Masked()
+	}
+	if opts.cfg.Bits < 0 || opts.cfg.Bits > 32 {
+		return opts, fmt.Errorf("-bits %d: give 0 to 32", opts.cfg.Bits)
+	}
+	for _, p := range append([]netip.Prefix{opts.cfg.Prefix}, prefixesOf(peers)...) {
+		if p.IsValid() && 128-p.Bits() < opts.cfg.Bits {
+			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Bits)
+		}
+	}
+	if len(peers) == 0 && !opts.stockBind {
+		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface accepts datagrams only from those")
+	}
+	opts.cfg.Peers = peers
+	if *hashKey == "" {
+		k, err := hash.NewKey()
+		if err != nil {
+			return opts, err
+		}
+		opts.cfg.Key, opts.randomKey = k, true
+	} else {
+		k, err := hash.ParseKey(*hashKey)
+		if err != nil {
+			return opts, fmt.Errorf("-hash-key: %w", err)
+		}
+		opts.cfg.Key = k
+	}
+	return opts, nil
+}
+
+func prefixesOf(peers []conn.Peer) []netip.Prefix {
+	ps := make([]netip.Prefix, len(peers))
+	for i, p := range peers {
+		ps[i] = p.Prefix
+	}
+	return ps
+}
+
+// describe says what the interface spreads, in one line for the log.
+func describe(opts options) string {
+	if opts.stockBind {
+		return "stock StdNetBind, nothing spread"
+	}
+	var b strings.Builder
+	if opts.cfg.Prefix.IsValid() {
+		fmt.Fprintf(&b, "sources in %v", opts.cfg.Prefix)
+	} else {
+		b.WriteString("sources unspread")
+	}
+	for _, p := range opts.cfg.Peers {
+		if p.Prefix.IsValid() {
+			fmt.Fprintf(&b, ", peer %v in %v", p.Addr, p.Prefix)
+		} else {
+			fmt.Fprintf(&b, ", peer %v unspread", p.Addr)
+		}
+	}
+	fmt.Fprintf(&b, " (2^%d addresses", opts.cfg.Bits)
+	if opts.cfg.Symmetric {
+		b.WriteString(", symmetric")
+	}
+	b.WriteString(")")
+	return b.String()
+}

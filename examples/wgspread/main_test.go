@@ -1,0 +1,90 @@
+package main
+
+import (
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/flowspread/flowspread/conn"
+)
+
+func TestParseFlags(t *testing.T) {
+	const key = "000102030405060708090a0b0c0d0e0f"
+	peerB := "[2001:db8:ff::2]:51821=2001:db8:b::/64"
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // a substring of the error; empty for success
+		check   func(t *testing.T, o options)
+	}{
+		{
+			name: "both prefixes and a key",
+			args: []string{"-prefix", "2001:db8:a::/64", "-peer-prefix", peerB, "-hash-key", key, "wg0"},
+			check: func(t *testing.T, o options) {
+				want := []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51821"), Prefix: netip.MustParsePrefix("2001:db8:b::/64")}}
+				if o.iface != "wg0" || o.cfg.Prefix != netip.MustParsePrefix("2001:db8:a::/64") ||
+					len(o.cfg.Peers) != 1 || o.cfg.Peers[0] != want[0] {
+					t.Errorf("got iface %q prefix %v peers %v", o.iface, o.cfg.Prefix, o.cfg.Peers)
+				}
+				if !o.cfg.Symmetric || !o.localRoute || o.cfg.Bits != conn.DefaultBits || o.randomKey || o.cfg.Key.String() != key {
+					t.Errorf("defaults: symmetric %v local route %v bits %d random key %v", o.cfg.Symmetric, o.localRoute, o.cfg.Bits, o.randomKey)
+				}
+			},
+		},
+		{
+			name: "two peers, one unspread, prefix host bits masked",
+			args: []string{"-prefix", "2001:db8:a::1/64", "-peer-prefix", peerB, "-peer-prefix", "[2001:db8:ff::3]:51820",
+				"-bits", "4", "-symmetric=false", "-local-route=false", "wg0"},
+			check: func(t *testing.T, o options) {
+				if len(o.cfg.Peers) != 2 || o.cfg.Peers[1].Prefix.IsValid() {
+					t.Errorf("peers %v: want the second without a prefix", o.cfg.Peers)
+				}
+				if o.cfg.Prefix != netip.MustParsePrefix("2001:db8:a::/64") || o.cfg.Bits != 4 || o.cfg.Symmetric || o.localRoute {
+					t.Errorf("got prefix %v bits %d symmetric %v local route %v", o.cfg.Prefix, o.cfg.Bits, o.cfg.Symmetric, o.localRoute)
+				}
+				if !o.randomKey {
+					t.Error("no -hash-key must mean a random key, and a warning")
+				}
+			},
+		},
+		{name: "no interface", args: []string{"-peer-prefix", peerB}, wantErr: "exactly one interface"},
+		{name: "two interfaces", args: []string{"-peer-prefix", peerB, "wg0", "wg1"}, wantErr: "exactly one interface"},
+		{name: "long interface name", args: []string{"-peer-prefix", peerB, "wgspread0123456789"}, wantErr: "at most 15"},
+		{name: "no peer", args: []string{"wg0"}, wantErr: "-peer-prefix"},
+		{name: "peer twice", args: []string{"-peer-prefix", peerB, "-peer-prefix", peerB, "wg0"}, wantErr: "given twice"},
+		{name: "peer without port", args: []string{"-peer-prefix", "2001:db8:ff::2=2001:db8:b::/64", "wg0"}, wantErr: "peer endpoint"},
+		{name: "IPv4 peer prefix", args: []string{"-peer-prefix", "[2001:db8:ff::2]:1=192.0.2.0/24", "wg0"}, wantErr: "IPv6"},
+		{name: "IPv4 prefix", args: []string{"-prefix", "192.0.2.0/24", "-peer-prefix", peerB, "wg0"}, wantErr: "IPv6"},
+		{name: "prefix too small for bits", args: []string{"-prefix", "2001:db8:a::/120", "-peer-prefix", peerB, "wg0"}, wantErr: "fewer than 2^10"},
+		{name: "bits out of range", args: []string{"-bits", "33", "-peer-prefix", peerB, "wg0"}, wantErr: "-bits 33"},
+		{name: "short hash key", args: []string{"-hash-key", "0011", "-peer-prefix", peerB, "wg0"}, wantErr: "-hash-key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, o)
+		})
+	}
+}
+
+// TestRunBadFlags checks the exit status and the message for a bad command
+// line, before anything is set up.
+func TestRunBadFlags(t *testing.T) {
+	var out strings.Builder
+	if code := run([]string{"wg0"}, &out); code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	if !strings.Contains(out.String(), "wgspread: ") || !strings.Contains(out.String(), "-peer-prefix") {
+		t.Errorf("message %q does not say what is missing", out.String())
+	}
+}
