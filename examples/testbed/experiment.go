@@ -25,6 +25,9 @@ type config struct {
 	OutDir        string
 	Wire          wirePlacement
 	Plots         bool
+	// Flowtun is the path of the flowtun binary the tunnel modes run;
+	// the testbed builds it when empty.
+	Flowtun string
 
 	VM       string // auto, always or never
 	VMRunner string
@@ -299,6 +302,9 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 		return fail(errors.Join(errs...))
 	}
 	e.progress("  load done")
+	if c, ok := tun.(counterReporter); ok {
+		res.TunnelCounters = c.Counters()
+	}
 	sample() // the final counters, after the last packet
 	if wireAfter, err := topo.WireStats(); err == nil {
 		for i := range wireAfter {

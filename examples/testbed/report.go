@@ -82,9 +82,12 @@ type modeResult struct {
 	// WireDelayP99Ms bounds the 99th percentile of the time frames waited
 	// for the wire (the worst wire's): what the testbed itself added to
 	// the latencies when the machine was short of CPU.
-	WireDelayP99Ms number  `json:"wire_delay_p99_ms"`
-	Targets        targets `json:"targets"`
-	ElapsedS       float64 `json:"elapsed_s"`
+	WireDelayP99Ms number `json:"wire_delay_p99_ms"`
+	// TunnelCounters are the tunnel's own counters at the end of the
+	// load, by end (client, server), as the tunnel reports them.
+	TunnelCounters map[string]json.RawMessage `json:"tunnel_counters,omitempty"`
+	Targets        targets                    `json:"targets"`
+	ElapsedS       float64                    `json:"elapsed_s"`
 }
 
 // probeSummary is one latency probe: the summary and every sample.
