@@ -28,6 +28,9 @@ type config struct {
 	// Flowtun is the path of the flowtun binary the tunnel modes run;
 	// the testbed builds it when empty.
 	Flowtun string
+	// RequireTargets fails the run when the spread mode misses its
+	// targets, as CI and scripts/experiment want.
+	RequireTargets bool
 
 	VM       string // auto, always or never
 	VMRunner string

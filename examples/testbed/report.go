@@ -227,6 +227,24 @@ func (rep *report) judge() {
 	}
 }
 
+// missedTargets says how the spread mode missed its targets, or "" when
+// it met them or did not run.
+func (rep *report) missedTargets() string {
+	for _, r := range rep.Modes {
+		if r.Mode != "spread" || r.Status == statusSkipped {
+			continue
+		}
+		if r.Status != statusOK {
+			return "the spread mode was " + r.Status + ", so its targets are unproven"
+		}
+		if !r.Targets.Met {
+			return fmt.Sprintf("the spread mode missed its targets: inner probe p99 %.1f ms above the outer's (at most %g), Jain %.3f (at least %g)",
+				float64(r.Targets.P99GapMs), targetP99GapMs, float64(r.Jain), targetJain)
+		}
+	}
+	return ""
+}
+
 // writeJSON writes the report to path.
 func (rep *report) writeJSON(path string) error {
 	data, err := json.MarshalIndent(rep, "", "  ")
