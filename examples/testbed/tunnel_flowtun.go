@@ -204,10 +204,10 @@ func (f *flowtunTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, e
 
 // startFlowtunEnd starts one end and waits for its readiness line.
 func startFlowtunEnd(ns netns, side, bin, stats string, args []string) (*flowtunEnd, error) {
-	// Raised priority, as the wire's: a real VPN end has a CPU of its
+	// The highest priority, as the wire's: a real VPN end has a CPU of its
 	// own, and under emulation a tunnel at normal priority waits behind
 	// the load generators it carries.
-	cmd := ns.command(append([]string{"nice", "-n", "-10", bin}, args...)...)
+	cmd := ns.command(append([]string{"nice", "-n", "-20", bin}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
