@@ -307,6 +307,9 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	e.progress("  load done")
 	if c, ok := tun.(counterReporter); ok {
 		res.TunnelCounters = c.Counters()
+		if dropped, auth := flowtunDrops(res.TunnelCounters); dropped > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("the tunnel ends dropped %d datagrams (%d failed authentication): see tunnel_counters in results.json", dropped, auth))
+		}
 	}
 	sample() // the final counters, after the last packet
 	if wireAfter, err := topo.WireStats(); err == nil {
