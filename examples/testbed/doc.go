@@ -29,10 +29,10 @@
 // it, all from client to server at once:
 //
 //   - direct: no tunnel; every flow goes straight.
-//   - one-flow: flowtun without spreading (skipped until examples/flowtun
-//     exists and registers its [Tunnel]).
+//   - one-flow: examples/flowtun without spreading: every inner flow
+//     inside one outer flow between the two hosts' own addresses.
 //   - spread: flowtun spreading each inner flow over its own outer address
-//     pair (likewise).
+//     pair, from a /64 of each site.
 //   - control: kernel WireGuard. Through the wire its N flows must share
 //     about one flow's share, 1/(M+1) of the link; if the router isolated
 //     them instead, the wire leaks the hash and the run is invalid.
@@ -44,10 +44,19 @@
 // marks). It prints a table, writes results.json and draws
 // latency-cdf.png and throughput.png (gonum.org/v1/plot) into -out.
 //
+// flowtun is built from the checkout with go build before the run (on the
+// host, when the run goes into the VM), or taken from -flowtun. Its ends
+// run in the client and server namespaces at the wire's priority, with
+// fq_codel on their TUN devices, and their counters (drops, failed
+// authentications) go into results.json.
+//
 // A row is invalid, and the exit status 1, when its result would mislead:
 // the bulk flows did not fill the bottleneck (the tunnel or the machine
 // could not keep up), the wire dropped frames, a probe got no reply, or the
-// control shows that the wire leaks the hash. It refuses to start (exit
+// control shows that the wire leaks the hash. With -require-targets the
+// exit status is 1 also when the spread mode misses its targets (inner
+// probe p99 within 2 ms of the outer probe's, Jain's index >= 0.95), as
+// scripts/experiment and CI's scripts/vm-tests ask. It refuses to start (exit
 // status 2) without root or without a tool it needs, saying which package
 // to install.
 //
@@ -62,7 +71,8 @@
 // the testbed runs itself inside a VM booting Debian's stock kernel
 // (scripts/vm, -vm=auto); -vm=always forces it, -vm=never refuses instead.
 // The default experiment (fq_codel, 20 Mbit/s, 4 flows inside and 4
-// outside, 20 s per mode) takes under 3 minutes with the VM's boot.
+// outside, 20 s per mode) takes about 2 minutes with the VM's boot;
+// scripts/experiment runs it with 15 s per mode.
 //
 // The namespaces are named fstb-XXXXXX-{client,wire,router,server} and
 // removed at the end, also after Ctrl-C. A run killed outright leaves them

@@ -25,6 +25,12 @@ type config struct {
 	OutDir        string
 	Wire          wirePlacement
 	Plots         bool
+	// Flowtun is the path of the flowtun binary the tunnel modes run;
+	// the testbed builds it when empty.
+	Flowtun string
+	// RequireTargets fails the run when the spread mode misses its
+	// targets, as CI and scripts/experiment want.
+	RequireTargets bool
 
 	VM       string // auto, always or never
 	VMRunner string
@@ -299,6 +305,12 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 		return fail(errors.Join(errs...))
 	}
 	e.progress("  load done")
+	if c, ok := tun.(counterReporter); ok {
+		res.TunnelCounters = c.Counters()
+		if dropped, auth := flowtunDrops(res.TunnelCounters); dropped > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("the tunnel ends dropped %d datagrams (%d failed authentication): see tunnel_counters in results.json", dropped, auth))
+		}
+	}
 	sample() // the final counters, after the last packet
 	if wireAfter, err := topo.WireStats(); err == nil {
 		for i := range wireAfter {

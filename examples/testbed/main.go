@@ -45,6 +45,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if usesFlowtun(cfg) && cfg.Flowtun == "" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			fmt.Fprintln(stderr, "testbed:", err)
+			return 1
+		}
+		bin, err := buildFlowtun(cfg.OutDir)
+		if err != nil {
+			fmt.Fprintln(stderr, "testbed:", err)
+			return 2
+		}
+		defer os.Remove(bin)
+		cfg.Flowtun = bin
+	}
+
 	reason, err := vmReason(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed:", err)
@@ -99,6 +113,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !rep.Valid || err != nil {
 		return 1
 	}
+	if cfg.RequireTargets {
+		if missed := rep.missedTargets(); missed != "" {
+			fmt.Fprintln(stderr, "testbed:", missed)
+			return 1
+		}
+	}
 	return 0
 }
 
@@ -121,6 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.VM, "vm", "auto", "run in a VM with Debian's stock kernel: auto (when this kernel lacks the qdisc or WireGuard), always, never")
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
 	fs.IntVar(&cfg.VMMemMB, "vm-mem", 2048, "VM memory in MiB")
+	fs.BoolVar(&cfg.RequireTargets, "require-targets", false, "exit with status 1 also when the spread mode ran and missed its targets (inner probe p99 within 2 ms of the outer's, Jain >= 0.95)")
+	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes (default: go build it into -out)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
 

@@ -82,9 +82,12 @@ type modeResult struct {
 	// WireDelayP99Ms bounds the 99th percentile of the time frames waited
 	// for the wire (the worst wire's): what the testbed itself added to
 	// the latencies when the machine was short of CPU.
-	WireDelayP99Ms number  `json:"wire_delay_p99_ms"`
-	Targets        targets `json:"targets"`
-	ElapsedS       float64 `json:"elapsed_s"`
+	WireDelayP99Ms number `json:"wire_delay_p99_ms"`
+	// TunnelCounters are the tunnel's own counters at the end of the
+	// load, by end (client, server), as the tunnel reports them.
+	TunnelCounters map[string]json.RawMessage `json:"tunnel_counters,omitempty"`
+	Targets        targets                    `json:"targets"`
+	ElapsedS       float64                    `json:"elapsed_s"`
 }
 
 // probeSummary is one latency probe: the summary and every sample.
@@ -222,6 +225,24 @@ func (rep *report) judge() {
 		rep.Valid = false
 		rep.Problems = append(rep.Problems, "no mode ran")
 	}
+}
+
+// missedTargets says how the spread mode missed its targets, or "" when
+// it met them or did not run.
+func (rep *report) missedTargets() string {
+	for _, r := range rep.Modes {
+		if r.Mode != "spread" || r.Status == statusSkipped {
+			continue
+		}
+		if r.Status != statusOK {
+			return "the spread mode was " + r.Status + ", so its targets are unproven"
+		}
+		if !r.Targets.Met {
+			return fmt.Sprintf("the spread mode missed its targets: inner probe p99 %.1f ms above the outer's (at most %g), Jain %.3f (at least %g)",
+				float64(r.Targets.P99GapMs), targetP99GapMs, float64(r.Jain), targetJain)
+		}
+	}
+	return ""
 }
 
 // writeJSON writes the report to path.

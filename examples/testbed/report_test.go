@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -203,7 +204,7 @@ func sampleReport() *report {
 	control.measure(cfg, controlMode)
 	control.Qdisc = &qdiscStats{Device: "rs", Kind: "fq_codel", MaxFlows: 6}
 	rep := &report{Config: newReportConfig(cfg, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
-		Modes: []modeResult{direct, {Mode: "one-flow", Status: statusSkipped, Reasons: []string{errFlowtunMissing.Error()}}, control}}
+		Modes: []modeResult{direct, {Mode: "one-flow", Status: statusSkipped, Reasons: []string{"no flowtun binary"}}, control}}
 	rep.judge()
 	return rep
 }
@@ -219,7 +220,7 @@ func TestWriteTable(t *testing.T) {
 		"0.20 (0.20)",
 		"30.0 / 38.0 / 39.8",
 		"0.90 0.90 0.90 0.90  |  3.60 3.60 3.60 3.60",
-		"one-flow: SKIPPED: examples/flowtun is not built yet",
+		"one-flow: SKIPPED: no flowtun binary",
 		"control: wire proven",
 		"result: valid",
 	} {
@@ -252,5 +253,39 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	}
 	if !math.IsNaN(float64(back.Modes[0].OuterProbe.Median)) || back.Modes[0].OuterProbe.Lost != 3 {
 		t.Errorf("probe without replies read back as %+v", back.Modes[0].OuterProbe.latencySummary)
+	}
+}
+
+func TestMissedTargets(t *testing.T) {
+	tests := []struct {
+		name string
+		rows []modeResult
+		want string // a part of the answer; "" for none
+	}{
+		{"no spread row", []modeResult{{Mode: "direct", Status: statusOK}}, ""},
+		{"spread skipped", []modeResult{{Mode: "spread", Status: statusSkipped}}, ""},
+		{"spread met", []modeResult{{Mode: "spread", Status: statusOK, Targets: targets{P99GapMs: 1, Met: true}}}, ""},
+		{"spread missed", []modeResult{{Mode: "spread", Status: statusOK, Jain: 0.99, Targets: targets{P99GapMs: 5}}}, "inner probe p99 5.0 ms above"},
+		{"spread invalid", []modeResult{{Mode: "spread", Status: statusInvalid, Targets: targets{Met: true}}}, "was invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := (&report{Modes: tt.rows}).missedTargets()
+			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Errorf("missedTargets() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlowtunCounters(t *testing.T) {
+	raw := `{"tun_packets":10,"dropped_auth":2,"dropped_replay":1,"send_errors":3,"conn":{"Sent":10,"SentPerAddress":[0,1,2]}}`
+	trimmed := trimCounters([]byte(raw))
+	if strings.Contains(string(trimmed), "SentPerAddress") || !strings.Contains(string(trimmed), `"Sent":10`) {
+		t.Errorf("trimCounters = %s, want the per-address counts gone and the rest kept", trimmed)
+	}
+	dropped, auth := flowtunDrops(map[string]json.RawMessage{"client": trimmed, "server": json.RawMessage(`{"dropped_malformed":4}`)})
+	if dropped != 10 || auth != 2 {
+		t.Errorf("flowtunDrops = %d, %d; want 10, 2", dropped, auth)
 	}
 }

@@ -49,10 +49,6 @@ type mode struct {
 	Control bool
 }
 
-// errFlowtunMissing is why the flowtun modes are skipped until
-// examples/flowtun exists and registers its Tunnel here.
-var errFlowtunMissing = errors.New("examples/flowtun is not built yet: the tunnel modes come with it")
-
 // modes lists every mode, in the order they run.
 var modes = []mode{
 	{
@@ -62,13 +58,13 @@ var modes = []mode{
 	{
 		Name:      "one-flow",
 		Describe:  "flowtun without spreading: the inner flows share one outer flow",
-		NewTunnel: func(*config) (Tunnel, error) { return nil, errFlowtunMissing },
+		NewTunnel: func(cfg *config) (Tunnel, error) { return newFlowtun(cfg, false) },
 		Squeezed:  true,
 	},
 	{
 		Name:      "spread",
 		Describe:  "flowtun spreading each inner flow over its own outer address pair",
-		NewTunnel: func(*config) (Tunnel, error) { return nil, errFlowtunMissing },
+		NewTunnel: func(cfg *config) (Tunnel, error) { return newFlowtun(cfg, true) },
 	},
 	{
 		Name:      "control",

@@ -134,6 +134,19 @@ func runInVM(cfg *config, args []string, stdout, stderr io.Writer) (int, error) 
 		"-t", strconv.Itoa(int(vmTimeout(cfg) / time.Second)), "--", "./" + bin}
 	vmArgs = append(vmArgs, args...)
 	vmArgs = append(vmArgs, "-vm=never", "-out=.")
+	if cfg.Flowtun != "" {
+		// Built into the shared directory, which is the VM's working
+		// directory.
+		name := filepath.Base(cfg.Flowtun)
+		if filepath.Dir(cfg.Flowtun) != out {
+			name = ".flowtun-vm-" + strconv.Itoa(os.Getpid())
+			if err := copyFile(cfg.Flowtun, filepath.Join(out, name)); err != nil {
+				return 0, fmt.Errorf("copy %s into %s for the VM: %w", cfg.Flowtun, out, err)
+			}
+			defer os.Remove(filepath.Join(out, name))
+		}
+		vmArgs = append(vmArgs, "-flowtun=./"+name)
+	}
 	cmd := exec.Command(runner, vmArgs...)
 	cmd.Dir = out
 	cmd.Stdout, cmd.Stderr = stdout, stderr

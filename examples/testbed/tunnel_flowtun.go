@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// flowtun, the tunnel under test (examples/flowtun), in its two modes:
+// spreading each inner flow over its own outer address pair, and off (one
+// outer flow between the two hosts' own addresses, as any VPN sends).
+//
+// The binary is built on the host, before the testbed re-executes itself
+// in the VM: compiling under emulation would take minutes.
+
+var (
+	// Each end spreads over a /64 of its site, which the router routes to
+	// it; flowtun makes the /64 local with an AnyIP route.
+	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
+	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
+	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
+	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
+)
+
+const (
+	ftIf   = "ft0"
+	ftPort = 51820
+	// ftReady is what flowtun logs once its device is up and its socket
+	// bound: traffic may flow after it.
+	ftReady = " up, MTU "
+	// ftStartTimeout bounds a flowtun start, which under emulation takes
+	// a few hundred milliseconds.
+	ftStartTimeout = 20 * time.Second
+)
+
+// flowtunPackage is the import path go build makes the tunnel from.
+const flowtunPackage = "github.com/flowspread/flowspread/examples/flowtun"
+
+// usesFlowtun reports whether cfg runs a flowtun mode.
+func usesFlowtun(cfg *config) bool {
+	for _, name := range cfg.Modes {
+		if name == "one-flow" || name == "spread" {
+			return true
+		}
+	}
+	return false
+}
+
+// buildFlowtun builds examples/flowtun into dir, from the checkout that
+// holds the working directory (or this program), and returns the binary's
+// path.
+func buildFlowtun(dir string) (string, error) {
+	goTool, err := findGo()
+	if err != nil {
+		return "", err
+	}
+	root, err := findCheckout()
+	if err != nil {
+		return "", err
+	}
+	bin, err := filepath.Abs(filepath.Join(dir, ".flowtun-"+strconv.Itoa(os.Getpid())))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goTool, "build", "-o", bin, flowtunPackage)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the tunnel (go build %s in %s): %w: %s", flowtunPackage, root, err, strings.TrimSpace(string(out)))
+	}
+	return bin, nil
+}
+
+// findGo returns the go command: on PATH, else where Go installs itself,
+// else in the toolchain this program was built with.
+func findGo() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/local/go/bin/go", filepath.Join(runtime.GOROOT(), "bin", "go")} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("the flowtun modes need Go to build examples/flowtun, and no go command was found: install Go, or pass -flowtun PATH of a built flowtun")
+}
+
+// findCheckout returns the directory of flowspread's go.mod, going up from
+// the working directory, then from this program's directory.
+func findCheckout() (string, error) {
+	runner, err := findVMRunner("")
+	if err == nil {
+		root := filepath.Dir(filepath.Dir(runner))
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			return root, nil
+		}
+	}
+	return "", errors.New("cannot find the flowspread checkout to build examples/flowtun: run the testbed from inside it, or pass -flowtun PATH")
+}
+
+// flowtunTunnel is one flowtun end in the client namespace and one in the
+// server namespace.
+type flowtunTunnel struct {
+	bin    string
+	spread bool
+	dir    string // PSK and counters
+	ends   []*flowtunEnd
+}
+
+type flowtunEnd struct {
+	side  string
+	ns    netns
+	cmd   *exec.Cmd
+	stats string
+	log   *tailBuffer
+	done  chan struct{}
+	err   error // Wait's result, after done
+}
+
+func newFlowtun(cfg *config, spread bool) (Tunnel, error) {
+	if cfg.Flowtun == "" {
+		return nil, errors.New("no flowtun binary: the testbed builds it before the run (-flowtun PATH names one)")
+	}
+	bin, err := filepath.Abs(cfg.Flowtun)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("flowtun binary: %w", err)
+	}
+	return &flowtunTunnel{bin: bin, spread: spread}, nil
+}
+
+func (f *flowtunTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, error) {
+	dir, err := os.MkdirTemp("", "fstb-flowtun-")
+	if err != nil {
+		return InnerPath{}, err
+	}
+	f.dir = dir
+	var key [32]byte
+	rand.Read(key[:])
+	psk := filepath.Join(dir, "psk")
+	if err := os.WriteFile(psk, []byte(hex.EncodeToString(key[:])+"\n"), 0o600); err != nil {
+		f.Stop()
+		return InnerPath{}, err
+	}
+	spread := "off"
+	if f.spread {
+		spread = "both"
+	}
+	ends := []struct {
+		side               string
+		ns                 netns
+		self, peer         netip.Addr
+		prefix, peerPrefix netip.Prefix
+		inner              netip.Addr
+	}{
+		{"client", topo.Client, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, ftInnerClient},
+		{"server", topo.Server, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, ftInnerServer},
+	}
+	for _, e := range ends {
+		args := []string{"-name", ftIf, "-listen-port", strconv.Itoa(ftPort),
+			"-peer", netip.AddrPortFrom(e.peer, ftPort).String(),
+			"-self", netip.AddrPortFrom(e.self, ftPort).String(),
+			"-spread", spread, "-psk-file", psk,
+			"-addr", e.inner.String() + "/64",
+			"-stats", filepath.Join(dir, e.side+".json")}
+		if f.spread {
+			args = append(args, "-prefix", e.prefix.String(), "-peer-prefix", e.peerPrefix.String())
+		}
+		end, err := startFlowtunEnd(e.ns, e.side, f.bin, filepath.Join(dir, e.side+".json"), args)
+		if err != nil {
+			f.Stop()
+			return InnerPath{}, err
+		}
+		f.ends = append(f.ends, end)
+		// The tunnel's own device queue is where inner packets wait
+		// when the tunnel cannot send at once. Hosts default to
+		// fq_codel there (systemd sets net.core.default_qdisc); the VM
+		// has no systemd and would leave a 500-packet FIFO, in which
+		// the inner probe waits behind the inner bulk flows before the
+		// tunnel even sees it.
+		if err := e.ns.run("tc", "qdisc", "replace", "dev", ftIf, "root", "fq_codel"); err != nil {
+			f.Stop()
+			return InnerPath{}, fmt.Errorf("fq_codel on the tunnel's device: %w", err)
+		}
+	}
+	return InnerPath{Client: ftInnerClient, Server: ftInnerServer}, nil
+}
+
+// startFlowtunEnd starts one end and waits for its readiness line.
+func startFlowtunEnd(ns netns, side, bin, stats string, args []string) (*flowtunEnd, error) {
+	// The highest priority, as the wire's: a real VPN end has a CPU of its
+	// own, and under emulation a tunnel at normal priority waits behind
+	// the load generators it carries.
+	cmd := ns.command(append([]string{"nice", "-n", "-20", bin}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start flowtun in %s: %w", ns, err)
+	}
+	e := &flowtunEnd{side: side, ns: ns, cmd: cmd, stats: stats, log: &tailBuffer{}, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		signalled := false
+		for sc.Scan() {
+			e.log.add(sc.Text())
+			if !signalled && strings.Contains(sc.Text(), ftReady) {
+				signalled = true
+				close(ready)
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		e.err = cmd.Wait()
+		close(e.done)
+	}()
+	select {
+	case <-ready:
+		return e, nil
+	case <-e.done:
+		return nil, fmt.Errorf("flowtun (%s) exited before it was up: %v: %s", side, e.err, e.log.String())
+	case <-time.After(ftStartTimeout):
+		e.stop()
+		return nil, fmt.Errorf("flowtun (%s) was not up after %v: %s", side, ftStartTimeout, e.log.String())
+	}
+}
+
+// stop ends the process with SIGTERM (it then removes its device and
+// route and writes its counters), or kills it if it does not end.
+func (e *flowtunEnd) stop() error {
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(10 * time.Second):
+		e.cmd.Process.Kill()
+		<-e.done
+		return fmt.Errorf("flowtun (%s) ignored SIGTERM and was killed", e.side)
+	}
+	var exit *exec.ExitError
+	if errors.As(e.err, &exit) {
+		return fmt.Errorf("flowtun (%s) %v: %s", e.side, e.err, e.log.String())
+	}
+	return nil
+}
+
+func (f *flowtunTunnel) Stop() error {
+	var errs []error
+	for _, e := range f.ends {
+		if err := e.stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	f.ends = nil
+	if f.dir != "" {
+		os.RemoveAll(f.dir)
+		f.dir = ""
+	}
+	return errors.Join(errs...)
+}
+
+// Counters asks each end for its counters (SIGUSR1 makes flowtun write
+// them) and returns them by side, as flowtun wrote them.
+func (f *flowtunTunnel) Counters() map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	for _, e := range f.ends {
+		os.Remove(e.stats)
+		if e.cmd.Process.Signal(syscall.SIGUSR1) != nil {
+			continue
+		}
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			data, err := os.ReadFile(e.stats)
+			if err == nil && json.Valid(data) {
+				out[e.side] = trimCounters(data)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// counterReporter is a Tunnel that can tell its own counters (drops,
+// authentication failures) while it runs.
+type counterReporter interface {
+	Counters() map[string]json.RawMessage
+}
+
+// flowtunDrops sums the datagrams the ends dropped, from their counters.
+func flowtunDrops(counters map[string]json.RawMessage) (dropped, auth uint64) {
+	for _, raw := range counters {
+		var s struct {
+			Malformed uint64 `json:"dropped_malformed"`
+			Auth      uint64 `json:"dropped_auth"`
+			Replay    uint64 `json:"dropped_replay"`
+			TooOld    uint64 `json:"dropped_too_old"`
+			BadInner  uint64 `json:"dropped_bad_inner"`
+			SendErrs  uint64 `json:"send_errors"`
+			TunErrs   uint64 `json:"tun_write_errors"`
+		}
+		if json.Unmarshal(raw, &s) != nil {
+			continue
+		}
+		dropped += s.Malformed + s.Auth + s.Replay + s.TooOld + s.BadInner + s.SendErrs + s.TunErrs
+		auth += s.Auth
+	}
+	return dropped, auth
+}
+
+// trimCounters drops the per-address datagram counts from flowtun's
+// counters: one number per address of the range, too long for the report.
+func trimCounters(data []byte) json.RawMessage {
+	var s map[string]json.RawMessage
+	if json.Unmarshal(data, &s) != nil {
+		return json.RawMessage(data)
+	}
+	var c map[string]json.RawMessage
+	if json.Unmarshal(s["conn"], &c) == nil {
+		delete(c, "SentPerAddress")
+		if b, err := json.Marshal(c); err == nil {
+			s["conn"] = b
+		}
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return json.RawMessage(data)
+	}
+	return b
+}
