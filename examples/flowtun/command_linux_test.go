@@ -1,37 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/flowspread/flowspread/internal/testutil"
 )
-
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // buildFlowtun builds the command into a temporary directory.
 func buildFlowtun(t *testing.T) string {
@@ -47,37 +27,11 @@ func buildFlowtun(t *testing.T) string {
 	return bin
 }
 
-// process is a flowtun command running in a namespace.
-type process struct {
-	cmd    *exec.Cmd
-	out    *lockedBuffer
-	exited chan struct{} // closed once it exited; then err is its exit
-	err    error
-}
-
 // startCommand runs flowtun in ns until the test ends, and waits until it
 // says it is up.
-func startCommand(t *testing.T, ns *testutil.Netns, bin string, args ...string) *process {
+func startCommand(t *testing.T, ns *testutil.Netns, bin string, args ...string) *testutil.Process {
 	t.Helper()
-	p := &process{cmd: ns.Command(append([]string{bin}, args...)...), out: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill() // does nothing once it exited
-		<-p.exited
-	})
-	waitFor(t, "flowtun in "+ns.Name+" to come up", func() bool {
-		select {
-		case <-p.exited:
-			t.Fatalf("flowtun in %s exited: %v: %s", ns.Name, p.err, p.out)
-		default:
-		}
-		return strings.Contains(p.out.String(), " up, MTU ")
-	})
-	return p
+	return testutil.StartProcess(t, ns, " up, MTU ", append([]string{bin}, args...)...)
 }
 
 // sites is the testbed's addressing: each end host has its own address
@@ -151,10 +105,10 @@ func testCommand(t *testing.T, bin, spread string) {
 	tcpEchoServer(t, s.server, echo)
 	tcpEchoServer(t, s.server, netip.MustParseAddrPort("198.51.100.2:7000"))
 	if err := tcpEcho(s.client, echo, 300<<10); err != nil {
-		t.Fatalf("TCP over IPv6: %v\nclient: %s\nserver: %s", err, procA.out, procB.out)
+		t.Fatalf("TCP over IPv6: %v\nclient: %s\nserver: %s", err, procA.Out, procB.Out)
 	}
 	if err := tcpEcho(s.client, netip.MustParseAddrPort("198.51.100.2:7000"), 300<<10); err != nil {
-		t.Fatalf("TCP over IPv4: %v\nclient: %s\nserver: %s", err, procA.out, procB.out)
+		t.Fatalf("TCP over IPv4: %v\nclient: %s\nserver: %s", err, procA.Out, procB.Out)
 	}
 
 	readStats := func(path string) (Stats, error) {
@@ -166,11 +120,11 @@ func testCommand(t *testing.T, bin, spread string) {
 		return st, json.Unmarshal(b, &st)
 	}
 	// SIGUSR1: counters while running.
-	if err := procA.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+	if err := procA.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	var running Stats
-	waitFor(t, "the client's counters after SIGUSR1", func() bool {
+	testutil.WaitFor(t, "the client's counters after SIGUSR1", func() bool {
 		var err error
 		running, err = readStats(statsA)
 		return err == nil
@@ -189,16 +143,16 @@ func testCommand(t *testing.T, bin, spread string) {
 	// SIGTERM: a clean exit.
 	for _, c := range []struct {
 		name  string
-		p     *process
+		p     *testutil.Process
 		ns    *testutil.Netns
 		stats string
 	}{{"client", procA, s.client, statsA}, {"server", procB, s.server, statsB}} {
-		if err := c.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := c.p.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		<-c.p.exited
-		if c.p.err != nil {
-			t.Errorf("%s exited with %v: %s", c.name, c.p.err, c.p.out)
+		<-c.p.Exited()
+		if c.p.Err() != nil {
+			t.Errorf("%s exited with %v: %s", c.name, c.p.Err(), c.p.Out)
 		}
 		s, err := readStats(c.stats)
 		if err != nil {

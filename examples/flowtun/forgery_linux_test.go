@@ -172,7 +172,7 @@ func TestTunnelDropsForgeries(t *testing.T) {
 		t.Helper()
 		before := b.stats()
 		attacker.send(t, orig.src, orig.dst, payload)
-		waitFor(t, name+" to be counted", func() bool { return counter(b.stats()) > counter(before) })
+		testutil.WaitFor(t, name+" to be counted", func() bool { return counter(b.stats()) > counter(before) })
 		after := b.stats()
 		if got := counter(after) - counter(before); got != 1 {
 			t.Errorf("%s: counted %d times, want once", name, got)

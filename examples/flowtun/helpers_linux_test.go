@@ -250,18 +250,6 @@ func udpRequest(c *net.UDPConn, to netip.AddrPort, msg []byte) error {
 	return fmt.Errorf("udp %q to %v: no echo after 10 tries: %v", msg, to, err)
 }
 
-// waitFor polls cond until it holds, failing t if it never does. The
-// limit is a safety net against hangs, not a measure of speed.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30 s for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // usedBuckets lists the buckets of our range that sent datagrams.
 func usedBuckets(s Stats) map[int]bool {
 	m := map[int]bool{}

@@ -42,44 +42,6 @@ var (
 	e2eInnerB  = netip.MustParseAddr("10.0.0.2")
 )
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// process is a wgspread command running in a namespace.
-type process struct {
-	cmd    *exec.Cmd
-	out    *lockedBuffer
-	exited chan struct{} // closed once it exited; then err is its exit
-	err    error
-}
-
-// waitFor polls cond until it holds, and fails t after 30 s: a guard
-// against a hang, not a speed check.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30 s for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // buildWgspread builds the command into a temporary directory.
 func buildWgspread(t testing.TB) string {
 	t.Helper()
@@ -95,54 +57,11 @@ func buildWgspread(t testing.TB) string {
 }
 
 // startWgspread runs wgspread in ns until the test ends and waits until
-// its UAPI socket is ready.
-func startWgspread(t testing.TB, ns *testutil.Netns, bin string, args ...string) *process {
+// its UAPI socket is ready. At the end of the test it gets SIGTERM first,
+// so it removes its socket from the shared /var/run/wireguard.
+func startWgspread(t testing.TB, ns *testutil.Netns, bin string, args ...string) *testutil.Process {
 	t.Helper()
-	p := &process{cmd: ns.Command(append([]string{bin}, args...)...), out: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		// SIGTERM first, so it removes its UAPI socket from the shared
-		// /var/run/wireguard; both do nothing once it exited.
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	waitFor(t, "wgspread in "+ns.Name+" to come up", func() bool {
-		select {
-		case <-p.exited:
-			t.Fatalf("wgspread in %s exited: %v: %s", ns.Name, p.err, p.out)
-		default:
-		}
-		return strings.Contains(p.out.String(), " ready: ")
-	})
-	return p
-}
-
-// stop sends sig (nil: none, the process ends by itself) and waits for the
-// exit, which must be clean.
-func (p *process) stop(t testing.TB, sig os.Signal) {
-	t.Helper()
-	if sig != nil {
-		if err := p.cmd.Process.Signal(sig); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("wgspread did not exit: %s", p.out)
-	}
-	if p.err != nil {
-		t.Errorf("wgspread exited with %v: %s", p.err, p.out)
-	}
+	return testutil.StartProcess(t, ns, " ready: ", append([]string{bin}, args...)...)
 }
 
 // wgKeyPair makes a key pair with wg genkey and wg pubkey, and writes the
@@ -297,16 +216,16 @@ func TestWithWgTool(t *testing.T) {
 
 	// Shutdown: A by SIGTERM, B by deleting its interface. Each must exit
 	// cleanly and leave no interface, UAPI socket or local route.
-	procA.stop(t, syscall.SIGTERM)
+	procA.Stop(t, syscall.SIGTERM)
 	nsB.Run(t, "ip", "link", "del", ifB)
-	procB.stop(t, nil)
-	t.Logf("A: %sB: %s", procA.out, procB.out)
+	procB.Stop(t, nil)
+	t.Logf("A: %sB: %s", procA.Out, procB.Out)
 	for _, e := range []struct {
 		name   string
 		ns     *testutil.Netns
 		iface  string
 		prefix netip.Prefix
-		p      *process
+		p      *testutil.Process
 	}{{"A", nsA, ifA, e2ePrefixA, procA}, {"B", nsB, ifB, e2ePrefixB, procB}} {
 		if out, err := e.ns.Output("ip", "link", "show", e.iface); err == nil {
 			t.Errorf("%s: interface %s still there after exit: %s", e.name, e.iface, out)
@@ -318,8 +237,8 @@ func TestWithWgTool(t *testing.T) {
 			t.Errorf("%s: UAPI socket of %s still there after exit", e.name, e.iface)
 		}
 		var spread, control int
-		if _, err := fmt.Sscanf(lastLineWith(e.p.out.String(), "sent "), "wgspread: sent %d spread, %d control", &spread, &control); err != nil {
-			t.Errorf("%s: no final counters in the log: %v: %s", e.name, err, e.p.out)
+		if _, err := fmt.Sscanf(lastLineWith(e.p.Out.String(), "sent "), "wgspread: sent %d spread, %d control", &spread, &control); err != nil {
+			t.Errorf("%s: no final counters in the log: %v: %s", e.name, err, e.p.Out)
 		} else if spread < flows || control == 0 {
 			t.Errorf("%s: sent %d spread and %d control datagrams; want at least %d spread (the UDP flows alone) and a handshake", e.name, spread, control, flows)
 		}
@@ -331,12 +250,12 @@ func TestWithWgTool(t *testing.T) {
 type wgTunnel struct {
 	nsA, nsB     *testutil.Netns
 	ifA, ifB     string
-	procA, procB *process
+	procA, procB *testutil.Process
 	pubA, pubB   string
 	dir          string
 }
 
-func (w *wgTunnel) logs() string { return fmt.Sprintf("\nA: %s\nB: %s", w.procA.out, w.procB.out) }
+func (w *wgTunnel) logs() string { return fmt.Sprintf("\nA: %s\nB: %s", w.procA.Out, w.procB.Out) }
 
 // newWgTunnel builds the topology and starts wgspread at both ends with
 // extra flags, configured with wg set at A and wg setconf at B.
