@@ -434,31 +434,7 @@ func TestAnyIPReadBatchDoesNotAllocate(t *testing.T) {
 			ns := anyIPNetns(t)
 			r, port := newTestAnyIP(t, ns, tt.disableGRO)
 			send := dialUDP(t, ns, netip.AddrPortFrom(testSender, 0), netip.AddrPortFrom(addrInPrefix(testPrefix, 5), port))
-			msgs := makeMsgs(8, 1500)
-			p := make([]byte, 1200)
-			var failed error
-			allocs := testing.AllocsPerRun(200, func() {
-				for range 4 {
-					if _, err := send.Write(p); err != nil {
-						failed = err
-						return
-					}
-				}
-				for got := 0; got < 4; {
-					n, err := r.readBatch(msgs)
-					if err != nil {
-						failed = err
-						return
-					}
-					got += n
-				}
-			})
-			if failed != nil {
-				t.Fatal(failed)
-			}
-			if allocs != 0 {
-				t.Errorf("%v allocations per send and read of 4 datagrams, want 0", allocs)
-			}
+			checkReadBatchDoesNotAllocate(t, send, r)
 		})
 	}
 }
@@ -541,5 +517,36 @@ func TestReceiversConcurrentReaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkReadBatchDoesNotAllocate sends datagrams of 1200 bytes with send,
+// four at a time, reads them with r and fails t if that allocates.
+func checkReadBatchDoesNotAllocate(t *testing.T, send *net.UDPConn, r receiver) {
+	t.Helper()
+	msgs := makeMsgs(8, 1500)
+	p := make([]byte, 1200)
+	var failed error
+	allocs := testing.AllocsPerRun(200, func() {
+		for range 4 {
+			if _, err := send.Write(p); err != nil {
+				failed = err
+				return
+			}
+		}
+		for got := 0; got < 4; {
+			n, err := r.readBatch(msgs)
+			if err != nil {
+				failed = err
+				return
+			}
+			got += n
+		}
+	})
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per send and read of 4 datagrams, want 0", allocs)
 	}
 }

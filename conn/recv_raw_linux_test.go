@@ -260,29 +260,5 @@ func TestRawReadBatchDoesNotAllocate(t *testing.T) {
 	topo := newRawTopology(t)
 	r := topo.receiver(t)
 	send := dialUDP(t, topo.a, netip.AddrPortFrom(topo.aAddr, 0), netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::9"), testPort))
-	msgs := makeMsgs(8, 1500)
-	p := make([]byte, 1200)
-	var failed error
-	allocs := testing.AllocsPerRun(200, func() {
-		for range 4 {
-			if _, err := send.Write(p); err != nil {
-				failed = err
-				return
-			}
-		}
-		for got := 0; got < 4; {
-			n, err := r.readBatch(msgs)
-			if err != nil {
-				failed = err
-				return
-			}
-			got += n
-		}
-	})
-	if failed != nil {
-		t.Fatal(failed)
-	}
-	if allocs != 0 {
-		t.Errorf("%v allocations per send and read of 4 datagrams, want 0", allocs)
-	}
+	checkReadBatchDoesNotAllocate(t, send, r)
 }
