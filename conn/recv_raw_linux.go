@@ -101,6 +101,9 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 	// Linux 4.20+; older kernels show our own packets, which readBatch
 	// skips by their packet type.
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	// The same large buffer as the UDP socket's: with the default, a
+	// burst of a few dozen datagrams overflows it and is lost whole.
+	setSocketBuffers(fd)
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifi.Index}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
