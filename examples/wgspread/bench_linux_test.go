@@ -98,21 +98,5 @@ func benchTCP(b *testing.B, ns *testutil.Netns, addr netip.AddrPort, streams int
 // ns, and closes each when its sender is done.
 func tcpDiscardServer(tb testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 	tb.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
+	tcpServer(tb, ns, addr, func(c net.Conn) { io.Copy(io.Discard, c) })
 }

@@ -319,6 +319,16 @@ func lastLineWith(s, sub string) string {
 // test ends.
 func tcpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 	t.Helper()
+	tcpServer(t, ns, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(c, c)
+	})
+}
+
+// tcpServer listens on addr inside ns until the test ends and runs handle
+// on each connection in its own goroutine, closing it afterwards.
+func tcpServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort, handle func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return err }); err != nil {
 		t.Fatal(err)
@@ -332,8 +342,7 @@ func tcpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
