@@ -3,24 +3,40 @@
 //
 // # What it builds
 //
-// Four network namespaces in a line: client, wire, router, server. The
+// Three network namespaces in a line: client, router, server. The
 // client's and the server's site prefixes (2001:db8:a::/48 and
 // 2001:db8:b::/48) are routed through the router, whose egress towards
 // each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
 // default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
 //
-// On each link to the router sits a wire (-wire): this same program,
-// re-executed as `testbed wire -a IF -b IF` in the wire namespace, copying
-// every Ethernet frame between two interfaces through AF_PACKET sockets
-// into fresh packets. A veth pair hands the sender's flow hash (skb->hash)
-// to the next namespace, and kernel WireGuard computes that hash from the
-// inner packet; without the wire the router would isolate a tunnel's inner
-// flows that no router on a real network can tell apart. The control mode
-// proves the wire on every run. Offloads are off on the interfaces around
-// a wire, so that it sees finished, MTU-sized frames; the wire and the
-// probes run at raised priority, and the report gives the wire's own
-// queueing delay, so that a machine short of CPU shows in the results
-// instead of hiding in them.
+// On each link to the router sits a wire (-wire) that hands the router
+// packets without the flow hash (skb->hash) the sender's kernel attached.
+// A veth pair carries that hash to the next namespace, and kernel
+// WireGuard computes it from the inner packet; without the wire the router
+// would isolate a tunnel's inner flows that no router on a real network
+// can tell apart. The control mode proves the wire on every run. The wire
+// is one of two kinds (-wire-kind):
+//
+//   - clear-hash (the default): a tc BPF program on the router's ingress,
+//     attached by this same program re-executed as `testbed clear-hash IF`
+//     in the router's namespace, calls bpf_set_hash_invalid on every
+//     packet, so the router's qdisc hashes the headers it sees. It costs
+//     no CPU worth measuring.
+//   - copy: a fourth namespace between the hosts and the router, where
+//     this program, as `testbed wire -a IF -b IF`, copies every Ethernet
+//     frame between two interfaces through AF_PACKET sockets into fresh
+//     packets, as a cable does. Under the VM's emulation that costs about
+//     a CPU, which the tunnels and probes under test then lack; the report
+//     gives the wire's queueing delay so that the shortage shows.
+//
+// Segmentation offloads are off on the links to the router, so that the
+// bottleneck queues MTU-sized packets, as on a real line of that rate.
+// The tunnel ends, the copying wire and the probes run at raised priority
+// (nice): on a real network each host has a CPU of its own, and under
+// emulation a probe or a tunnel end that waits for a CPU behind iperf3
+// measures the machine, not the network. (Real-time priority measured
+// better, but a Go program spinning at SCHED_FIFO can starve everything
+// else for good: a run hung that way.)
 //
 // # Modes
 //
@@ -46,13 +62,13 @@
 //
 // flowtun is built from the checkout with go build before the run (on the
 // host, when the run goes into the VM), or taken from -flowtun. Its ends
-// run in the client and server namespaces at the wire's priority, with
+// run in the client and server namespaces, with
 // fq_codel on their TUN devices, and their counters (drops, failed
 // authentications) go into results.json.
 //
 // A row is invalid, and the exit status 1, when its result would mislead:
 // the bulk flows did not fill the bottleneck (the tunnel or the machine
-// could not keep up), the wire dropped frames, a probe got no reply, or the
+// could not keep up), the copying wire dropped frames, a probe got no reply, or the
 // control shows that the wire leaks the hash. With -require-targets the
 // exit status is 1 also when the spread mode misses its targets (inner
 // probe p99 within 2 ms of the outer probe's, Jain's index >= 0.95), as
@@ -74,7 +90,7 @@
 // outside, 20 s per mode) takes about 2 minutes with the VM's boot;
 // scripts/experiment runs it with 15 s per mode.
 //
-// The namespaces are named fstb-XXXXXX-{client,wire,router,server} and
+// The namespaces are named fstb-XXXXXX-{client,router,server} (and -wire) and
 // removed at the end, also after Ctrl-C. A run killed outright leaves them
 // behind: `ip netns list | grep fstb-` shows them, `ip netns del NAME`
 // removes each.

@@ -24,6 +24,7 @@ type config struct {
 	Modes         []string
 	OutDir        string
 	Wire          wirePlacement
+	WireKind      wireKind
 	Plots         bool
 	// Flowtun is the path of the flowtun binary the tunnel modes run;
 	// the testbed builds it when empty.
@@ -84,6 +85,7 @@ func (e *experiment) run(ctx context.Context) (*report, error) {
 	topo, err := newTopology(topologyOptions{
 		Self:     e.self,
 		Wire:     e.cfg.Wire,
+		WireKind: e.cfg.WireKind,
 		Progress: func(s string) { e.progress("%s", s) },
 	})
 	if err != nil {
@@ -339,6 +341,7 @@ func newReportConfig(cfg *config, start time.Time) reportConfig {
 		OuterFlows:      cfg.OuterFlows,
 		ProbeIntervalMs: float64(cfg.ProbeInterval) / float64(time.Millisecond),
 		Wire:            string(cfg.Wire),
+		WireKind:        string(cfg.WireKind),
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",
 		Started:         start.UTC().Format(time.RFC3339),

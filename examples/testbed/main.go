@@ -28,6 +28,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "wire" {
 		return wireMain(args[1:])
 	}
+	if len(args) > 0 && args[0] == "clear-hash" {
+		return clearHashMain(args[1:])
+	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -137,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	modeList := fs.String("modes", strings.Join(modeNames(), ","), "modes to run, in order, comma-separated")
 	fs.StringVar(&cfg.OutDir, "out", "testbed-results", "directory for results.json and the plots")
 	wire := fs.String("wire", "both", "where the hash-clearing wire sits: both (client-router and router-server links), client (the client-router link only: ACKs and probe replies then reach the router with the server's hash), or none (plain veths, which leak the flow hash: a diagnostic the control run fails)")
+	kind := fs.String("wire-kind", string(wireClearHash), "what the wire is: clear-hash (a tc program on the router's ingress clears the flow hash; free) or copy (a forwarder copies every frame into a fresh packet, as a cable does; costs a CPU under emulation)")
 	fs.BoolVar(&cfg.Plots, "plots", true, "draw latency-cdf.png and throughput.png")
 	fs.StringVar(&cfg.VM, "vm", "auto", "run in a VM with Debian's stock kernel: auto (when this kernel lacks the qdisc or WireGuard), always, never")
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
@@ -169,6 +173,12 @@ Modes: %s.
 		cfg.Wire = w
 	default:
 		return nil, fmt.Errorf("-wire %q: want client, both or none", *wire)
+	}
+	switch k := wireKind(*kind); k {
+	case wireClearHash, wireCopy:
+		cfg.WireKind = k
+	default:
+		return nil, fmt.Errorf("-wire-kind %q: want clear-hash or copy", *kind)
 	}
 	switch cfg.VM {
 	case "auto", "always", "never":

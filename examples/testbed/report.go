@@ -48,6 +48,7 @@ type reportConfig struct {
 	OuterFlows      int     `json:"outer_flows"`
 	ProbeIntervalMs float64 `json:"probe_interval_ms"`
 	Wire            string  `json:"wire"`
+	WireKind        string  `json:"wire_kind"`
 	Kernel          string  `json:"kernel"`
 	InVM            bool    `json:"in_vm"`
 	Started         string  `json:"started"`

@@ -95,23 +95,35 @@ const (
 	wireRouterSIf  = "wrs" // wire, facing the router on the server side
 )
 
-// Topology is the testbed's network: four namespaces in a line,
+// Topology is the testbed's network: namespaces in a line,
 //
-//	client ==c0--wc== wire ==wrc--rc== router ==rs--s0== server
+//	client ==c0--rc== router ==rs--s0== server
 //
 // The client and server site prefixes are routed through the router, whose
-// egress on rs and rc is shaped to the bottleneck rate. The wire namespace
-// runs a forwarder that copies every frame between its two interfaces
-// into a fresh packet, as a real link does: a veth pair alone hands the
-// sender's flow hash (skb->hash) to the router, which then isolates flows
-// it could not tell apart on a real network. With wireBoth, a second wire
-// sits between the router and the server too; with wireNone there is none
-// (a diagnostic: the control then shows the leak).
+// egress on rs and rc is shaped to the bottleneck rate. Between the hosts
+// and the router sits a wire that hands the router packets without the
+// flow hash (skb->hash) the sender's kernel attached, as a real link does:
+// a veth pair alone carries that hash across namespaces, and the router
+// would then isolate flows it could not tell apart on a real network. The
+// wire is one of two kinds (wireKind): a tc program on the router's
+// ingress that clears the hash (the default, free), or a forwarder in a
+// fourth namespace that copies every frame into a fresh packet,
+//
+//	client ==c0--wc== wire ==wrc--rc== router ==rs--ws== wire ==wrs--s0== server
+//
+// With wireBoth the router-server link has a wire too; with wireNone there
+// is none (a diagnostic: the control then shows the leak).
+//
+// Segmentation and receive offloads are off on every link to the router,
+// so the bottleneck queues MTU-sized packets as it would on a real
+// 20 Mbit/s line, not 64 KiB TCP segments that take 26 ms each to send.
 //
 // A Topology is not safe for concurrent setup or Close; commands in its
 // namespaces may run concurrently.
 type Topology struct {
-	Client, Wire, Router, Server netns
+	Client, Router, Server netns
+	// Wire is the copying wire's namespace; empty with the other kinds.
+	Wire netns
 
 	// ClientHost and ServerHost are the end hosts' own addresses, inside
 	// ClientSite and ServerSite, which the router routes to them.
@@ -133,28 +145,50 @@ const (
 	wireNone wirePlacement = "none"
 )
 
+// wireKind says how a wire removes the flow hash.
+type wireKind string
+
+const (
+	// wireClearHash is a tc program on the router's ingress that clears
+	// the hash (clearhash.go): no copy, no process, no CPU.
+	wireClearHash wireKind = "clear-hash"
+	// wireCopy is a forwarder that copies every frame between two
+	// interfaces of a wire namespace (wire.go): a fresh packet, like a
+	// cable, at the price of two syscalls per frame.
+	wireCopy wireKind = "copy"
+)
+
 // topologyOptions says how to build a Topology.
 type topologyOptions struct {
-	// Self is the path of this program, which runs the wire forwarders.
+	// Self is the path of this program, which runs the wire forwarders
+	// and attaches the hash-clearing program.
 	Self string
-	// Wire says which links go through a wire.
-	Wire wirePlacement
+	// Wire says which links go through a wire, and WireKind what it is.
+	Wire     wirePlacement
+	WireKind wireKind
 	// Progress receives one line per setup step; may be nil.
 	Progress func(string)
 }
 
-// newTopology builds the namespaces, links, addresses and routes, starts
+// newTopology builds the namespaces, links, addresses and routes, sets up
 // the wires and checks that the client reaches the server. On error it
 // removes everything it made.
 func newTopology(opts topologyOptions) (t *Topology, err error) {
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	prefix := "fstb-" + hex.EncodeToString(suffix[:]) + "-"
+	copying := opts.Wire != wireNone && opts.WireKind == wireCopy
 	t = &Topology{
-		Client: netns(prefix + "client"), Wire: netns(prefix + "wire"),
-		Router: netns(prefix + "router"), Server: netns(prefix + "server"),
+		Client: netns(prefix + "client"), Router: netns(prefix + "router"), Server: netns(prefix + "server"),
 		ClientHost: clientHost, ServerHost: serverHost,
 		ClientSite: clientSite, ServerSite: serverSite,
+	}
+	all := []netns{t.Client, t.Router, t.Server}
+	names := prefix + "{client,router,server}"
+	if copying {
+		t.Wire = netns(prefix + "wire")
+		all = []netns{t.Client, t.Wire, t.Router, t.Server}
+		names = prefix + "{client,wire,router,server}"
 	}
 	defer func() {
 		if err != nil {
@@ -166,8 +200,8 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		progress = func(string) {}
 	}
 
-	progress("creating namespaces " + prefix + "{client,wire,router,server}")
-	for _, n := range []netns{t.Client, t.Wire, t.Router, t.Server} {
+	progress("creating namespaces " + names)
+	for _, n := range all {
 		if out, err := exec.Command("ip", "netns", "add", string(n)).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ip netns add %s: %w: %s", n, err, bytes.TrimSpace(out))
 		}
@@ -190,10 +224,10 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		}
 	}
 
-	progress("linking client-wire-router-server")
-	clientPeer, clientPeerNs := wireClientIf, t.Wire
-	if opts.Wire == wireNone {
-		clientPeer, clientPeerNs = routerClientIf, t.Router
+	progress("linking " + strings.ReplaceAll(strings.Trim(names[len(prefix):], "{}"), ",", "-"))
+	clientPeer, clientPeerNs := routerClientIf, t.Router
+	if copying {
+		clientPeer, clientPeerNs = wireClientIf, t.Wire
 	}
 	if err := t.Client.ipBatch(
 		"link add "+clientIf+" type veth peer name "+clientPeer+" netns "+string(clientPeerNs),
@@ -208,7 +242,7 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		return nil, err
 	}
 	serverPeer, serverPeerNs := routerServerIf, t.Router
-	if opts.Wire == wireBoth {
+	if copying && opts.Wire == wireBoth {
 		serverPeer, serverPeerNs = wireServerIf, t.Wire
 	}
 	if err := t.Server.ipBatch(
@@ -221,21 +255,20 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 	); err != nil {
 		return nil, err
 	}
-	wireCmds := []string{"link set lo up"}
-	if opts.Wire != wireNone {
-		wireCmds = append(wireCmds,
-			"link add "+wireRouterCIf+" type veth peer name "+routerClientIf+" netns "+string(t.Router),
-			"link set "+wireClientIf+" up promisc on",
-			"link set "+wireRouterCIf+" up promisc on")
-	}
-	if opts.Wire == wireBoth {
-		wireCmds = append(wireCmds,
-			"link add "+wireRouterSIf+" type veth peer name "+routerServerIf+" netns "+string(t.Router),
-			"link set "+wireServerIf+" up promisc on",
-			"link set "+wireRouterSIf+" up promisc on")
-	}
-	if err := t.Wire.ipBatch(wireCmds...); err != nil {
-		return nil, err
+	if copying {
+		wireCmds := []string{"link set lo up",
+			"link add " + wireRouterCIf + " type veth peer name " + routerClientIf + " netns " + string(t.Router),
+			"link set " + wireClientIf + " up promisc on",
+			"link set " + wireRouterCIf + " up promisc on"}
+		if opts.Wire == wireBoth {
+			wireCmds = append(wireCmds,
+				"link add "+wireRouterSIf+" type veth peer name "+routerServerIf+" netns "+string(t.Router),
+				"link set "+wireServerIf+" up promisc on",
+				"link set "+wireRouterSIf+" up promisc on")
+		}
+		if err := t.Wire.ipBatch(wireCmds...); err != nil {
+			return nil, err
+		}
 	}
 	if err := t.Router.ipBatch(
 		"link set lo up",
@@ -249,45 +282,57 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		return nil, err
 	}
 
-	// Offloads off on every interface next to a wire. With transmit
-	// checksum offload a frame can cross a veth with its checksum not yet
-	// filled in (CHECKSUM_PARTIAL), and the copy the wire sends on would
-	// carry it unfinished; with segmentation offload a 64 KiB TCP segment
-	// would reach the wire, which cannot send more than the MTU.
-	offloads := map[netns][]string{}
-	if opts.Wire != wireNone {
-		progress("turning offloads off around the wire")
-		offloads[t.Client] = []string{clientIf}
-		offloads[t.Wire] = []string{wireClientIf, wireRouterCIf}
-		offloads[t.Router] = []string{routerClientIf}
+	progress("turning segmentation offloads off on the links to the router")
+	// MTU-sized packets at the bottleneck (see Topology). Around the
+	// copying wire, transmit checksum offload goes too: a frame can cross
+	// a veth with its checksum not yet filled in (CHECKSUM_PARTIAL), and
+	// the copy would carry it unfinished.
+	features := []string{"tso", "off", "gso", "off", "gro", "off"}
+	offloads := map[netns][]string{
+		t.Client: {clientIf},
+		t.Router: {routerClientIf, routerServerIf},
+		t.Server: {serverIf},
 	}
-	if opts.Wire == wireBoth {
-		offloads[t.Server] = []string{serverIf}
-		offloads[t.Wire] = append(offloads[t.Wire], wireServerIf, wireRouterSIf)
-		offloads[t.Router] = append(offloads[t.Router], routerServerIf)
+	if copying {
+		features = append(features, "tx", "off")
+		offloads[t.Wire] = []string{wireClientIf, wireRouterCIf}
+		if opts.Wire == wireBoth {
+			offloads[t.Wire] = append(offloads[t.Wire], wireServerIf, wireRouterSIf)
+		}
 	}
 	for n, ifs := range offloads {
 		for _, ifname := range ifs {
-			if err := n.run("ethtool", "-K", ifname, "tx", "off", "tso", "off", "gso", "off", "gro", "off"); err != nil {
+			if err := n.run(append([]string{"ethtool", "-K", ifname}, features...)...); err != nil {
 				return nil, err
 			}
 		}
 	}
 
-	if opts.Wire != wireNone {
+	switch {
+	case opts.Wire == wireNone:
+	case copying:
 		progress("starting the wire forwarder")
 		w, err := startWire(t.Wire, opts.Self, wireClientIf, wireRouterCIf)
 		if err != nil {
 			return nil, err
 		}
 		t.wires = append(t.wires, w)
-	}
-	if opts.Wire == wireBoth {
-		w, err := startWire(t.Wire, opts.Self, wireServerIf, wireRouterSIf)
-		if err != nil {
-			return nil, err
+		if opts.Wire == wireBoth {
+			w, err := startWire(t.Wire, opts.Self, wireServerIf, wireRouterSIf)
+			if err != nil {
+				return nil, err
+			}
+			t.wires = append(t.wires, w)
 		}
-		t.wires = append(t.wires, w)
+	default:
+		ifs := []string{routerClientIf}
+		if opts.Wire == wireBoth {
+			ifs = append(ifs, routerServerIf)
+		}
+		progress("clearing the flow hash at the router's ingress on " + strings.Join(ifs, ", "))
+		if err := t.Router.run(append([]string{opts.Self, "clear-hash"}, ifs...)...); err != nil {
+			return nil, fmt.Errorf("the hash-clearing wire (-wire-kind copy needs no BPF): %w", err)
+		}
 	}
 
 	progress("checking that the client reaches the server")
