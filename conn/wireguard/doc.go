@@ -16,9 +16,10 @@
 //		"endpoint=" + peerAddr.String() + "\nallowed_ip=10.0.0.2/32\n")
 //	dev.Up()
 //
-// Each peer's wireguard-go endpoint must be its canonical conn.Peer.Addr,
-// and every peer must be in Config.Peers: the conn drops datagrams from
-// any other source. fwmark is not supported.
+// Each spreading peer's wireguard-go endpoint must be its canonical
+// conn.Peer.Addr in Config.Peers. A peer that is not there is not spread
+// but still works, as with wireguard-go's own Bind. fwmark is not
+// supported.
 //
 // # How a datagram finds its flow
 //
@@ -51,10 +52,26 @@
 // which it has always done; the tests check it against the real
 // wireguard-go so an upgrade that changes it fails them.
 //
-// Every datagram a peer sends, from any address of its range, reports the
-// peer's one canonical [Endpoint], so wireguard-go's roaming (which moves
-// the endpoint to the source of the latest authenticated packet) does not
-// flap between the range's addresses. Because the conn knows its peers
-// from conn.Config, roaming to an address outside Config.Peers is dropped
-// by the conn instead of followed.
+// # Roaming
+//
+// wireguard-go moves a peer's endpoint to the source of the latest
+// authenticated datagram. Every datagram a peer sends from any address of
+// its spread range reports the peer's one canonical [Endpoint], so the
+// endpoint does not flap between the range's addresses. [NewBind] sets
+// conn.Config.AcceptUnknown, which is safe because WireGuard
+// authenticates every datagram: a datagram from a source that is no
+// peer's (a peer that moved to a new address or port, or one not in
+// Config.Peers) reports an Endpoint of its plain source, and wireguard-go
+// roams there once it authenticates, as it does with its own Bind.
+//
+// The conn spreads only to canonical addresses it knows, so after such a
+// roam everything sent to the peer goes out unspread, from the socket's
+// default source to the new address, until the configuration names the
+// new address as the peer's canonical one. A peer that moved but still
+// sends spread datagrams from the range configured here is reported at
+// its old canonical Endpoint for those, so the endpoint alternates
+// between the two: traffic flows either way (spread to the range, or
+// plain to the new address), but give such a peer its new address. A
+// peer that spreads from a prefix not configured here looks like one
+// stranger per address and flaps between them.
 package wireguard
