@@ -141,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	if len(peers) == 0 && !opts.stockBind {
-		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface accepts datagrams only from those")
+		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
 	}
 	opts.cfg.Peers = peers
 	if *hashKey == "" {
