@@ -55,4 +55,9 @@
 //
 // LOG_LEVEL=verbose (or debug), error (the default) or silent sets
 // wireguard-go's log level, as for wireguard-go.
+//
+// # Profiling
+//
+// WGSPREAD_CPUPROFILE=PREFIX writes a CPU profile of the whole run to
+// PREFIX.INTERFACE.pprof, for go tool pprof.
 package main
