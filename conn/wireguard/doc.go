@@ -30,7 +30,7 @@
 // and the Bind link them by buffer identity: the key is the end of the
 // buffer's backing array, which stays put while wireguard-go reslices the
 // buffer from the front. Read records the flow (hash, ECN, plaintext
-// length) under that key in a fixed table of 8192 slots; Send looks it up
+// length) under that key in a fixed table of 65536 slots; Send looks it up
 // and checks it: the datagram must be transport data, and as long as the
 // recorded plaintext encrypts to (plus at most 15 bytes of padding).
 // Receive records each datagram's outer ECN codepoint and length the same
@@ -45,7 +45,7 @@
 // [Bind.Stats] counts these. It is never sent to a wrong peer: the peer
 // always comes from wireguard-go's endpoint. Handshakes, cookie replies
 // and keepalives carry no inner flow and go out unspread by design. A
-// table slot shared by two buffers in flight at once (more than 8192
+// table slot shared by two buffers in flight at once (more than 65536
 // buffers between TUN read and send, or an unlucky hash) or a TUN that
 // copies packets into buffers of its own loses the match for a packet.
 // The link depends on wireguard-go encrypting and decrypting in place,

@@ -134,8 +134,16 @@ func BenchmarkIperf3(b *testing.B) {
 		b.Skipf("needs /dev/net/tun for the TUN devices: %v", err)
 	}
 	bin := buildWgspread(b)
+	// Registered first, so it runs last: after the processes wrote their
+	// final counters at exit.
+	var spread *wgTunnel
+	b.Cleanup(func() {
+		if spread != nil {
+			b.Logf("spread tunnel's logs:%s", spread.logs())
+		}
+	})
 	stock := newWgTunnel(b, bin, "-stock-bind")
-	spread := newWgTunnel(b, bin)
+	spread = newWgTunnel(b, bin)
 	for _, w := range []*wgTunnel{stock, spread} {
 		testutil.StartProcess(b, w.nsB, "Server listening",
 			"iperf3", "-s", "-B", e2eInnerB.String(), "--forceflush")
