@@ -108,7 +108,7 @@ func serve(opts options, logger *log.Logger) (err error) {
 		s.SentSpread, s.SentControl, s.SentUnmatched, s.CEMarked, s.CEDropped)
 	if c := bind.Conn(); c != nil {
 		cs := c.Stats()
-		logger.Printf("conn: sent %d datagrams (%d unspread, %d GSO sends, %d errors); received %d (%d from strangers), dropped %d foreign, %d outside the range, %d truncated",
+		logger.Printf("conn: wrote %d datagrams (%d unspread, %d GSO sends, %d errors); read %d (%d from strangers), dropped %d foreign, %d outside the range, %d truncated",
 			cs.Sent, cs.SentUnspread, cs.GSOSends, cs.SendErrors, cs.Received, cs.ReceivedUnknown,
 			cs.DroppedForeign, cs.DroppedOutsideRange, cs.RecvTruncated)
 	}
