@@ -40,11 +40,26 @@ type Config struct {
 	Port uint16
 
 	// Peers are the tunnel's other ends. Datagrams from anywhere else are
-	// dropped and counted. Each peer's Addr must be distinct. A peer's
+	// dropped and counted, unless AcceptUnknown is set. Each peer's Addr
+	// must be distinct. A peer's
 	// datagrams come either from its canonical Addr (unspread, to any of
 	// our addresses) or from its spread range with its port, to our
 	// spread range: a peer that spreads must know our Prefix.
 	Peers []Peer
+	// AcceptUnknown delivers datagrams from a source that is no peer's,
+	// instead of dropping them: a read reports such a datagram's plain
+	// outer source address (IPv4 unmapped) as its Peer. It is meant for a
+	// VPN that authenticates every datagram itself, as WireGuard does, so
+	// a peer that moves to an address outside Peers (a new network, a NAT
+	// rebinding, a new port) is still heard and the VPN can follow it.
+	// Replies to such an address go out unspread, on the plain path: from
+	// the socket's default source to that address. Datagrams from a
+	// peer's canonical address or spread range are mapped to the peer as
+	// always, and those from a peer's spread range to our prefix outside
+	// our range are still dropped. With AcceptUnknown, Peers may be empty.
+	// The default, false, is the safe one for a VPN that trusts the
+	// source address.
+	AcceptUnknown bool
 
 	// Policy gives the flow hash. Nil means a static SipHash-2-4 keyed
 	// with Key.
@@ -135,8 +150,8 @@ func (cfg Config) validate() (Config, error) {
 		return cfg, fmt.Errorf("conn: Bits is %d but Prefix is empty: set the IPv6 prefix to spread over, or leave Bits zero", cfg.Bits)
 	}
 
-	if len(cfg.Peers) == 0 {
-		return cfg, fmt.Errorf("conn: no Peers: list the tunnel's other ends, datagrams from anyone else are dropped")
+	if len(cfg.Peers) == 0 && !cfg.AcceptUnknown {
+		return cfg, fmt.Errorf("conn: no Peers: list the tunnel's other ends, datagrams from anyone else are dropped (or set AcceptUnknown if your VPN authenticates every datagram)")
 	}
 	seen := make(map[netip.AddrPort]int, len(cfg.Peers))
 	peers := make([]Peer, len(cfg.Peers))

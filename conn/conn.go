@@ -32,6 +32,8 @@ type FlowSpreadConn struct {
 	peers     *peerTable
 	symmetric bool
 	flowLabel bool
+	// acceptUnknown delivers datagrams from strangers (Config.AcceptUnknown).
+	acceptUnknown bool
 
 	policy hash.Policy
 	clock  *coarseClock
@@ -71,6 +73,8 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		symmetric: cfg.Symmetric,
 		flowLabel: cfg.FlowLabel,
 		clock:     newCoarseClock(),
+
+		acceptUnknown: cfg.AcceptUnknown,
 	}
 	if c.peers, err = newPeerTable(&cfg); err != nil {
 		return nil, err
@@ -255,6 +259,9 @@ type Stats struct {
 
 	// Received and ReceivedBytes count datagrams delivered to the caller.
 	Received, ReceivedBytes uint64
+	// ReceivedUnknown counts the datagrams among Received that came from a
+	// source that is no peer's, delivered for Config.AcceptUnknown.
+	ReceivedUnknown uint64
 	// DroppedForeign counts datagrams from a source that is no peer's
 	// canonical address or spread range (with the peer's port).
 	DroppedForeign uint64
@@ -285,7 +292,7 @@ type Stats struct {
 type counters struct {
 	sent, sentBytes, sentUnspread, gsoSends, sendErrors atomic.Uint64
 	_                                                   [24]byte
-	received, receivedBytes                             atomic.Uint64
+	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
 	_                                                   [24]byte
 	buckets                                             []atomic.Uint64
@@ -302,6 +309,7 @@ func (c *FlowSpreadConn) Stats() Stats {
 		SendErrors:          c.stats.sendErrors.Load(),
 		Received:            c.stats.received.Load(),
 		ReceivedBytes:       c.stats.receivedBytes.Load(),
+		ReceivedUnknown:     c.stats.receivedUnknown.Load(),
 		DroppedForeign:      c.stats.droppedForeign.Load(),
 		DroppedOutsideRange: c.stats.droppedOutsideRange.Load(),
 		DroppedECN:          c.stats.droppedECN.Load(),

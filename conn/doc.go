@@ -58,6 +58,17 @@
 // datagrams per call with the backends that can. None of the per-datagram
 // paths allocates.
 //
+// # Peers and roaming
+//
+// By default the conn reads only datagrams from its peers: from a peer's
+// canonical address, or from its spread range with its port. A VPN that
+// authenticates every datagram itself, as WireGuard does, can set
+// Config.AcceptUnknown to read the others too, each reported with its
+// plain source address, so that it can follow a peer that moved to a new
+// address or port. The conn spreads only to the canonical addresses it
+// knows: what the VPN sends to the new address goes out unspread, from
+// the socket's default source.
+//
 // # Flow symmetry and key rotation
 //
 // With Config.Symmetric and the same hash key at both ends, a request and

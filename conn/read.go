@@ -29,7 +29,8 @@ type RecvInfo struct {
 //
 // Datagrams from a source that is no peer's, or from a peer's spread range
 // to an address of our prefix outside our range, are dropped and counted
-// in [Stats]. To drop
+// in [Stats]; with Config.AcceptUnknown, those from a source that is no
+// peer's are delivered instead, with their plain source as Peer. To drop
 // them without copying, ReadBatch may swap elements of msgs: the first n
 // hold the datagrams read, and the caller's buffers all stay in msgs.
 //
@@ -69,14 +70,14 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 	}
 }
 
-// accept keeps the datagrams from peers to our addresses at the front of
-// msgs, fills in their Peer, counts the rest as drops, and returns how
-// many it kept. A verdict depends only on the outer addresses, so it is
+// accept keeps the datagrams from peers to our addresses (and, with
+// AcceptUnknown, from strangers) at the front of msgs, fills in their
+// Peer, counts the rest as drops, and returns how many it kept. A verdict depends only on the outer addresses, so it is
 // reused while consecutive datagrams share them, as the segments of a GRO
 // super-datagram and the datagrams of an unspread tunnel do.
 func (c *FlowSpreadConn) accept(msgs []Message) int {
 	kept := 0
-	var bytes uint64
+	var bytes, unknown uint64
 	var last struct {
 		src, dst netip.AddrPort
 		peer     int32
@@ -97,7 +98,12 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 			c.stats.droppedOutsideRange.Add(1)
 			continue
 		}
-		m.Peer = c.peers.peers[last.peer].addr
+		if last.drop == keepUnknown {
+			m.Peer = plainSource(m.OuterSrc)
+			unknown++
+		} else {
+			m.Peer = c.peers.peers[last.peer].addr
+		}
 		m.Flow = Flow{}
 		bytes += uint64(m.N)
 		if i != kept {
@@ -109,14 +115,28 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		c.stats.received.Add(uint64(kept))
 		c.stats.receivedBytes.Add(bytes)
 	}
+	if unknown > 0 {
+		c.stats.receivedUnknown.Add(unknown)
+	}
 	return kept
 }
 
-// dropReason says why accept drops a datagram.
+// plainSource is the address a datagram from a stranger is reported
+// from: its outer source, with an IPv4 source as IPv4 (the socket reports
+// it v4-mapped), so that writing back to it reaches the sender.
+func plainSource(src netip.AddrPort) netip.AddrPort {
+	if a := src.Addr(); a.Is4In6() {
+		return netip.AddrPortFrom(a.Unmap(), src.Port())
+	}
+	return src
+}
+
+// dropReason says why accept drops a datagram, or how it keeps it.
 type dropReason uint8
 
 const (
 	keep             dropReason = iota
+	keepUnknown                 // from no peer, kept for AcceptUnknown
 	dropForeign                 // from no peer
 	dropOutsideRange            // from a peer's range, to our prefix outside our range
 )
@@ -126,6 +146,9 @@ const (
 func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason) {
 	pi, spread := c.peers.bySource(src)
 	if pi < 0 {
+		if c.acceptUnknown {
+			return -1, keepUnknown
+		}
 		return -1, dropForeign
 	}
 	if spread && c.local != nil && dst.IsValid() {

@@ -96,3 +96,70 @@ func TestAcceptBatch(t *testing.T) {
 		t.Errorf("dropped %d foreign and %d outside the range, want 3 and 3", f, o)
 	}
 }
+
+// TestAcceptUnknown checks that AcceptUnknown delivers datagrams from
+// strangers with their plain source as Peer (IPv4 unmapped), while a
+// peer's canonical address and spread range still map to the peer and a
+// spread datagram outside our range is still dropped.
+func TestAcceptUnknown(t *testing.T) {
+	c, peer := acceptConn(t)
+	c.acceptUnknown = true
+	pm := c.peers.peers[0].mapper
+	from := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(pm.Addr16(b)), peer.Port()) }
+	to := netip.AddrPortFrom(netip.AddrFrom16(c.local.Addr16(1)), 51821)
+	outside := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::ffff:1"), 51821)
+	if _, ok := c.local.BucketOf(outside.Addr().As16()); ok {
+		t.Fatalf("%v is in our range", outside)
+	}
+	roamed := netip.MustParseAddrPort("[2001:db8:ff::3]:51820")
+	nat := netip.MustParseAddrPort("[::ffff:192.0.2.7]:40000")
+
+	tests := []struct {
+		name     string
+		src, dst netip.AddrPort
+		peer     netip.AddrPort // reported; invalid: dropped
+	}{
+		{"canonical", peer, to, peer},
+		{"spread", from(1), to, peer},
+		{"roamed peer", roamed, to, roamed},
+		{"roamed peer again", roamed, to, roamed},
+		{"IPv4 stranger, unmapped", nat, to, netip.MustParseAddrPort("192.0.2.7:40000")},
+		{"canonical address, new port", netip.AddrPortFrom(peer.Addr(), 9), to, netip.AddrPortFrom(peer.Addr(), 9)},
+		{"spread, other pair", from(2), to, peer},
+		{"spread outside our range", from(3), outside, netip.AddrPort{}},
+	}
+	msgs := make([]Message, len(tests))
+	var want []int
+	for i, tt := range tests {
+		msgs[i] = Message{N: i + 1, OuterSrc: tt.src, OuterDst: tt.dst}
+		if tt.peer.IsValid() {
+			want = append(want, i)
+		}
+	}
+	n := c.accept(msgs)
+	if n != len(want) {
+		t.Fatalf("kept %d datagrams, want %d", n, len(want))
+	}
+	for k, i := range want {
+		if m := msgs[k]; m.N != i+1 || m.Peer != tests[i].peer {
+			t.Errorf("msgs[%d]: N %d, Peer %v; want %q (N %d) from %v", k, m.N, m.Peer, tests[i].name, i+1, tests[i].peer)
+		}
+	}
+	if got := c.stats.receivedUnknown.Load(); got != 4 {
+		t.Errorf("received %d datagrams from strangers, want 4", got)
+	}
+	if f, o := c.stats.droppedForeign.Load(), c.stats.droppedOutsideRange.Load(); f != 0 || o != 1 {
+		t.Errorf("dropped %d foreign and %d outside the range, want 0 and 1", f, o)
+	}
+}
+
+// TestAcceptUnknownNoPeers checks that a conn that accepts strangers may
+// start with no peers, and one that does not may not.
+func TestAcceptUnknownNoPeers(t *testing.T) {
+	if _, err := (Config{AcceptUnknown: true}).validate(); err != nil {
+		t.Errorf("AcceptUnknown without Peers: %v; want it accepted", err)
+	}
+	if _, err := (Config{}).validate(); err == nil {
+		t.Errorf("no Peers and no AcceptUnknown: accepted; want an error")
+	}
+}

@@ -49,8 +49,12 @@ type Bind struct {
 	mu sync.Mutex
 	c  atomic.Pointer[conn.FlowSpreadConn]
 
+	// endpoints holds the Endpoints that ParseEndpoint made (the
+	// configuration's); strangers, those of datagrams from sources that
+	// are no peer's, which anyone can send, so it is bounded.
 	epMu      sync.RWMutex
 	endpoints map[netip.AddrPort]*Endpoint
+	strangers map[netip.AddrPort]*Endpoint
 
 	flows bufferTable // send: the flow of each buffer read from the TUN
 	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
@@ -67,10 +71,13 @@ var _ wgconn.Bind = (*Bind)(nil)
 // time wireguard-go opens it (at device up and on port changes), on the
 // port wireguard-go asks for, or cfg.Port when that is zero.
 //
-// Every peer of the device must be in cfg.Peers, with its canonical
-// address as the peer's endpoint in the wireguard-go configuration:
-// datagrams from anywhere else are dropped by the conn.
+// Each peer that spreads must be in cfg.Peers, with its canonical address
+// as the peer's endpoint in the wireguard-go configuration. The Bind sets
+// cfg.AcceptUnknown: WireGuard authenticates every datagram, so datagrams
+// from other sources are handed to wireguard-go with their own address,
+// and a peer that moves is followed (see the package doc on roaming).
 func NewBind(cfg conn.Config) *Bind {
+	cfg.AcceptUnknown = true
 	return &Bind{cfg: cfg, listen: conn.Listen}
 }
 
@@ -133,27 +140,52 @@ func (b *Bind) ParseEndpoint(s string) (wgconn.Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: endpoint %q: %w", s, err)
 	}
-	return b.endpoint(ap), nil
+	return b.endpoint(ap, true), nil
 }
 
-// endpoint returns the one Endpoint of ap, making it on first use; the
-// lookup of a known address does not allocate.
-func (b *Bind) endpoint(ap netip.AddrPort) *Endpoint {
+// maxStrangers bounds the Endpoints kept for sources that are no peer's:
+// anyone can send from any address, and before wireguard-go authenticates
+// a datagram its Endpoint is already made. Past the bound the cache
+// starts afresh; an Endpoint wireguard-go holds stays valid.
+const maxStrangers = 4096
+
+// endpoint returns the one Endpoint of ap, making it on first use, among
+// the configuration's (configured) or the strangers'; the lookup of a
+// known address does not allocate.
+func (b *Bind) endpoint(ap netip.AddrPort, configured bool) *Endpoint {
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	b.epMu.RLock()
 	e := b.endpoints[ap]
+	if e == nil && !configured {
+		e = b.strangers[ap]
+	}
 	b.epMu.RUnlock()
 	if e != nil {
 		return e
 	}
 	b.epMu.Lock()
 	defer b.epMu.Unlock()
-	if e = b.endpoints[ap]; e == nil {
+	if e = b.endpoints[ap]; e != nil {
+		return e
+	}
+	if configured {
 		if b.endpoints == nil {
 			b.endpoints = make(map[netip.AddrPort]*Endpoint)
 		}
-		e = newEndpoint(ap)
+		e = b.strangers[ap]
+		if e == nil {
+			e = newEndpoint(ap)
+		}
 		b.endpoints[ap] = e
+		delete(b.strangers, ap)
+		return e
+	}
+	if e = b.strangers[ap]; e == nil {
+		if b.strangers == nil || len(b.strangers) >= maxStrangers {
+			b.strangers = make(map[netip.AddrPort]*Endpoint)
+		}
+		e = newEndpoint(ap)
+		b.strangers[ap] = e
 	}
 	return e
 }
@@ -286,7 +318,7 @@ func (r *receiver) receive(packets [][]byte, sizes []int, eps []wgconn.Endpoint)
 			break // cannot happen: the conn keeps the caller's buffers
 		}
 		sizes[j] = m.N
-		eps[j] = r.b.endpoint(m.Peer)
+		eps[j] = r.b.endpoint(m.Peer, false)
 		r.b.ecns.store(bufferKey(packets[j]), 0, uint32(m.N)<<8|uint32(m.ECN&3)<<1|1)
 		j++
 	}
@@ -312,7 +344,9 @@ func (b *Bind) outerECN(buf []byte, plen int) (flowaddr.ECN, bool) {
 // Endpoint is a peer's canonical address: the one endpoint that every
 // datagram from the peer reports, whichever outer address of the peer's
 // range it came from, so wireguard-go's roaming does not flap between
-// them. Make it with [Bind.ParseEndpoint].
+// them. A datagram from a source that is no peer's reports an Endpoint
+// of that plain address, which wireguard-go roams to once the datagram
+// authenticates. Make it with [Bind.ParseEndpoint].
 type Endpoint struct {
 	addr  netip.AddrPort
 	bytes []byte

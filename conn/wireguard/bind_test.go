@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/flowspread/flowspread/conn"
@@ -126,5 +127,48 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("record and match allocate %v times, want 0", allocs)
+	}
+}
+
+// TestStrangerEndpoints checks the cache of strangers' Endpoints: one per
+// address while it lasts, bounded however many addresses send, and never
+// evicting the configuration's Endpoints.
+func TestStrangerEndpoints(t *testing.T) {
+	b := NewBind(conn.Config{})
+	peer, err := b.ParseEndpoint("[2001:db8:ff::2]:51820")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roamed := netip.MustParseAddrPort("[2001:db8:ff::3]:51820")
+	first := b.endpoint(roamed, false)
+	if b.endpoint(roamed, false) != first {
+		t.Errorf("a stranger got a new Endpoint on its second datagram")
+	}
+	if b.endpoint(netip.MustParseAddrPort("[::ffff:192.0.2.1]:1"), false) != b.endpoint(netip.MustParseAddrPort("192.0.2.1:1"), false) {
+		t.Errorf("a v4-mapped source and its IPv4 form got different Endpoints")
+	}
+	// A flood of spoofed sources.
+	base := netip.MustParseAddr("2001:db8:c::").As16()
+	for i := range 3 * maxStrangers {
+		a := base
+		a[14], a[15] = byte(i>>8), byte(i)
+		b.endpoint(netip.AddrPortFrom(netip.AddrFrom16(a), 1), false)
+		if len(b.strangers) > maxStrangers {
+			t.Fatalf("%d strangers cached, want at most %d", len(b.strangers), maxStrangers)
+		}
+	}
+	if e, _ := b.ParseEndpoint("[2001:db8:ff::2]:51820"); e != peer {
+		t.Errorf("the flood evicted a configured Endpoint")
+	}
+	if b.endpoint(netip.MustParseAddrPort("[2001:db8:ff::2]:51820"), false) != peer {
+		t.Errorf("a datagram from a configured endpoint got another Endpoint")
+	}
+	// Configuring a stranger's address keeps the Endpoint wireguard-go
+	// may already hold.
+	if e, _ := b.ParseEndpoint(roamed.String()); e.DstToString() != roamed.String() {
+		t.Errorf("ParseEndpoint(%v) = %v", roamed, e.DstToString())
+	}
+	if e, _ := b.ParseEndpoint(roamed.String()); e != b.endpoint(roamed, false) {
+		t.Errorf("a configured address reports another Endpoint than ParseEndpoint gave")
 	}
 }

@@ -16,9 +16,10 @@
 //		"endpoint=" + peerAddr.String() + "\nallowed_ip=10.0.0.2/32\n")
 //	dev.Up()
 //
-// Each peer's wireguard-go endpoint must be its canonical conn.Peer.Addr,
-// and every peer must be in Config.Peers: the conn drops datagrams from
-// any other source. fwmark is not supported.
+// Each spreading peer's wireguard-go endpoint must be its canonical
+// conn.Peer.Addr in Config.Peers. A peer that is not there is not spread
+// but still works, as with wireguard-go's own Bind. fwmark is not
+// supported.
 //
 // # How a datagram finds its flow
 //
@@ -29,7 +30,7 @@
 // and the Bind link them by buffer identity: the key is the end of the
 // buffer's backing array, which stays put while wireguard-go reslices the
 // buffer from the front. Read records the flow (hash, ECN, plaintext
-// length) under that key in a fixed table of 8192 slots; Send looks it up
+// length) under that key in a fixed table of 65536 slots; Send looks it up
 // and checks it: the datagram must be transport data, and as long as the
 // recorded plaintext encrypts to (plus at most 15 bytes of padding).
 // Receive records each datagram's outer ECN codepoint and length the same
@@ -44,17 +45,33 @@
 // [Bind.Stats] counts these. It is never sent to a wrong peer: the peer
 // always comes from wireguard-go's endpoint. Handshakes, cookie replies
 // and keepalives carry no inner flow and go out unspread by design. A
-// table slot shared by two buffers in flight at once (more than 8192
+// table slot shared by two buffers in flight at once (more than 65536
 // buffers between TUN read and send, or an unlucky hash) or a TUN that
 // copies packets into buffers of its own loses the match for a packet.
 // The link depends on wireguard-go encrypting and decrypting in place,
 // which it has always done; the tests check it against the real
 // wireguard-go so an upgrade that changes it fails them.
 //
-// Every datagram a peer sends, from any address of its range, reports the
-// peer's one canonical [Endpoint], so wireguard-go's roaming (which moves
-// the endpoint to the source of the latest authenticated packet) does not
-// flap between the range's addresses. Because the conn knows its peers
-// from conn.Config, roaming to an address outside Config.Peers is dropped
-// by the conn instead of followed.
+// # Roaming
+//
+// wireguard-go moves a peer's endpoint to the source of the latest
+// authenticated datagram. Every datagram a peer sends from any address of
+// its spread range reports the peer's one canonical [Endpoint], so the
+// endpoint does not flap between the range's addresses. [NewBind] sets
+// conn.Config.AcceptUnknown, which is safe because WireGuard
+// authenticates every datagram: a datagram from a source that is no
+// peer's (a peer that moved to a new address or port, or one not in
+// Config.Peers) reports an Endpoint of its plain source, and wireguard-go
+// roams there once it authenticates, as it does with its own Bind.
+//
+// The conn spreads only to canonical addresses it knows, so after such a
+// roam everything sent to the peer goes out unspread, from the socket's
+// default source to the new address, until the configuration names the
+// new address as the peer's canonical one. A peer that moved but still
+// sends spread datagrams from the range configured here is reported at
+// its old canonical Endpoint for those, so the endpoint alternates
+// between the two: traffic flows either way (spread to the range, or
+// plain to the new address), but give such a peer its new address. A
+// peer that spreads from a prefix not configured here looks like one
+// stranger per address and flaps between them.
 package wireguard

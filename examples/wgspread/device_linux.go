@@ -106,6 +106,12 @@ func serve(opts options, logger *log.Logger) (err error) {
 	s := bind.Stats()
 	logger.Printf("sent %d spread, %d control, %d unmatched; %d CE marked, %d CE dropped",
 		s.SentSpread, s.SentControl, s.SentUnmatched, s.CEMarked, s.CEDropped)
+	if c := bind.Conn(); c != nil {
+		cs := c.Stats()
+		logger.Printf("conn: wrote %d datagrams (%d unspread, %d GSO sends, %d errors); read %d (%d from strangers), dropped %d foreign, %d outside the range, %d truncated",
+			cs.Sent, cs.SentUnspread, cs.GSOSends, cs.SendErrors, cs.Received, cs.ReceivedUnknown,
+			cs.DroppedForeign, cs.DroppedOutsideRange, cs.RecvTruncated)
+	}
 	return nil
 }
 

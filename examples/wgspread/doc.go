@@ -34,9 +34,12 @@
 // -peer-prefix (or of a -peer-prefix with no prefix, ADDR alone, for a
 // peer that does not spread): the adapter reads every datagram of a peer's
 // range as coming from that address, so wg show reports it however many
-// outer addresses the peer sends from, and datagrams from any other source
-// are dropped. Both ends must agree on -bits, -hash-key and each other's
-// prefix. fwmark is not supported.
+// outer addresses the peer sends from. Datagrams from any other source are
+// handed to wireguard-go, which authenticates them and roams a peer that
+// moved to its new address, as wireguard-go does; until that address is
+// the peer's -peer-prefix endpoint, traffic to it goes unspread. Both ends
+// must agree on -bits, -hash-key and each other's prefix. fwmark is not
+// supported.
 //
 // Between hosts A (2001:db8:ff::1, prefix 2001:db8:a::/64) and B
 // (2001:db8:ff::2, prefix 2001:db8:b::/64), with K the same 32 hex digits
@@ -52,4 +55,9 @@
 //
 // LOG_LEVEL=verbose (or debug), error (the default) or silent sets
 // wireguard-go's log level, as for wireguard-go.
+//
+// # Profiling
+//
+// WGSPREAD_CPUPROFILE=PREFIX writes a CPU profile of the whole run to
+// PREFIX.INTERFACE.pprof, for go tool pprof.
 package main

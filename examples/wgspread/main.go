@@ -46,7 +46,16 @@ func run(args []string, stderr io.Writer) int {
 	if opts.randomKey {
 		logger.Print("no -hash-key: using a random one, so the two ends map a flow to different address pairs; give both ends the same -hash-key")
 	}
-	if err := serve(opts, logger); err != nil {
+	stopProfile, err := startProfile(opts.iface)
+	if err != nil {
+		logger.Print(err)
+		return 1
+	}
+	err = serve(opts, logger)
+	if perr := stopProfile(); perr != nil {
+		logger.Printf("write the CPU profile: %v", perr)
+	}
+	if err != nil {
 		logger.Print(err)
 		return 1
 	}
@@ -141,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	if len(peers) == 0 && !opts.stockBind {
-		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface accepts datagrams only from those")
+		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
 	}
 	opts.cfg.Peers = peers
 	if *hashKey == "" {
