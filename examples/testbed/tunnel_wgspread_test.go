@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseFlagsVPN(t *testing.T) {
@@ -288,5 +292,85 @@ func TestRunInVMPassesWgspread(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, name)); !os.IsNotExist(err) {
 		t.Errorf("the copy %s is left in the output directory: %v", name, err)
+	}
+}
+
+// TestWireGuardInVM runs the one-flow and spread modes with -vpn wireguard
+// in the VM: wgspread built on the host, carried into the VM, configured
+// with wg at both ends. Like TestExperimentInVM it boots a VM, so it runs
+// only when FLOWSPREAD_VM_EXPERIMENT=1.
+func TestWireGuardInVM(t *testing.T) {
+	if os.Getenv("FLOWSPREAD_VM_EXPERIMENT") != "1" {
+		t.Skip("boots a VM: set FLOWSPREAD_VM_EXPERIMENT=1 to run it")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, scripts/vm): run the tests as root")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM and runs two modes for about a minute; skipped with -short")
+	}
+	cfg := &config{VPN: vpnWireGuard, Modes: []string{"spread"}}
+	if missing := missingTools(cfg); len(missing) > 0 {
+		t.Skipf("missing %s: run scripts/install-deps", strings.Join(missing, ", "))
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "testbed")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-vm=always", "-vm-runner", vmRunner(t), "-vpn", "wireguard",
+		"-modes", "one-flow,spread", "-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out)
+	stopGently(cmd)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		// 1 is an invalid report, judged below; anything else is a failure.
+		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	rep, err := readReport(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
+	}
+	table := stdout.String()
+	if rep.Config.VPN != vpnWireGuard || !strings.Contains(table, "VPN wireguard") {
+		t.Errorf("the report does not say WireGuard ran: config VPN %q\n%s", rep.Config.VPN, table)
+	}
+	if len(rep.Modes) != 2 {
+		t.Fatalf("%d modes in the report, want 2\n%s\n%s", len(rep.Modes), table, stderr.String())
+	}
+	oneFlow, spread := rep.Modes[0], rep.Modes[1]
+	for _, r := range rep.Modes {
+		if r.Status != statusOK && r.Status != statusInvalid {
+			t.Fatalf("mode %s: %s: %q\n%s", r.Mode, r.Status, r.Reasons, table)
+		}
+		if !strings.Contains(r.Description, "wgspread") {
+			t.Errorf("mode %s: description %q does not name wgspread", r.Mode, r.Description)
+		}
+		if r.InnerProbe.Samples == 0 {
+			t.Errorf("mode %s: the probe inside WireGuard got no replies", r.Mode)
+		}
+	}
+	for _, pattern := range []string{".testbed-vm-*", ".wgspread-*"} {
+		if left, _ := filepath.Glob(filepath.Join(out, pattern)); len(left) > 0 {
+			t.Errorf("binaries left in the output directory: %q", left)
+		}
+	}
+	if float64(oneFlow.TotalMbit) < minShareOfRate*rep.Config.RateMbit || float64(spread.TotalMbit) < minShareOfRate*rep.Config.RateMbit {
+		t.Skipf("the machine was too busy to fill the %g Mbit/s link (one-flow %.1f, spread %.1f Mbit/s): the shares prove nothing\n%s",
+			rep.Config.RateMbit, float64(oneFlow.TotalMbit), float64(spread.TotalMbit), table)
+	}
+	// Isolated, the 4 inner flows get 0.5 of the goodput; as one outer
+	// flow, about one flow's share, 0.2.
+	if share := float64(spread.TunnelShare); share < 0.35 {
+		t.Errorf("spreading WireGuard's flows got %.2f of the goodput, want near 0.5: the router did not isolate them\n%s", share, table)
+	}
+	if oneFlow.TunnelShare >= spread.TunnelShare {
+		t.Errorf("the stock bind's one outer flow got %.2f of the goodput, spreading %.2f: spreading gained nothing\n%s",
+			float64(oneFlow.TunnelShare), float64(spread.TunnelShare), table)
 	}
 }
