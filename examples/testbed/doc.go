@@ -53,6 +53,13 @@
 //     about one flow's share, 1/(M+1) of the link; if the router isolated
 //     them instead, the wire leaks the hash and the run is invalid.
 //
+// With -vpn wireguard the one-flow and spread modes run WireGuard instead
+// of flowtun: examples/wgspread, wireguard-go's device configured with the
+// wg tool. One-flow runs it with -stock-bind (wireguard-go's own
+// StdNetBind, the WireGuard users run today); spread runs it with this
+// module's Bind, spreading over the same /64 of each site as flowtun. The
+// report's title names the VPN, and its rows say which program ran.
+//
 // For each mode it reports the goodput of every bulk flow, Jain's fairness
 // index over all of them, the tunnel's share, the probes' round-trip times
 // (median, p90, p99) inside and outside, and the router qdisc's own
@@ -60,11 +67,13 @@
 // marks). It prints a table, writes results.json and draws
 // latency-cdf.png and throughput.png (gonum.org/v1/plot) into -out.
 //
-// flowtun is built from the checkout with go build before the run (on the
-// host, when the run goes into the VM), or taken from -flowtun. Its ends
-// run in the client and server namespaces, with
-// fq_codel on their TUN devices, and their counters (drops, failed
-// authentications) go into results.json.
+// flowtun (or wgspread, with -vpn wireguard) is built from the checkout
+// with go build before the run (on the host, when the run goes into the
+// VM), or taken from -flowtun (-wgspread). Its ends run in the client and
+// server namespaces, with fq_codel on their TUN
+// devices. flowtun's counters (drops, failed authentications) go into
+// results.json; wgspread tells its own only when it exits, after the
+// measurement, so its rows have none.
 //
 // A row is invalid, and the exit status 1, when its result would mislead:
 // the bulk flows did not fill the bottleneck (the tunnel or the machine

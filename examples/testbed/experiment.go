@@ -26,9 +26,13 @@ type config struct {
 	Wire          wirePlacement
 	WireKind      wireKind
 	Plots         bool
-	// Flowtun is the path of the flowtun binary the tunnel modes run;
-	// the testbed builds it when empty.
-	Flowtun string
+	// VPN is the tunnel of the one-flow and spread modes: vpnFlowtun or
+	// vpnWireGuard.
+	VPN string
+	// Flowtun and Wgspread are the paths of the binaries the tunnel
+	// modes run, as VPN says; the testbed builds the one it needs when
+	// empty.
+	Flowtun, Wgspread string
 	// RequireTargets fails the run when the spread mode misses its
 	// targets, as CI and scripts/experiment want.
 	RequireTargets bool
@@ -99,6 +103,7 @@ func (e *experiment) run(ctx context.Context) (*report, error) {
 	}()
 	for i, name := range e.cfg.Modes {
 		m, _ := findMode(name)
+		m.Describe = m.describe(e.cfg)
 		if ctx.Err() != nil {
 			break
 		}
@@ -342,6 +347,7 @@ func newReportConfig(cfg *config, start time.Time) reportConfig {
 		ProbeIntervalMs: float64(cfg.ProbeInterval) / float64(time.Millisecond),
 		Wire:            string(cfg.Wire),
 		WireKind:        string(cfg.WireKind),
+		VPN:             cfg.VPN,
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",
 		Started:         start.UTC().Format(time.RFC3339),

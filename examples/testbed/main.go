@@ -48,18 +48,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	if usesFlowtun(cfg) && cfg.Flowtun == "" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
+	if pkg, bin := tunnelProgram(cfg); usesTunnelProgram(cfg) && *bin == "" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			fmt.Fprintln(stderr, "testbed:", err)
 			return 1
 		}
-		bin, err := buildFlowtun(cfg.OutDir)
+		built, err := buildProgram(cfg.OutDir, pkg)
 		if err != nil {
 			fmt.Fprintln(stderr, "testbed:", err)
 			return 2
 		}
-		defer os.Remove(bin)
-		cfg.Flowtun = bin
+		defer os.Remove(built)
+		*bin = built
 	}
 
 	reason, err := vmReason(cfg)
@@ -146,7 +146,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
 	fs.IntVar(&cfg.VMMemMB, "vm-mem", 2048, "VM memory in MiB")
 	fs.BoolVar(&cfg.RequireTargets, "require-targets", false, "exit with status 1 also when the spread mode ran and missed its targets (inner probe p99 within 2 ms of the outer's, Jain >= 0.95)")
-	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes (default: go build it into -out)")
+	fs.StringVar(&cfg.VPN, "vpn", vpnFlowtun, "the VPN of the one-flow and spread modes: flowtun (examples/flowtun), or wireguard (examples/wgspread: wireguard-go with its own StdNetBind for one-flow, spreading for spread)")
+	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes with -vpn flowtun (default: go build it into -out)")
+	fs.StringVar(&cfg.Wgspread, "wgspread", "", "path of a built examples/wgspread for the one-flow and spread modes with -vpn wireguard (default: go build it into -out)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
 
@@ -179,6 +181,11 @@ Modes: %s.
 		cfg.WireKind = k
 	default:
 		return nil, fmt.Errorf("-wire-kind %q: want clear-hash or copy", *kind)
+	}
+	switch cfg.VPN {
+	case vpnFlowtun, vpnWireGuard:
+	default:
+		return nil, fmt.Errorf("-vpn %q: want flowtun or wireguard", cfg.VPN)
 	}
 	switch cfg.VM {
 	case "auto", "always", "never":
@@ -224,7 +231,7 @@ var toolPackages = map[string]string{
 // their packages.
 func missingTools(cfg *config) []string {
 	need := []string{"ip", "tc", "ethtool", "iperf3", "irtt"}
-	if slices.Contains(cfg.Modes, "control") {
+	if slices.Contains(cfg.Modes, "control") || cfg.VPN == vpnWireGuard && usesTunnelProgram(cfg) {
 		need = append(need, "wg")
 	}
 	var missing []string

@@ -49,6 +49,7 @@ type reportConfig struct {
 	ProbeIntervalMs float64 `json:"probe_interval_ms"`
 	Wire            string  `json:"wire"`
 	WireKind        string  `json:"wire_kind"`
+	VPN             string  `json:"vpn,omitempty"` // of the one-flow and spread modes
 	Kernel          string  `json:"kernel"`
 	InVM            bool    `json:"in_vm"`
 	Started         string  `json:"started"`
@@ -275,8 +276,12 @@ func (rep *report) writeTable(w io.Writer) {
 	if c.InVM {
 		where = "in the VM"
 	}
-	fmt.Fprintf(w, "\n%s at %g Mbit/s, %d bulk flows inside + %d outside, %gs per mode (+%gs warm-up), kernel %s %s\n\n",
-		c.Qdisc, c.RateMbit, c.InnerFlows, c.OuterFlows, c.DurationS, c.OmitS, c.Kernel, where)
+	vpn := ""
+	if c.VPN != "" {
+		vpn = ", VPN " + c.VPN
+	}
+	fmt.Fprintf(w, "\n%s at %g Mbit/s%s, %d bulk flows inside + %d outside, %gs per mode (+%gs warm-up), kernel %s %s\n\n",
+		c.Qdisc, c.RateMbit, vpn, c.InnerFlows, c.OuterFlows, c.DurationS, c.OmitS, c.Kernel, where)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\twire p99 ms\t")

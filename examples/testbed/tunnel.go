@@ -37,6 +37,9 @@ type mode struct {
 	Name string
 	// Describe says what the mode is, for the report.
 	Describe string
+	// DescribeWireGuard replaces Describe when -vpn wireguard runs the
+	// mode's tunnel with wgspread instead of flowtun.
+	DescribeWireGuard string
 	// NewTunnel returns the tunnel of this mode, or nil for no tunnel
 	// (the loads go straight from client to server). An error says why
 	// the mode cannot run here; the row is then skipped, with the reason.
@@ -56,15 +59,17 @@ var modes = []mode{
 		Describe: "no tunnel: every bulk flow and both probes go straight from client to server",
 	},
 	{
-		Name:      "one-flow",
-		Describe:  "flowtun without spreading: the inner flows share one outer flow",
-		NewTunnel: func(cfg *config) (Tunnel, error) { return newFlowtun(cfg, false) },
-		Squeezed:  true,
+		Name:              "one-flow",
+		Describe:          "flowtun without spreading: the inner flows share one outer flow",
+		DescribeWireGuard: "WireGuard (wgspread -stock-bind: wireguard-go's own StdNetBind) without spreading: the inner flows share one outer flow",
+		NewTunnel:         func(cfg *config) (Tunnel, error) { return newTunnelProgram(cfg, false) },
+		Squeezed:          true,
 	},
 	{
-		Name:      "spread",
-		Describe:  "flowtun spreading each inner flow over its own outer address pair",
-		NewTunnel: func(cfg *config) (Tunnel, error) { return newFlowtun(cfg, true) },
+		Name:              "spread",
+		Describe:          "flowtun spreading each inner flow over its own outer address pair",
+		DescribeWireGuard: "WireGuard (wgspread) spreading each inner flow over its own outer address pair",
+		NewTunnel:         func(cfg *config) (Tunnel, error) { return newTunnelProgram(cfg, true) },
 	},
 	{
 		Name:      "control",
@@ -73,6 +78,38 @@ var modes = []mode{
 		Squeezed:  true,
 		Control:   true,
 	},
+}
+
+// describe says what m is when cfg's VPN runs it.
+func (m mode) describe(cfg *config) string {
+	if cfg.VPN == vpnWireGuard && m.DescribeWireGuard != "" {
+		return m.DescribeWireGuard
+	}
+	return m.Describe
+}
+
+// The VPNs -vpn chooses between for the one-flow and spread modes.
+const (
+	vpnFlowtun   = "flowtun"   // examples/flowtun
+	vpnWireGuard = "wireguard" // examples/wgspread: wireguard-go with or without spreading
+)
+
+// newTunnelProgram returns the one-flow (spread false) or spread tunnel of
+// cfg's VPN.
+func newTunnelProgram(cfg *config, spread bool) (Tunnel, error) {
+	if cfg.VPN == vpnWireGuard {
+		return newWgspread(cfg, spread)
+	}
+	return newFlowtun(cfg, spread)
+}
+
+// tunnelProgram returns the package of the program that runs cfg's
+// one-flow and spread modes, and the config field holding its binary.
+func tunnelProgram(cfg *config) (pkg string, bin *string) {
+	if cfg.VPN == vpnWireGuard {
+		return wgspreadPackage, &cfg.Wgspread
+	}
+	return flowtunPackage, &cfg.Flowtun
 }
 
 func modeNames() []string {

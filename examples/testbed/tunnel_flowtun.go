@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -50,8 +51,9 @@ const (
 // flowtunPackage is the import path go build makes the tunnel from.
 const flowtunPackage = "github.com/flowspread/flowspread/examples/flowtun"
 
-// usesFlowtun reports whether cfg runs a flowtun mode.
-func usesFlowtun(cfg *config) bool {
+// usesTunnelProgram reports whether cfg runs a mode whose tunnel is a
+// program of this module (flowtun or wgspread, as -vpn says).
+func usesTunnelProgram(cfg *config) bool {
 	for _, name := range cfg.Modes {
 		if name == "one-flow" || name == "spread" {
 			return true
@@ -60,10 +62,10 @@ func usesFlowtun(cfg *config) bool {
 	return false
 }
 
-// buildFlowtun builds examples/flowtun into dir, from the checkout that
-// holds the working directory (or this program), and returns the binary's
-// path.
-func buildFlowtun(dir string) (string, error) {
+// buildProgram builds the command pkg of this module into dir, from the
+// checkout that holds the working directory (or this program), and
+// returns the binary's path.
+func buildProgram(dir, pkg string) (string, error) {
 	goTool, err := findGo()
 	if err != nil {
 		return "", err
@@ -72,15 +74,15 @@ func buildFlowtun(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin, err := filepath.Abs(filepath.Join(dir, ".flowtun-"+strconv.Itoa(os.Getpid())))
+	bin, err := filepath.Abs(filepath.Join(dir, "."+path.Base(pkg)+"-"+strconv.Itoa(os.Getpid())))
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(goTool, "build", "-o", bin, flowtunPackage)
+	cmd := exec.Command(goTool, "build", "-o", bin, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the tunnel (go build %s in %s): %w: %s", flowtunPackage, root, err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("build the tunnel (go build %s in %s): %w: %s", pkg, root, err, strings.TrimSpace(string(out)))
 	}
 	return bin, nil
 }
@@ -96,7 +98,7 @@ func findGo() (string, error) {
 			return p, nil
 		}
 	}
-	return "", errors.New("the flowtun modes need Go to build examples/flowtun, and no go command was found: install Go, or pass -flowtun PATH of a built flowtun")
+	return "", errors.New("the one-flow and spread modes need Go to build their tunnel (examples/flowtun or examples/wgspread), and no go command was found: install Go, or pass -flowtun or -wgspread PATH of a built one")
 }
 
 // findCheckout returns the directory of flowspread's go.mod, going up from
@@ -109,7 +111,7 @@ func findCheckout() (string, error) {
 			return root, nil
 		}
 	}
-	return "", errors.New("cannot find the flowspread checkout to build examples/flowtun: run the testbed from inside it, or pass -flowtun PATH")
+	return "", errors.New("cannot find the flowspread checkout to build the tunnel: run the testbed from inside it, or pass -flowtun (or -wgspread) PATH")
 }
 
 // flowtunTunnel is one flowtun end in the client namespace and one in the
@@ -118,17 +120,19 @@ type flowtunTunnel struct {
 	bin    string
 	spread bool
 	dir    string // PSK and counters
-	ends   []*flowtunEnd
+	ends   []*tunnelEnd
 }
 
-type flowtunEnd struct {
-	side  string
-	ns    netns
-	cmd   *exec.Cmd
-	stats string
-	log   *tailBuffer
-	done  chan struct{}
-	err   error // Wait's result, after done
+// tunnelEnd is one running end of a tunnel program (flowtun or wgspread).
+type tunnelEnd struct {
+	program string // for messages: flowtun or wgspread
+	side    string
+	ns      netns
+	cmd     *exec.Cmd
+	stats   string // flowtun's counters file
+	log     *tailBuffer
+	done    chan struct{}
+	err     error // Wait's result, after done
 }
 
 func newFlowtun(cfg *config, spread bool) (Tunnel, error) {
@@ -182,11 +186,12 @@ func (f *flowtunTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, e
 		if f.spread {
 			args = append(args, "-prefix", e.prefix.String(), "-peer-prefix", e.peerPrefix.String())
 		}
-		end, err := startFlowtunEnd(e.ns, e.side, f.bin, filepath.Join(dir, e.side+".json"), args)
+		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.bin, ftReady, args)
 		if err != nil {
 			f.Stop()
 			return InnerPath{}, err
 		}
+		end.stats = filepath.Join(dir, e.side+".json")
 		f.ends = append(f.ends, end)
 		// The tunnel's own device queue is where inner packets wait
 		// when the tunnel cannot send at once. Hosts default to
@@ -202,8 +207,9 @@ func (f *flowtunTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, e
 	return InnerPath{Client: ftInnerClient, Server: ftInnerServer}, nil
 }
 
-// startFlowtunEnd starts one end and waits for its readiness line.
-func startFlowtunEnd(ns netns, side, bin, stats string, args []string) (*flowtunEnd, error) {
+// startTunnelEnd starts one end of program bin and waits until it logs a
+// line containing ready.
+func startTunnelEnd(ns netns, program, side, bin, ready string, args []string) (*tunnelEnd, error) {
 	// The highest priority, as the wire's: a real VPN end has a CPU of its
 	// own, and under emulation a tunnel at normal priority waits behind
 	// the load generators it carries.
@@ -213,18 +219,18 @@ func startFlowtunEnd(ns netns, side, bin, stats string, args []string) (*flowtun
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start flowtun in %s: %w", ns, err)
+		return nil, fmt.Errorf("start %s in %s: %w", program, ns, err)
 	}
-	e := &flowtunEnd{side: side, ns: ns, cmd: cmd, stats: stats, log: &tailBuffer{}, done: make(chan struct{})}
-	ready := make(chan struct{})
+	e := &tunnelEnd{program: program, side: side, ns: ns, cmd: cmd, log: &tailBuffer{}, done: make(chan struct{})}
+	isUp := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		signalled := false
 		for sc.Scan() {
 			e.log.add(sc.Text())
-			if !signalled && strings.Contains(sc.Text(), ftReady) {
+			if !signalled && strings.Contains(sc.Text(), ready) {
 				signalled = true
-				close(ready)
+				close(isUp)
 			}
 		}
 		io.Copy(io.Discard, stderr)
@@ -232,30 +238,30 @@ func startFlowtunEnd(ns netns, side, bin, stats string, args []string) (*flowtun
 		close(e.done)
 	}()
 	select {
-	case <-ready:
+	case <-isUp:
 		return e, nil
 	case <-e.done:
-		return nil, fmt.Errorf("flowtun (%s) exited before it was up: %v: %s", side, e.err, e.log.String())
+		return nil, fmt.Errorf("%s (%s) exited before it was up: %v: %s", program, side, e.err, e.log.String())
 	case <-time.After(ftStartTimeout):
 		e.stop()
-		return nil, fmt.Errorf("flowtun (%s) was not up after %v: %s", side, ftStartTimeout, e.log.String())
+		return nil, fmt.Errorf("%s (%s) was not up after %v: %s", program, side, ftStartTimeout, e.log.String())
 	}
 }
 
 // stop ends the process with SIGTERM (it then removes its device and
 // route and writes its counters), or kills it if it does not end.
-func (e *flowtunEnd) stop() error {
+func (e *tunnelEnd) stop() error {
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-e.done:
 	case <-time.After(10 * time.Second):
 		e.cmd.Process.Kill()
 		<-e.done
-		return fmt.Errorf("flowtun (%s) ignored SIGTERM and was killed", e.side)
+		return fmt.Errorf("%s (%s) ignored SIGTERM and was killed", e.program, e.side)
 	}
 	var exit *exec.ExitError
 	if errors.As(e.err, &exit) {
-		return fmt.Errorf("flowtun (%s) %v: %s", e.side, e.err, e.log.String())
+		return fmt.Errorf("%s (%s) %v: %s", e.program, e.side, e.err, e.log.String())
 	}
 	return nil
 }

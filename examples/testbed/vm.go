@@ -134,18 +134,21 @@ func runInVM(cfg *config, args []string, stdout, stderr io.Writer) (int, error) 
 		"-t", strconv.Itoa(int(vmTimeout(cfg) / time.Second)), "--", "./" + bin}
 	vmArgs = append(vmArgs, args...)
 	vmArgs = append(vmArgs, "-vm=never", "-out=.")
-	if cfg.Flowtun != "" {
+	for _, prog := range []struct{ flag, bin string }{{"flowtun", cfg.Flowtun}, {"wgspread", cfg.Wgspread}} {
+		if prog.bin == "" {
+			continue
+		}
 		// Built into the shared directory, which is the VM's working
 		// directory.
-		name := filepath.Base(cfg.Flowtun)
-		if filepath.Dir(cfg.Flowtun) != out {
-			name = ".flowtun-vm-" + strconv.Itoa(os.Getpid())
-			if err := copyFile(cfg.Flowtun, filepath.Join(out, name)); err != nil {
-				return 0, fmt.Errorf("copy %s into %s for the VM: %w", cfg.Flowtun, out, err)
+		name := filepath.Base(prog.bin)
+		if filepath.Dir(prog.bin) != out {
+			name = "." + prog.flag + "-vm-" + strconv.Itoa(os.Getpid())
+			if err := copyFile(prog.bin, filepath.Join(out, name)); err != nil {
+				return 0, fmt.Errorf("copy %s into %s for the VM: %w", prog.bin, out, err)
 			}
 			defer os.Remove(filepath.Join(out, name))
 		}
-		vmArgs = append(vmArgs, "-flowtun=./"+name)
+		vmArgs = append(vmArgs, "-"+prog.flag+"=./"+name)
 	}
 	cmd := exec.Command(runner, vmArgs...)
 	cmd.Dir = out

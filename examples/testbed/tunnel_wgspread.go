@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WireGuard in the one-flow and spread modes (-vpn wireguard), run by
+// examples/wgspread: wireguard-go's device with its own StdNetBind (one
+// outer flow between the two hosts' own addresses, the WireGuard users run
+// today), or with this module's Bind, spreading each inner flow over the
+// same /64 of each site that flowtun spreads over. Each end is configured
+// with the wg tool through wgspread's UAPI socket, as a user would.
+//
+// Like flowtun, the binary is built on the host before the testbed
+// re-executes itself in the VM.
+
+// wgspreadPackage is the import path go build makes the tunnel from.
+const wgspreadPackage = "github.com/flowspread/flowspread/examples/wgspread"
+
+var (
+	wgsInnerClient = netip.MustParseAddr("2001:db8:d::a")
+	wgsInnerServer = netip.MustParseAddr("2001:db8:d::b")
+)
+
+const (
+	wgsPort = 51820
+	// wgsReady is what wgspread logs once its UAPI socket listens: wg
+	// may configure it after it.
+	wgsReady = " ready: "
+)
+
+// wgspreadTunnel is one wgspread end in the client namespace and one in
+// the server namespace.
+type wgspreadTunnel struct {
+	bin    string
+	spread bool
+	ends   []*tunnelEnd
+}
+
+// wgspreadEnd is what one end's command lines are made from.
+type wgspreadEnd struct {
+	side string
+	ns   netns
+	// iface names the interface. The UAPI sockets of all namespaces
+	// share one /var/run/wireguard, so it must differ between the ends
+	// and from any other run's.
+	iface string
+	// self and peer are the hosts' own addresses: each end's canonical
+	// endpoint, where the stock bind sends from and to.
+	self, peer         netip.Addr
+	prefix, peerPrefix netip.Prefix
+	inner, peerInner   netip.Addr
+}
+
+func newWgspread(cfg *config, spread bool) (Tunnel, error) {
+	if cfg.Wgspread == "" {
+		return nil, errors.New("no wgspread binary: the testbed builds it before the run (-wgspread PATH names one)")
+	}
+	bin, err := filepath.Abs(cfg.Wgspread)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("wgspread binary: %w", err)
+	}
+	return &wgspreadTunnel{bin: bin, spread: spread}, nil
+}
+
+// wgspreadEnds returns the client's and the server's end, their interfaces
+// named with suffix.
+func wgspreadEnds(topo *Topology, suffix string) [2]wgspreadEnd {
+	return [2]wgspreadEnd{
+		{"client", topo.Client, "wgsc" + suffix, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, wgsInnerClient, wgsInnerServer},
+		{"server", topo.Server, "wgss" + suffix, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, wgsInnerServer, wgsInnerClient},
+	}
+}
+
+// wgspreadArgs returns the command line of one end's wgspread: the stock
+// bind, or spreading over e.prefix towards e.peerPrefix with hashKey (32
+// hex digits, the same at both ends).
+func wgspreadArgs(e wgspreadEnd, spread bool, hashKey string) []string {
+	if !spread {
+		return []string{"-stock-bind", e.iface}
+	}
+	return []string{"-prefix", e.prefix.String(),
+		"-peer-prefix", netip.AddrPortFrom(e.peer, wgsPort).String() + "=" + e.peerPrefix.String(),
+		"-hash-key", hashKey, e.iface}
+}
+
+// wgSetArgs returns the wg command that configures one end, which reads
+// the private key from its standard input: a pipe, never a file (the VM
+// has no /dev/stdin link: no udev there).
+func wgSetArgs(e wgspreadEnd, peerPublic string) []string {
+	return []string{"wg", "set", e.iface, "listen-port", strconv.Itoa(wgsPort), "private-key", "/proc/self/fd/0",
+		"peer", peerPublic, "endpoint", netip.AddrPortFrom(e.peer, wgsPort).String(),
+		"allowed-ips", netip.PrefixFrom(e.peerInner, e.peerInner.BitLen()).String()}
+}
+
+// Start runs wgspread at both ends, configures them with wg and ip, and
+// returns once a probe has crossed the tunnel: the handshake is done.
+func (w *wgspreadTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, error) {
+	var suffix [3]byte
+	var hashKey [16]byte
+	rand.Read(suffix[:])
+	rand.Read(hashKey[:])
+	ends := wgspreadEnds(topo, hex.EncodeToString(suffix[:]))
+	fail := func(err error) (InnerPath, error) {
+		w.Stop()
+		return InnerPath{}, err
+	}
+	var private, public [2]string
+	for i, e := range ends {
+		end, err := startTunnelEnd(e.ns, "wgspread", e.side, w.bin, wgsReady, wgspreadArgs(e, w.spread, hex.EncodeToString(hashKey[:])))
+		if err != nil {
+			return fail(err)
+		}
+		w.ends = append(w.ends, end)
+		if private[i], public[i], err = wgKeyPair(e.ns); err != nil {
+			return fail(err)
+		}
+	}
+	for i, e := range ends {
+		cmd := e.ns.command(wgSetArgs(e, public[1-i])...)
+		cmd.Stdin = strings.NewReader(private[i] + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("wg set %s in %s: %w: %s", e.iface, e.ns, err, bytes.TrimSpace(out)))
+		}
+		if err := e.ns.ipBatch(
+			"addr add "+e.inner.String()+"/64 dev "+e.iface+" nodad",
+			"link set "+e.iface+" up",
+		); err != nil {
+			return fail(err)
+		}
+		// fq_codel on the device, as for flowtun: the VM has no systemd
+		// to make it the default, and a FIFO there would queue the inner
+		// probe behind the inner bulk flows.
+		if err := e.ns.run("tc", "qdisc", "replace", "dev", e.iface, "root", "fq_codel"); err != nil {
+			return fail(fmt.Errorf("fq_codel on the tunnel's device: %w", err))
+		}
+	}
+	if err := topo.checkReach(topo.Client, wgsInnerServer); err != nil {
+		return fail(fmt.Errorf("nothing crosses WireGuard (wgspread): %w", err))
+	}
+	return InnerPath{Client: wgsInnerClient, Server: wgsInnerServer}, nil
+}
+
+// Stop ends both wgspread processes with SIGTERM; each then removes its
+// interface, UAPI socket and local route.
+func (w *wgspreadTunnel) Stop() error {
+	var errs []error
+	for _, e := range w.ends {
+		if err := e.stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	w.ends = nil
+	return errors.Join(errs...)
+}

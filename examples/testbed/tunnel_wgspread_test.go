@@ -1,0 +1,376 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsVPN(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string // empty: must parse
+		vpn     string
+		bin     string // the -wgspread path
+	}{
+		{"flowtun by default", nil, "", vpnFlowtun, ""},
+		{"flowtun", []string{"-vpn", "flowtun"}, "", vpnFlowtun, ""},
+		{"wireguard", []string{"-vpn", "wireguard"}, "", vpnWireGuard, ""},
+		{"wireguard with a built wgspread", []string{"-vpn", "wireguard", "-wgspread", "/opt/wgspread"}, "", vpnWireGuard, "/opt/wgspread"},
+		{"unknown VPN", []string{"-vpn", "ipsec"}, "-vpn \"ipsec\": want flowtun or wireguard", "", ""},
+		{"VPN names are exact", []string{"-vpn", "WireGuard"}, "want flowtun or wireguard", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseFlags(tc.args, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.VPN != tc.vpn || cfg.Wgspread != tc.bin {
+				t.Errorf("VPN %q, wgspread %q; want %q, %q", cfg.VPN, cfg.Wgspread, tc.vpn, tc.bin)
+			}
+		})
+	}
+}
+
+func TestTunnelProgram(t *testing.T) {
+	for _, tc := range []struct {
+		vpn     string
+		wantPkg string
+		field   func(*config) string // the path tunnelProgram must hand back
+	}{
+		{vpnFlowtun, flowtunPackage, func(c *config) string { return c.Flowtun }},
+		{vpnWireGuard, wgspreadPackage, func(c *config) string { return c.Wgspread }},
+	} {
+		t.Run(tc.vpn, func(t *testing.T) {
+			cfg := &config{VPN: tc.vpn, Flowtun: "flowtun-path", Wgspread: "wgspread-path"}
+			pkg, bin := tunnelProgram(cfg)
+			if pkg != tc.wantPkg || *bin != tc.field(cfg) {
+				t.Errorf("package %q, binary %q; want %q, %q", pkg, *bin, tc.wantPkg, tc.field(cfg))
+			}
+			*bin = "built"
+			if tc.field(cfg) != "built" {
+				t.Errorf("setting the returned binary left the config's path at %q", tc.field(cfg))
+			}
+		})
+	}
+}
+
+func TestNewTunnelProgram(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tunnel")
+	if err := os.WriteFile(bin, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     config
+		spread  bool
+		wantErr string
+		check   func(Tunnel) bool
+	}{
+		{"flowtun one flow", config{VPN: vpnFlowtun, Flowtun: bin}, false, "",
+			func(tun Tunnel) bool { f, ok := tun.(*flowtunTunnel); return ok && !f.spread }},
+		{"wireguard stock bind", config{VPN: vpnWireGuard, Wgspread: bin}, false, "",
+			func(tun Tunnel) bool { w, ok := tun.(*wgspreadTunnel); return ok && !w.spread && w.bin == bin }},
+		{"wireguard spread", config{VPN: vpnWireGuard, Wgspread: bin}, true, "",
+			func(tun Tunnel) bool { w, ok := tun.(*wgspreadTunnel); return ok && w.spread }},
+		{"wireguard ignores -flowtun", config{VPN: vpnWireGuard, Flowtun: bin}, true, "no wgspread binary", nil},
+		{"wireguard binary missing", config{VPN: vpnWireGuard, Wgspread: bin + ".gone"}, true, "wgspread binary", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tun, err := newTunnelProgram(&tc.cfg, tc.spread)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(tun) {
+				t.Errorf("tunnel %#v", tun)
+			}
+		})
+	}
+}
+
+func TestModeDescriptionsNameTheVPN(t *testing.T) {
+	for _, tc := range []struct {
+		mode, vpn, want string
+	}{
+		{"one-flow", vpnFlowtun, "flowtun"},
+		{"spread", vpnFlowtun, "flowtun"},
+		{"one-flow", vpnWireGuard, "wgspread -stock-bind"},
+		{"spread", vpnWireGuard, "WireGuard (wgspread)"},
+		{"control", vpnWireGuard, "kernel WireGuard"},
+		{"direct", vpnWireGuard, "no tunnel"},
+	} {
+		t.Run(tc.mode+" "+tc.vpn, func(t *testing.T) {
+			m, ok := findMode(tc.mode)
+			if !ok {
+				t.Fatalf("no mode %q", tc.mode)
+			}
+			if got := m.describe(&config{VPN: tc.vpn}); !strings.Contains(got, tc.want) {
+				t.Errorf("description %q lacks %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// testWgspreadEnds are the two ends on the testbed's own address plan.
+func testWgspreadEnds() [2]wgspreadEnd {
+	return wgspreadEnds(&Topology{Client: "fstb-1-client", Server: "fstb-1-server", ClientHost: clientHost, ServerHost: serverHost}, "0a0b0c")
+}
+
+func TestWgspreadEnds(t *testing.T) {
+	ends := testWgspreadEnds()
+	if ends[0].iface == ends[1].iface {
+		t.Errorf("both ends name their interface %q: their UAPI sockets would clash", ends[0].iface)
+	}
+	for _, e := range ends {
+		if len(e.iface) > 15 {
+			t.Errorf("%s: interface name %q longer than IFNAMSIZ-1", e.side, e.iface)
+		}
+	}
+	c, s := ends[0], ends[1]
+	if c.ns != "fstb-1-client" || s.ns != "fstb-1-server" || c.self != s.peer || c.peer != s.self ||
+		c.prefix != s.peerPrefix || c.peerPrefix != s.prefix || c.inner != s.peerInner || c.peerInner != s.inner {
+		t.Errorf("the ends do not mirror each other:\nclient %+v\nserver %+v", c, s)
+	}
+	// The spread prefixes are flowtun's, inside each side's site, so the
+	// router routes them and both VPNs are measured on one address plan.
+	if c.prefix != ftClientSpread || s.prefix != ftServerSpread || !clientSite.Overlaps(c.prefix) || !serverSite.Overlaps(s.prefix) {
+		t.Errorf("spread prefixes %v and %v, want %v and %v inside the sites", c.prefix, s.prefix, ftClientSpread, ftServerSpread)
+	}
+}
+
+func TestWgspreadArgs(t *testing.T) {
+	ends := testWgspreadEnds()
+	const key = "000102030405060708090a0b0c0d0e0f"
+	for _, tc := range []struct {
+		name   string
+		end    wgspreadEnd
+		spread bool
+		want   []string
+	}{
+		{"client stock bind", ends[0], false, []string{"-stock-bind", "wgsc0a0b0c"}},
+		{"server stock bind", ends[1], false, []string{"-stock-bind", "wgss0a0b0c"}},
+		{"client spread", ends[0], true, []string{"-prefix", "2001:db8:a:1::/64",
+			"-peer-prefix", "[2001:db8:b::1]:51820=2001:db8:b:1::/64", "-hash-key", key, "wgsc0a0b0c"}},
+		{"server spread", ends[1], true, []string{"-prefix", "2001:db8:b:1::/64",
+			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key", key, "wgss0a0b0c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wgspreadArgs(tc.end, tc.spread, key); !slices.Equal(got, tc.want) {
+				t.Errorf("wgspread %q\nwant     %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWgSetArgs(t *testing.T) {
+	ends := testWgspreadEnds()
+	for _, tc := range []struct {
+		name string
+		end  wgspreadEnd
+		want []string
+	}{
+		{"client", ends[0], []string{"wg", "set", "wgsc0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+			"peer", "PEERPUB=", "endpoint", "[2001:db8:b::1]:51820", "allowed-ips", "2001:db8:d::b/128"}},
+		{"server", ends[1], []string{"wg", "set", "wgss0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+			"peer", "PEERPUB=", "endpoint", "[2001:db8:a::1]:51820", "allowed-ips", "2001:db8:d::a/128"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wgSetArgs(tc.end, "PEERPUB="); !slices.Equal(got, tc.want) {
+				t.Errorf("wg set %q\nwant   %q", got, tc.want)
+			}
+		})
+	}
+	// The canonical endpoint must be the peer host's own address, which
+	// the peer's -peer-prefix names: wgspread drops datagrams from any
+	// other source outside the peer's prefix.
+	if ep := netip.AddrPortFrom(ends[0].peer, wgsPort); !strings.Contains(wgspreadArgs(ends[0], true, "k")[3], ep.String()+"=") {
+		t.Errorf("the client's -peer-prefix does not name the endpoint %v it gives wg", ep)
+	}
+}
+
+func TestMissingToolsWireGuardVPN(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // nothing is installed there
+	asksForWg := func(cfg *config) bool {
+		return slices.ContainsFunc(missingTools(cfg), func(s string) bool { return strings.HasPrefix(s, "wg ") })
+	}
+	for _, tc := range []struct {
+		name  string
+		vpn   string
+		modes []string
+		want  bool
+	}{
+		{"wireguard spread", vpnWireGuard, []string{"spread"}, true},
+		{"wireguard one flow", vpnWireGuard, []string{"direct", "one-flow"}, true},
+		{"wireguard without its modes", vpnWireGuard, []string{"direct"}, false},
+		{"flowtun spread", vpnFlowtun, []string{"spread"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := asksForWg(&config{VPN: tc.vpn, Modes: tc.modes}); got != tc.want {
+				t.Errorf("asks for wg: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWriteTableNamesTheVPN(t *testing.T) {
+	rep := sampleReport()
+	rep.Config.VPN = vpnWireGuard
+	var b bytes.Buffer
+	rep.writeTable(&b)
+	if want := "fq_codel at 20 Mbit/s, VPN wireguard, 4 bulk flows inside"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
+	}
+}
+
+// TestRunInVMPassesWgspread runs runInVM with a stand-in for scripts/vm
+// that records its arguments and the shared directory: the wgspread
+// binary must travel into the directory the VM shares and be named to
+// the testbed inside.
+func TestRunInVMPassesWgspread(t *testing.T) {
+	dir := t.TempDir()
+	runner := filepath.Join(dir, "vm")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > runner-args\nls -a > runner-files\n"
+	if err := os.WriteFile(runner, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "wgspread")
+	if err := os.WriteFile(bin, []byte("binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	cfg, err := parseFlags([]string{"-vpn", "wireguard", "-wgspread", bin, "-vm-runner", runner, "-out", out}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := runInVM(cfg, []string{"-vpn", "wireguard"}, io.Discard, io.Discard); code != 0 || err != nil {
+		t.Fatalf("runInVM: status %d, %v", code, err)
+	}
+	args, err := os.ReadFile(filepath.Join(out, "runner-args"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := os.ReadFile(filepath.Join(out, "runner-files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for line := range strings.Lines(string(args)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "-wgspread=./"); ok {
+			name = v
+		}
+	}
+	if name == "" {
+		t.Fatalf("the VM's testbed gets no -wgspread: arguments\n%s", args)
+	}
+	if !slices.Contains(strings.Fields(string(files)), name) {
+		t.Errorf("%s was not in the shared directory while the VM ran: %s", name, files)
+	}
+	if !strings.Contains(string(args), "-vpn\nwireguard\n") {
+		t.Errorf("the VM's testbed does not get -vpn wireguard: arguments\n%s", args)
+	}
+	if _, err := os.Stat(filepath.Join(out, name)); !os.IsNotExist(err) {
+		t.Errorf("the copy %s is left in the output directory: %v", name, err)
+	}
+}
+
+// TestWireGuardInVM runs the one-flow and spread modes with -vpn wireguard
+// in the VM: wgspread built on the host, carried into the VM, configured
+// with wg at both ends. Like TestExperimentInVM it boots a VM, so it runs
+// only when FLOWSPREAD_VM_EXPERIMENT=1.
+func TestWireGuardInVM(t *testing.T) {
+	if os.Getenv("FLOWSPREAD_VM_EXPERIMENT") != "1" {
+		t.Skip("boots a VM: set FLOWSPREAD_VM_EXPERIMENT=1 to run it")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, scripts/vm): run the tests as root")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM and runs two modes for about a minute; skipped with -short")
+	}
+	cfg := &config{VPN: vpnWireGuard, Modes: []string{"spread"}}
+	if missing := missingTools(cfg); len(missing) > 0 {
+		t.Skipf("missing %s: run scripts/install-deps", strings.Join(missing, ", "))
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "testbed")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-vm=always", "-vm-runner", vmRunner(t), "-vpn", "wireguard",
+		"-modes", "one-flow,spread", "-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out)
+	stopGently(cmd)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		// 1 is an invalid report, judged below; anything else is a failure.
+		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	rep, err := readReport(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
+	}
+	table := stdout.String()
+	if rep.Config.VPN != vpnWireGuard || !strings.Contains(table, "VPN wireguard") {
+		t.Errorf("the report does not say WireGuard ran: config VPN %q\n%s", rep.Config.VPN, table)
+	}
+	if len(rep.Modes) != 2 {
+		t.Fatalf("%d modes in the report, want 2\n%s\n%s", len(rep.Modes), table, stderr.String())
+	}
+	oneFlow, spread := rep.Modes[0], rep.Modes[1]
+	for _, r := range rep.Modes {
+		if r.Status != statusOK && r.Status != statusInvalid {
+			t.Fatalf("mode %s: %s: %q\n%s", r.Mode, r.Status, r.Reasons, table)
+		}
+		if !strings.Contains(r.Description, "wgspread") {
+			t.Errorf("mode %s: description %q does not name wgspread", r.Mode, r.Description)
+		}
+		if r.InnerProbe.Samples == 0 {
+			t.Errorf("mode %s: the probe inside WireGuard got no replies", r.Mode)
+		}
+	}
+	for _, pattern := range []string{".testbed-vm-*", ".wgspread-*"} {
+		if left, _ := filepath.Glob(filepath.Join(out, pattern)); len(left) > 0 {
+			t.Errorf("binaries left in the output directory: %q", left)
+		}
+	}
+	if float64(oneFlow.TotalMbit) < minShareOfRate*rep.Config.RateMbit || float64(spread.TotalMbit) < minShareOfRate*rep.Config.RateMbit {
+		t.Skipf("the machine was too busy to fill the %g Mbit/s link (one-flow %.1f, spread %.1f Mbit/s): the shares prove nothing\n%s",
+			rep.Config.RateMbit, float64(oneFlow.TotalMbit), float64(spread.TotalMbit), table)
+	}
+	// Isolated, the 4 inner flows get 0.5 of the goodput; as one outer
+	// flow, about one flow's share, 0.2.
+	if share := float64(spread.TunnelShare); share < 0.35 {
+		t.Errorf("spreading WireGuard's flows got %.2f of the goodput, want near 0.5: the router did not isolate them\n%s", share, table)
+	}
+	if oneFlow.TunnelShare >= spread.TunnelShare {
+		t.Errorf("the stock bind's one outer flow got %.2f of the goodput, spreading %.2f: spreading gained nothing\n%s",
+			float64(oneFlow.TunnelShare), float64(spread.TunnelShare), table)
+	}
+}
