@@ -143,10 +143,16 @@ type tunnel struct {
 	txBufs  [][]byte // where the TUN reads each packet: after the header
 	txSizes []int
 	txMsgs  []conn.Message
+	txOrder []int          // sparseFirst's order of the batch
+	txFlows []uint64       // each packet's flow hash, for sparseFirst
+	txSent  []conn.Message // txMsgs in that order
 	// Owned by the network reader goroutine.
-	open   *opener
-	window replayWindow
-	rxMsgs []conn.Message
+	open    *opener
+	window  replayWindow
+	rxMsgs  []conn.Message
+	rxInner [][]byte // each datagram's inner packet, nil when dropped
+	rxOrder []int
+	rxFlows []uint64
 
 	count     counters
 	done      chan struct{} // closed by close
@@ -205,6 +211,8 @@ func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
 	t.txSizes = make([]int, cfg.batch)
 	t.txMsgs = make([]conn.Message, cfg.batch)
 	t.rxMsgs = make([]conn.Message, cfg.batch)
+	t.txOrder, t.txFlows, t.txSent = make([]int, cfg.batch), make([]uint64, cfg.batch), make([]conn.Message, cfg.batch)
+	t.rxInner, t.rxOrder, t.rxFlows = make([][]byte, cfg.batch), make([]int, cfg.batch), make([]uint64, cfg.batch)
 	for i := range cfg.batch {
 		// A read of one byte more than the MTU tells an oversized packet.
 		t.txFull[i] = make([]byte, overhead+cfg.mtu+1)
@@ -252,7 +260,8 @@ func (t *tunnel) run(ctx context.Context) error {
 
 // tunToNet reads inner packets from the TUN device in batches, seals each
 // in place and sends the batch to the peer, each datagram on its flow's
-// outer address pair. It does not allocate.
+// outer address pair, sparse flows first (sparseFirst). It does not
+// allocate.
 func (t *tunnel) tunToNet() error {
 	for {
 		n, err := t.tun.readBatch(t.txBufs, t.txSizes)
@@ -278,11 +287,16 @@ func (t *tunnel) tunToNet() error {
 			if err != nil {
 				return err
 			}
+			t.txFlows[len(msgs)] = flowOrder(flow, len(msgs))
 			msgs = append(msgs, conn.Message{Buf: dgram, Peer: t.cfg.peer, Flow: flow})
 		}
 		t.count.tunPackets.Add(uint64(n))
 		t.count.tunBytes.Add(bytes)
-		if err := t.send(msgs); err != nil {
+		sent := t.txSent[:len(msgs)]
+		for i, j := range sparseFirst(t.txOrder, t.txFlows[:len(msgs)]) {
+			sent[i] = msgs[j]
+		}
+		if err := t.send(sent); err != nil {
 			return err
 		}
 	}
@@ -314,8 +328,8 @@ const maxReadErrors = 100
 
 // netToTun reads datagrams from the peer in batches, drops those that are
 // malformed, replayed or not authentic, and writes the inner packets to
-// the TUN device, with the outer congestion marks (RFC 6040). It does not
-// allocate.
+// the TUN device, with the outer congestion marks (RFC 6040), sparse
+// flows first (sparseFirst). It does not allocate.
 func (t *tunnel) netToTun() error {
 	failures := 0
 	for {
@@ -337,49 +351,73 @@ func (t *tunnel) netToTun() error {
 		t.count.received.Add(uint64(n))
 		for i := range n {
 			m := &t.rxMsgs[i]
-			if err := t.receive(m.Buf[:m.N], m.ECN); err != nil {
+			inner, err := t.receive(m.Buf[:m.N], m.ECN)
+			if err != nil {
+				t.countDrop(err)
+			}
+			t.rxInner[i] = inner
+			t.rxFlows[i] = ^uint64(i)
+			if inner != nil {
+				t.rxFlows[i] = flowOrder(t.conn.Classify(inner), i)
+			}
+		}
+		for _, i := range sparseFirst(t.rxOrder, t.rxFlows[:n]) {
+			inner := t.rxInner[i]
+			if inner == nil {
+				continue
+			}
+			if _, err := t.tun.write(inner); err != nil {
 				if t.closed() {
 					return nil
 				}
-				t.countDrop(err)
+				t.countDrop(errTunWrite)
+				continue
 			}
+			t.count.delivered.Add(1)
+			t.count.deliveredBytes.Add(uint64(len(inner)))
 		}
 	}
+}
+
+// flowOrder is the key sparseFirst orders packet i of a batch by: its
+// flow hash, or, for a packet with no flow key, a value of its own.
+func flowOrder(f conn.Flow, i int) uint64 {
+	if !f.Valid {
+		return ^uint64(i)
+	}
+	return f.Hash
 }
 
 // errTunWrite marks a failed write of an inner packet.
 var errTunWrite = errors.New("write to the TUN device failed")
 
-// receive checks and opens one datagram and writes its inner packet to
-// the TUN device; an error says why it was dropped.
-func (t *tunnel) receive(dgram []byte, ecn flowaddr.ECN) error {
+// receive checks and opens one datagram in place and returns its inner
+// packet, ready for the TUN device; nil when it is dropped, with an error
+// that says why (none for an inner Not-ECT packet that arrived CE-marked,
+// which RFC 6040 drops and the conn counts in Stats.DroppedECN).
+func (t *tunnel) receive(dgram []byte, ecn flowaddr.ECN) ([]byte, error) {
 	counter, err := parseHeader(dgram)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The cheap check first, so a flood of replays costs no decryption.
 	if err := t.window.check(counter); err != nil {
-		return err
+		return nil, err
 	}
 	inner, err := t.open.open(dgram, counter)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Only an authentic counter moves the window.
 	t.window.accept(counter)
 	drop, err := t.conn.Decapsulate(inner, ecn)
 	if err != nil {
-		return errBadInner
+		return nil, errBadInner
 	}
 	if drop {
-		return nil // counted by the conn (Stats.DroppedECN)
+		return nil, nil
 	}
-	if _, err := t.tun.write(inner); err != nil {
-		return errTunWrite
-	}
-	t.count.delivered.Add(1)
-	t.count.deliveredBytes.Add(uint64(len(inner)))
-	return nil
+	return inner, nil
 }
 
 // errBadInner: an authentic datagram whose content is no IP packet.

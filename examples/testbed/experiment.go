@@ -36,6 +36,8 @@ type config struct {
 	// RequireTargets fails the run when the spread mode misses its
 	// targets, as CI and scripts/experiment want.
 	RequireTargets bool
+	// LatencyTarget: RequireTargets includes the latency target.
+	LatencyTarget bool
 
 	VM       string // auto, always or never
 	VMRunner string

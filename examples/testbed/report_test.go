@@ -257,22 +257,32 @@ func TestReportJSONRoundTrip(t *testing.T) {
 }
 
 func TestMissedTargets(t *testing.T) {
+	met := targets{P99GapMs: 1, Met: true, LatencyMet: true, JainMet: true}
+	slow := targets{P99GapMs: 5, JainMet: true}
+	unfair := targets{P99GapMs: 1, LatencyMet: true}
+	config := reportConfig{InnerFlows: 4, OuterFlows: 4} // one flow's share 0.2, fair 0.5
 	tests := []struct {
-		name string
-		rows []modeResult
-		want string // a part of the answer; "" for none
+		name    string
+		rows    []modeResult
+		latency bool
+		want    string // a part of the answer; "" for none
 	}{
-		{"no spread row", []modeResult{{Mode: "direct", Status: statusOK}}, ""},
-		{"spread skipped", []modeResult{{Mode: "spread", Status: statusSkipped}}, ""},
-		{"spread met", []modeResult{{Mode: "spread", Status: statusOK, Targets: targets{P99GapMs: 1, Met: true}}}, ""},
-		{"spread missed", []modeResult{{Mode: "spread", Status: statusOK, Jain: 0.99, Targets: targets{P99GapMs: 5}}}, "inner probe p99 5.0 ms above"},
-		{"spread invalid", []modeResult{{Mode: "spread", Status: statusInvalid, Targets: targets{Met: true}}}, "was invalid"},
+		{"no spread row", []modeResult{{Mode: "direct", Status: statusOK}}, true, ""},
+		{"spread skipped", []modeResult{{Mode: "spread", Status: statusSkipped}}, true, ""},
+		{"spread met", []modeResult{{Mode: "spread", Status: statusOK, Targets: met}}, true, ""},
+		{"spread too slow", []modeResult{{Mode: "spread", Status: statusOK, Jain: 0.99, Targets: slow}}, true, "inner probe p99 5.0 ms above"},
+		{"spread too slow, latency not required", []modeResult{{Mode: "spread", Status: statusOK, Jain: 0.99, Targets: slow}}, false, ""},
+		{"spread unfair, latency not required", []modeResult{{Mode: "spread", Status: statusOK, Jain: 0.9, Targets: unfair}}, false, "Jain 0.900"},
+		{"spread invalid", []modeResult{{Mode: "spread", Status: statusInvalid, Targets: met}}, true, "was invalid"},
+		{"one-flow squeezed", []modeResult{{Mode: "one-flow", Status: statusOK, TunnelShare: 0.24, ExpectedShare: 0.2}}, true, ""},
+		{"one-flow not squeezed", []modeResult{{Mode: "one-flow", Status: statusOK, TunnelShare: 0.4, ExpectedShare: 0.2}}, true, "one-flow mode was not squeezed"},
+		{"one-flow invalid", []modeResult{{Mode: "one-flow", Status: statusInvalid, TunnelShare: 0.5, ExpectedShare: 0.2}}, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := (&report{Modes: tt.rows}).missedTargets()
+			got := (&report{Config: config, Modes: tt.rows}).missedTargets(tt.latency)
 			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
-				t.Errorf("missedTargets() = %q, want %q", got, tt.want)
+				t.Errorf("missedTargets(%v) = %q, want %q", tt.latency, got, tt.want)
 			}
 		})
 	}
