@@ -15,8 +15,12 @@
 // [conn.FlowSpreadConn.ReadBatch] (every datagram from the peer's range
 // reads as from its one canonical address), checks and opens each, applies
 // the outer ECN mark with [conn.FlowSpreadConn.Decapsulate] (RFC 6040) and
-// writes the inner packet to the TUN device. Buffers are allocated at
-// start: the data path allocates nothing.
+// writes the inner packet to the TUN device. Within each batch, both
+// ways, packets of flows that have only one packet in it go first, as
+// fq_codel serves new sparse flows first: a probe or an ACK does not wait
+// for a bulk flow's burst to be encrypted and sent, or written to the TUN
+// device, inside the tunnel end; each flow keeps its own order. Buffers
+// are allocated at start: the data path allocates nothing.
 //
 // # Running it
 //
