@@ -1,11 +1,9 @@
 package main
 
 import (
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/flowspread/flowspread/internal/testutil"
 )
@@ -37,48 +35,7 @@ func TestClearHashAttachesAndPasses(t *testing.T) {
 		t.Fatalf("tc filter show dev vb ingress: want one fs_clear_hash direct-action filter, got:\n%s", filters)
 	}
 
-	var srv *net.UDPConn
-	if err := b.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() { // echo
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	payload := make([]byte, 1200)
-	buf := make([]byte, 2048)
-	for i := range 50 {
-		payload[0] = byte(i)
-		if _, err := cli.Write(payload); err != nil {
-			t.Fatal(err)
-		}
-		cli.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := cli.Read(buf)
-		if err != nil {
-			t.Fatalf("datagram %d: no echo through the filtered interface: %v", i, err)
-		}
-		if n != len(payload) || buf[0] != byte(i) {
-			t.Fatalf("datagram %d came back as %d bytes starting %d", i, n, buf[0])
-		}
-	}
+	echoAcross(t, a, b, netip.MustParseAddrPort("[2001:db8:1::2]:9000"), 50, "the filtered interface")
 }
 
 func TestClearHashProgramShape(t *testing.T) {

@@ -2,17 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseFlagsVPN(t *testing.T) {
@@ -300,48 +296,14 @@ func TestRunInVMPassesWgspread(t *testing.T) {
 // with wg at both ends. Like TestExperimentInVM it boots a VM, so it runs
 // only when FLOWSPREAD_VM_EXPERIMENT=1.
 func TestWireGuardInVM(t *testing.T) {
-	if os.Getenv("FLOWSPREAD_VM_EXPERIMENT") != "1" {
-		t.Skip("boots a VM: set FLOWSPREAD_VM_EXPERIMENT=1 to run it")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (namespaces, scripts/vm): run the tests as root")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM and runs two modes for about a minute; skipped with -short")
-	}
-	cfg := &config{VPN: vpnWireGuard, Modes: []string{"spread"}}
-	if missing := missingTools(cfg); len(missing) > 0 {
-		t.Skipf("missing %s: run scripts/install-deps", strings.Join(missing, ", "))
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "testbed")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	out := filepath.Join(dir, "out")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-vm=always", "-vm-runner", vmRunner(t), "-vpn", "wireguard",
-		"-modes", "one-flow,spread", "-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out)
-	stopGently(cmd)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
-		// 1 is an invalid report, judged below; anything else is a failure.
-		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	rep, err := readReport(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
-	}
-	table := stdout.String()
+	rep, table, stderr := runTestbedInVM(t, &config{VPN: vpnWireGuard, Modes: []string{"spread"}},
+		"boots a VM: set FLOWSPREAD_VM_EXPERIMENT=1 to run it",
+		"-vpn", "wireguard", "-modes", "one-flow,spread")
 	if rep.Config.VPN != vpnWireGuard || !strings.Contains(table, "VPN wireguard") {
 		t.Errorf("the report does not say WireGuard ran: config VPN %q\n%s", rep.Config.VPN, table)
 	}
 	if len(rep.Modes) != 2 {
-		t.Fatalf("%d modes in the report, want 2\n%s\n%s", len(rep.Modes), table, stderr.String())
+		t.Fatalf("%d modes in the report, want 2\n%s\n%s", len(rep.Modes), table, stderr)
 	}
 	oneFlow, spread := rep.Modes[0], rep.Modes[1]
 	for _, r := range rep.Modes {
@@ -353,11 +315,6 @@ func TestWireGuardInVM(t *testing.T) {
 		}
 		if r.InnerProbe.Samples == 0 {
 			t.Errorf("mode %s: the probe inside WireGuard got no replies", r.Mode)
-		}
-	}
-	for _, pattern := range []string{".testbed-vm-*", ".wgspread-*"} {
-		if left, _ := filepath.Glob(filepath.Join(out, pattern)); len(left) > 0 {
-			t.Errorf("binaries left in the output directory: %q", left)
 		}
 	}
 	if float64(oneFlow.TotalMbit) < minShareOfRate*rep.Config.RateMbit || float64(spread.TotalMbit) < minShareOfRate*rep.Config.RateMbit {

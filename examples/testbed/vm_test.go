@@ -82,8 +82,21 @@ exit 7`
 // scripts/vm-tests runs the whole shortened experiment in the VM, which
 // covers this, so it runs only when FLOWSPREAD_VM_EXPERIMENT=1.
 func TestExperimentInVM(t *testing.T) {
+	rep, table, _ := runTestbedInVM(t, &config{Modes: []string{"control"}},
+		"scripts/vm-tests runs the experiment in the VM; set FLOWSPREAD_VM_EXPERIMENT=1 to run this one too",
+		"-modes", "direct,control")
+	checkDirectAndControl(t, rep, table)
+}
+
+// runTestbedInVM builds the testbed, runs it with -vm=always at 10 Mbit/s
+// for 6 s per mode plus args, and returns its report, its table (stdout)
+// and its progress (stderr). It skips the test unless
+// FLOWSPREAD_VM_EXPERIMENT=1 (saying skipWhy), it runs as root, not with
+// -short, and with every tool the modes of need use.
+func runTestbedInVM(t *testing.T, need *config, skipWhy string, args ...string) (rep *report, stdout, stderr string) {
+	t.Helper()
 	if os.Getenv("FLOWSPREAD_VM_EXPERIMENT") != "1" {
-		t.Skip("scripts/vm-tests runs the experiment in the VM; set FLOWSPREAD_VM_EXPERIMENT=1 to run this one too")
+		t.Skip(skipWhy)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (namespaces, scripts/vm): run the tests as root")
@@ -91,8 +104,7 @@ func TestExperimentInVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM and runs two modes for about a minute; skipped with -short")
 	}
-	cfg := &config{Modes: []string{"control"}}
-	if missing := missingTools(cfg); len(missing) > 0 {
+	if missing := missingTools(need); len(missing) > 0 {
 		t.Skipf("missing %s: run scripts/install-deps", strings.Join(missing, ", "))
 	}
 	dir := t.TempDir()
@@ -103,28 +115,30 @@ func TestExperimentInVM(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-vm=always", "-vm-runner", vmRunner(t),
-		"-modes", "direct,control", "-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-vm=always", "-vm-runner", vmRunner(t),
+		"-rate", "10", "-d", "6s", "-warmup", "2s", "-plots=false", "-out", out}, args...)...)
 	stopGently(cmd)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var outBuf, errBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &outBuf, &errBuf
 	err := cmd.Run()
 	var exit *exec.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
-		// 1 is an invalid report, judged below; anything else is a failure.
-		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		// 1 is an invalid report, judged by the caller; anything else is a failure.
+		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, outBuf.String(), errBuf.String())
 	}
-	rep, err := readReport(filepath.Join(out, "results.json"))
+	rep, err = readReport(filepath.Join(out, "results.json"))
 	if err != nil {
-		t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
+		t.Fatalf("%v\nstderr:\n%s", err, errBuf.String())
 	}
 	if !rep.Config.InVM {
 		t.Error("the report says it did not run in the VM")
 	}
-	checkDirectAndControl(t, rep, stdout.String())
-	if entries, _ := filepath.Glob(filepath.Join(out, ".testbed-vm-*")); len(entries) > 0 {
-		t.Errorf("the binary copied for the VM was left behind: %q", entries)
+	for _, pattern := range []string{".testbed-vm-*", ".wgspread-*"} {
+		if left, _ := filepath.Glob(filepath.Join(out, pattern)); len(left) > 0 {
+			t.Errorf("binaries copied for the VM were left in the output directory: %q", left)
+		}
 	}
+	return rep, outBuf.String(), errBuf.String()
 }
 
 // checkDirectAndControl asserts what the direct and control modes must

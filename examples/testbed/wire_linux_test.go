@@ -37,52 +37,8 @@ func TestWireForwardsBothWays(t *testing.T) {
 	}
 	t.Cleanup(func() { proc.stop() })
 
-	var srv *net.UDPConn
-	if err := b.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() { // echo
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-
 	const datagrams = 200
-	payload := make([]byte, 1200)
-	buf := make([]byte, 2048)
-	echoed := 0
-	for i := range datagrams {
-		payload[0] = byte(i)
-		if _, err := cli.Write(payload); err != nil {
-			t.Fatal(err)
-		}
-		cli.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := cli.Read(buf)
-		if err != nil {
-			t.Fatalf("datagram %d: no echo through the wire: %v", i, err)
-		}
-		if n != len(payload) || buf[0] != byte(i) {
-			t.Fatalf("datagram %d came back as %d bytes starting %d", i, n, buf[0])
-		}
-		echoed++
-	}
+	echoAcross(t, a, b, netip.MustParseAddrPort("[2001:db8:1::2]:9000"), datagrams, "the wire")
 
 	s, err := proc.stats()
 	if err != nil {
@@ -125,6 +81,57 @@ func TestWireForwardsBothWays(t *testing.T) {
 // TestWireCountsOversizeFrames sends a frame bigger than the wire's
 // buffer (jumbo MTU on one side): the wire must count it, not send it on
 // cut short.
+// echoAcross runs a UDP echo server at server in namespace b, sends
+// datagrams 1200-byte datagrams to it from namespace a one at a time, and
+// fails unless each comes back whole, through what the test put between
+// them (named by path in the failures).
+func echoAcross(t *testing.T, a, b *testutil.Netns, server netip.AddrPort, datagrams int, path string) {
+	t.Helper()
+	var srv *net.UDPConn
+	if err := b.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(server))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() { // echo
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	var cli *net.UDPConn
+	if err := a.Do(func() (err error) {
+		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(server))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	payload := make([]byte, 1200)
+	buf := make([]byte, 2048)
+	for i := range datagrams {
+		payload[0] = byte(i)
+		if _, err := cli.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := cli.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: no echo through %s: %v", i, path, err)
+		}
+		if n != len(payload) || buf[0] != byte(i) {
+			t.Fatalf("datagram %d came back as %d bytes starting %d", i, n, buf[0])
+		}
+	}
+}
+
 func TestWireCountsOversizeFrames(t *testing.T) {
 	testutil.SkipUnlessRoot(t)
 	if _, err := exec.LookPath("ethtool"); err != nil {
