@@ -125,9 +125,15 @@ func TestClassifyPolicy(t *testing.T) {
 	if !f.Valid || f.Hash != 1000 || p.calls.Load() != 1 {
 		t.Fatalf("Classify = %+v after %d policy calls; want the policy's hash 1000 from one call", f, p.calls.Load())
 	}
-	// The clock is coarse, but its first reading is exact.
+	// A policy other than hash.Static sees the clock of each packet.
 	now := time.Unix(0, p.now.Load())
 	if now.After(after) || now.Before(before) {
-		t.Errorf("policy saw now = %v, want about %v", now, before)
+		t.Errorf("policy saw now = %v, want between %v and %v", now, before, after)
+	}
+	time.Sleep(5 * time.Millisecond)
+	before = time.Now()
+	c.Classify(udp6Packet(t, "2001:db8:1::1", "2001:db8:2::2", 1, 2))
+	if now2 := time.Unix(0, p.now.Load()); now2.Before(before) {
+		t.Errorf("second Classify: policy saw now = %v, a clock older than the call (%v)", now2, before)
 	}
 }

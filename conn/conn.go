@@ -36,7 +36,9 @@ type FlowSpreadConn struct {
 	acceptUnknown bool
 
 	policy hash.Policy
-	clock  *coarseClock
+	// timeless: the policy ignores the time (hash.Static), so the clock
+	// is not read per packet.
+	timeless bool
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -72,7 +74,6 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		prefix:    cfg.Prefix,
 		symmetric: cfg.Symmetric,
 		flowLabel: cfg.FlowLabel,
-		clock:     newCoarseClock(),
 
 		acceptUnknown: cfg.AcceptUnknown,
 	}
@@ -98,6 +99,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		}
 		c.policy = hash.NewStatic(hash.NewSipHash24(key))
 	}
+	_, c.timeless = c.policy.(*hash.Static)
 	c.readers.New = func() any { return new([1]Message) }
 
 	uc, caps, err := openSocket(&cfg)
@@ -142,7 +144,6 @@ func (c *FlowSpreadConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		c.clock.stop()
 		errRecv := c.recv.close()
 		if c.host != nil {
 			errRecv = errors.Join(errRecv, c.host.close())

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/flowspread/flowspread/flowaddr"
 )
@@ -43,9 +44,9 @@ func (a *FlowAddr) String() string { return a.Peer.String() }
 // codepoint from the IP header. A packet without a usable flow key gives
 // an unclassified Flow (still with its ECN codepoint).
 //
-// Classify does not read the clock per packet: the policy sees a clock
-// that is at most a millisecond old. It is safe for concurrent use, does
-// not retain inner, and does not allocate.
+// Classify reads the clock only for a policy that uses it: never for a
+// [hash.Static] (the default), once per packet for any other. It is safe
+// for concurrent use, does not retain inner, and does not allocate.
 func (c *FlowSpreadConn) Classify(inner []byte) Flow {
 	var f Flow
 	if e, ok := flowaddr.PacketECN(inner); ok {
@@ -66,5 +67,9 @@ func (c *FlowSpreadConn) Classify(inner []byte) Flow {
 // flowHash hashes key with the conn's policy. The key's bytes go by value
 // (hash.Input), so the interface call does not move them to the heap.
 func (c *FlowSpreadConn) flowHash(key *flowaddr.Key) uint64 {
-	return c.policy.FlowHash(key.Bytes(), c.clock.Now())
+	var now int64
+	if !c.timeless {
+		now = time.Now().UnixNano()
+	}
+	return c.policy.FlowHash(key.Bytes(), now)
 }

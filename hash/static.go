@@ -6,7 +6,8 @@ package hash
 // own session), but an observer who watches long enough learns which outer
 // addresses belong to one long-lived flow.
 //
-// A Static is safe for concurrent use and does not allocate.
+// It ignores the time, so a conn with a Static policy never reads the
+// clock. A Static is safe for concurrent use and does not allocate.
 type Static struct {
 	h Hasher
 }

@@ -53,6 +53,9 @@
 // SIGUSR1, to standard error or to the -stats file. SIGINT and SIGTERM
 // stop the tunnel and remove its device and local route.
 //
+// FLOWTUN_CPUPROFILE=PREFIX writes a CPU profile of the whole run to
+// PREFIX.PID.pprof, for go tool pprof.
+//
 // # Wire format and keys
 //
 // A datagram is a type byte (1), an 8-byte big-endian counter, and the

@@ -53,6 +53,13 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger.Print(describe(t))
 
+	stopProfile, err := startProfile()
+	if err != nil {
+		logger.Print(err)
+		t.close()
+		return 1
+	}
+
 	dump := func() {
 		if statsPath == "" {
 			return
@@ -78,6 +85,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	err = t.run(ctx)
+	if perr := stopProfile(); perr != nil {
+		logger.Print(perr)
+	}
 	if cerr := t.close(); cerr != nil {
 		logger.Print(cerr)
 	}
