@@ -60,9 +60,18 @@
 // module's Bind, spreading over the same /64 of each site as flowtun. The
 // report's title names the VPN, and its rows say which program ran.
 //
+// Before each mode's load both probes run alone for -idle (3 s): their
+// idle medians are each path's own delay, and the difference is what the
+// tunnel's two ends cost a round trip with no queue anywhere. Natively
+// that is tens of microseconds; under the VM's emulation it is about 2 ms,
+// and it grows under load, when the tunnel ends share two emulated CPUs
+// with everything else. The report shows it beside the spread mode's
+// latency gap, so that a reader can tell the tunnel's processing from the
+// bottleneck's queueing.
+//
 // For each mode it reports the goodput of every bulk flow, Jain's fairness
 // index over all of them, the tunnel's share, the probes' round-trip times
-// (median, p90, p99) inside and outside, and the router qdisc's own
+// (median, p90, p99) inside and outside, loaded and idle, and the router qdisc's own
 // statistics from `tc -s -j qdisc` (most flows queued at once, drops, ECN
 // marks). It prints a table, writes results.json and draws
 // latency-cdf.png and throughput.png (gonum.org/v1/plot) into -out.
@@ -85,7 +94,8 @@
 // share, as scripts/experiment asks; -latency-target=false leaves the
 // latency gap reported but not required, as CI's scripts/vm-tests asks
 // (under software emulation each pass through a user-space tunnel end
-// costs about a millisecond). It refuses to start (exit status 2) without
+// costs about half a millisecond with no load, and a probe's round trip
+// makes four). It refuses to start (exit status 2) without
 // root or without a tool it needs, saying which package to install.
 //
 // # Running it

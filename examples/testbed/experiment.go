@@ -21,11 +21,14 @@ type config struct {
 	InnerFlows    int           // N: bulk flows in the tunnel's position
 	OuterFlows    int           // M: bulk flows outside the tunnel
 	ProbeInterval time.Duration
-	Modes         []string
-	OutDir        string
-	Wire          wirePlacement
-	WireKind      wireKind
-	Plots         bool
+	// Idle is how long both probes run before each mode's load, to
+	// measure each path's own delay (0: not measured).
+	Idle     time.Duration
+	Modes    []string
+	OutDir   string
+	Wire     wirePlacement
+	WireKind wireKind
+	Plots    bool
 	// VPN is the tunnel of the one-flow and spread modes: vpnFlowtun or
 	// vpnWireGuard.
 	VPN string
@@ -214,6 +217,14 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	}
 
 	e.progress("  servers up")
+	if cfg.Idle > 0 {
+		e.progress("  idle: both probes for %v, with no load", cfg.Idle)
+		in, out, err := e.probeIdle(ctx, netip.AddrPortFrom(inner.Server, irttInnerPort))
+		if err != nil {
+			return fail(err)
+		}
+		res.InnerIdle, res.OuterIdle = &in, &out
+	}
 	wireBefore, err := topo.WireStats()
 	if err != nil {
 		return fail(err)
@@ -334,6 +345,31 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	res.OuterProbe = newProbeSummary(outerProbe)
 	res.measure(cfg, m)
 	return res
+}
+
+// probeIdle runs the inner probe (to innerServer) and the outer probe at
+// once, before any load: each path's own delay, which for the inner path
+// is the tunnel's processing at its two ends.
+func (e *experiment) probeIdle(ctx context.Context, innerServer netip.AddrPort) (inner, outer probeSummary, err error) {
+	var (
+		wg       sync.WaitGroup
+		in, out  probeResult
+		inErr    error
+		outErr   error
+		interval = e.cfg.ProbeInterval
+	)
+	wg.Go(func() { in, inErr = runIrtt(ctx, e.topo.Client, innerServer, interval, e.cfg.Idle) })
+	wg.Go(func() {
+		out, outErr = runIrtt(ctx, e.topo.Client, netip.AddrPortFrom(e.topo.ServerHost, irttOuterPort), interval, e.cfg.Idle)
+	})
+	wg.Wait()
+	if inErr != nil {
+		return inner, outer, fmt.Errorf("inner probe, with no load: %w", inErr)
+	}
+	if outErr != nil {
+		return inner, outer, fmt.Errorf("outer probe, with no load: %w", outErr)
+	}
+	return newProbeSummary(in), newProbeSummary(out), nil
 }
 
 // newReportConfig records the experiment's settings and the machine.

@@ -137,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.InnerFlows, "n", 4, "bulk TCP flows in the tunnel's position (inside it, when there is one)")
 	fs.IntVar(&cfg.OuterFlows, "m", 4, "bulk TCP flows outside the tunnel")
 	fs.DurationVar(&cfg.ProbeInterval, "probe", 10*time.Millisecond, "interval of the irtt latency probes")
+	fs.DurationVar(&cfg.Idle, "idle", 3*time.Second, "probe both paths for this long before each mode's load, to measure each path's own delay with no queue (what the tunnel itself costs); 0 skips it")
 	modeList := fs.String("modes", strings.Join(modeNames(), ","), "modes to run, in order, comma-separated")
 	fs.StringVar(&cfg.OutDir, "out", "testbed-results", "directory for results.json and the plots")
 	wire := fs.String("wire", "both", "where the hash-clearing wire sits: both (client-router and router-server links), client (the client-router link only: ACKs and probe replies then reach the router with the server's hash), or none (plain veths, which leak the flow hash: a diagnostic the control run fails)")
@@ -146,7 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
 	fs.IntVar(&cfg.VMMemMB, "vm-mem", 2048, "VM memory in MiB")
 	fs.BoolVar(&cfg.RequireTargets, "require-targets", false, "exit with status 1 also when the spread mode ran and missed its targets (inner probe p99 within 2 ms of the outer's, Jain >= 0.95), or the one-flow mode ran and was not squeezed")
-	fs.BoolVar(&cfg.LatencyTarget, "latency-target", true, "with -require-targets, require the spread mode's latency target too; false reports it without requiring it (under software emulation each pass through a user-space tunnel end costs about a millisecond, more than the target allows)")
+	fs.BoolVar(&cfg.LatencyTarget, "latency-target", true, "with -require-targets, require the spread mode's latency target too; false reports it without requiring it (under software emulation each pass through a user-space tunnel end costs about half a millisecond with no load, and a round trip makes four: more than the target allows)")
 	fs.StringVar(&cfg.VPN, "vpn", vpnFlowtun, "the VPN of the one-flow and spread modes: flowtun (examples/flowtun), or wireguard (examples/wgspread: wireguard-go with its own StdNetBind for one-flow, spreading for spread)")
 	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes with -vpn flowtun (default: go build it into -out)")
 	fs.StringVar(&cfg.Wgspread, "wgspread", "", "path of a built examples/wgspread for the one-flow and spread modes with -vpn wireguard (default: go build it into -out)")
@@ -216,6 +217,8 @@ Modes: %s.
 		return nil, fmt.Errorf("-m %d: want 0 to 64 flows", cfg.OuterFlows)
 	case cfg.ProbeInterval < time.Millisecond:
 		return nil, fmt.Errorf("-probe %v: want at least 1ms", cfg.ProbeInterval)
+	case cfg.Idle != 0 && cfg.Idle < time.Second:
+		return nil, fmt.Errorf("-idle %v: want 0 (skip) or at least 1s", cfg.Idle)
 	case cfg.VMMemMB < 512:
 		return nil, fmt.Errorf("-vm-mem %d: want at least 512 MiB", cfg.VMMemMB)
 	}

@@ -57,6 +57,9 @@ func TestParseFlags(t *testing.T) {
 		{"bad vm", []string{"-vm", "maybe"}, "auto, always or never", nil},
 		{"stray argument", []string{"direct"}, "unexpected argument", nil},
 		{"probe too fast", []string{"-probe", "100us"}, "at least 1ms", nil},
+		{"idle probes by default", nil, "", func(c *config) bool { return c.Idle == 3*time.Second }},
+		{"idle probes off", []string{"-idle", "0"}, "", func(c *config) bool { return c.Idle == 0 }},
+		{"idle probes too short", []string{"-idle", "500ms"}, "-idle 500ms", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseFlags(tc.args, io.Discard)

@@ -77,6 +77,11 @@ type modeResult struct {
 
 	InnerProbe probeSummary `json:"inner_probe"`
 	OuterProbe probeSummary `json:"outer_probe"`
+	// InnerIdle and OuterIdle are the probes before the load (-idle):
+	// each path's own delay with no queue. The difference of their
+	// medians is what the tunnel's two ends cost a round trip.
+	InnerIdle *probeSummary `json:"inner_probe_idle,omitempty"`
+	OuterIdle *probeSummary `json:"outer_probe_idle,omitempty"`
 
 	Qdisc        *qdiscStats `json:"qdisc,omitempty"`         // the router towards the server: the bulk flows' bottleneck
 	ReverseQdisc *qdiscStats `json:"reverse_qdisc,omitempty"` // the router towards the client: ACKs and probe replies
@@ -105,7 +110,13 @@ func newProbeSummary(p probeResult) probeSummary {
 // targets compares a row with the spreading tunnel's acceptance figures.
 type targets struct {
 	P99GapMs number `json:"p99_gap_ms"` // inner probe p99 minus outer probe p99
-	Met      bool   `json:"met"`        // both of the below
+	// IdleGapMs is the inner probe's idle median minus the outer's: the
+	// tunnel's own delay. LoadP99GapMs is P99GapMs less IdleGapMs: how
+	// much more the load delayed the inner probe than the outer one.
+	// Both are NaN when the idle probes did not run.
+	IdleGapMs    number `json:"idle_gap_ms"`
+	LoadP99GapMs number `json:"load_p99_gap_ms"`
+	Met          bool   `json:"met"` // both of the below
 	// LatencyMet: the gap is at most targetP99GapMs. JainMet: Jain's
 	// index is at least targetJain.
 	LatencyMet bool `json:"latency_met"`
@@ -137,6 +148,11 @@ func (r *modeResult) measure(cfg *config, m mode) {
 		r.ExpectedShare = number(oneFlow)
 	}
 	r.Targets.P99GapMs = r.InnerProbe.P99 - r.OuterProbe.P99
+	r.Targets.IdleGapMs, r.Targets.LoadP99GapMs = number(math.NaN()), number(math.NaN())
+	if r.InnerIdle != nil && r.OuterIdle != nil && r.InnerIdle.Samples > 0 && r.OuterIdle.Samples > 0 {
+		r.Targets.IdleGapMs = r.InnerIdle.Median - r.OuterIdle.Median
+		r.Targets.LoadP99GapMs = r.Targets.P99GapMs - r.Targets.IdleGapMs
+	}
 	r.Targets.LatencyMet = float64(r.Targets.P99GapMs) <= targetP99GapMs
 	r.Targets.JainMet = float64(r.Jain) >= targetJain
 	r.Targets.Met = r.Targets.LatencyMet && r.Targets.JainMet
@@ -302,10 +318,10 @@ func (rep *report) writeTable(w io.Writer) {
 		c.Qdisc, c.RateMbit, vpn, c.InnerFlows, c.OuterFlows, c.DurationS, c.OmitS, c.Kernel, where)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\twire p99 ms\t")
+	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\tidle p50 ms in/out\twire p99 ms\t")
 	for _, r := range rep.Modes {
 		if r.Status == statusSkipped || r.Status == statusFailed {
-			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\n", r.Mode, r.Status)
+			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\t\n", r.Mode, r.Status)
 			continue
 		}
 		flows := "-"
@@ -316,9 +332,13 @@ func (rep *report) writeTable(w io.Writer) {
 		if len(r.Wire) > 0 {
 			wireDelay = fmt.Sprintf("<%g", float64(r.WireDelayP99Ms))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t\n", r.Mode, r.Status,
+		idle := "-"
+		if r.InnerIdle != nil && r.OuterIdle != nil {
+			idle = fmt.Sprintf("%.1f / %.1f", float64(r.InnerIdle.Median), float64(r.OuterIdle.Median))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t%s\t\n", r.Mode, r.Status,
 			float64(r.TotalMbit), float64(r.TunnelShare), float64(r.ExpectedShare), float64(r.Jain), flows,
-			latencyCell(r.InnerProbe), latencyCell(r.OuterProbe), wireDelay)
+			latencyCell(r.InnerProbe), latencyCell(r.OuterProbe), idle, wireDelay)
 	}
 	tw.Flush()
 
@@ -356,6 +376,10 @@ func (rep *report) writeTable(w io.Writer) {
 			}
 			fmt.Fprintf(w, "spread: targets (inner p99 within %g ms of outer, Jain >= %g) %s: gap %.1f ms, Jain %.3f\n",
 				targetP99GapMs, targetJain, verdict, float64(r.Targets.P99GapMs), float64(r.Jain))
+			if idle := float64(r.Targets.IdleGapMs); !math.IsNaN(idle) {
+				fmt.Fprintf(w, "spread: with no load the tunnel itself added %.1f ms to the round trip (idle medians); under load the inner probe's p99 rose %.1f ms more than the outer's\n",
+					idle, float64(r.Targets.LoadP99GapMs))
+			}
 		}
 	}
 	for _, p := range rep.Problems {

@@ -132,6 +132,49 @@ func TestMeasure(t *testing.T) {
 	}
 }
 
+// TestMeasureIdleGap: the idle probes give the tunnel's own delay, and the
+// load's share of the p99 gap is what is left of it.
+func TestMeasureIdleGap(t *testing.T) {
+	cfg := testConfig()
+	m, _ := findMode("spread")
+	inner := []float64{5, 6, 7, 8, 16}
+	outer := []float64{3, 3, 4, 5, 11}
+	r := measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), inner, outer)
+	innerIdle := newProbeSummary(probeResult{RTTms: []float64{3.4, 3.5, 3.6}})
+	outerIdle := newProbeSummary(probeResult{RTTms: []float64{1.2, 1.3, 1.4}})
+	r.InnerIdle, r.OuterIdle = &innerIdle, &outerIdle
+	r.measure(cfg, m)
+	gap := float64(r.InnerProbe.P99 - r.OuterProbe.P99)
+	if math.Abs(float64(r.Targets.P99GapMs)-gap) > 1e-9 || gap < 4 {
+		t.Fatalf("p99 gap %v, want %v (inner p99 %v, outer %v)", r.Targets.P99GapMs, gap, r.InnerProbe.P99, r.OuterProbe.P99)
+	}
+	if got := float64(r.Targets.IdleGapMs); math.Abs(got-2.2) > 1e-9 {
+		t.Errorf("idle gap %v ms, want 3.5-1.3 = 2.2", got)
+	}
+	if got, want := float64(r.Targets.LoadP99GapMs), gap-2.2; math.Abs(got-want) > 1e-9 {
+		t.Errorf("load p99 gap %v ms, want %v", got, want)
+	}
+	if r.Targets.LatencyMet {
+		t.Errorf("latency target met with a %v ms gap; the idle gap must not be taken off it", gap)
+	}
+
+	rep := &report{Config: reportConfig{Qdisc: "fq_codel", RateMbit: 20, InnerFlows: 4, OuterFlows: 4}, Modes: []modeResult{r}}
+	var b bytes.Buffer
+	rep.writeTable(&b)
+	for _, want := range []string{"3.5 / 1.3", "the tunnel itself added 2.2 ms"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+
+	// Without idle probes, the gaps are unknown, not zero.
+	r = measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), inner, outer)
+	r.measure(cfg, m)
+	if !math.IsNaN(float64(r.Targets.IdleGapMs)) || !math.IsNaN(float64(r.Targets.LoadP99GapMs)) {
+		t.Errorf("no idle probes: idle gap %v, load gap %v; want NaN", r.Targets.IdleGapMs, r.Targets.LoadP99GapMs)
+	}
+}
+
 func TestMeasureWireLoss(t *testing.T) {
 	cfg := testConfig()
 	m, _ := findMode("direct")
