@@ -97,6 +97,15 @@ func TestMeasure(t *testing.T) {
 			status: statusInvalid, share: 0.5, reason: "inner latency probe got no reply",
 		},
 		{
+			name: "outer probe in a bulk flow's queue proves nothing", mode: "spread",
+			row: func() modeResult {
+				r := measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), fast, nil)
+				r.OuterProbe = newProbeSummary(probeResult{RTTms: slow, Lost: 3})
+				return r
+			}(),
+			status: statusOK, share: 0.5, note: "shared the router's queue", targetsMet: false,
+		},
+		{
 			name: "spread misses the latency target", mode: "spread",
 			row:    measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), slow, fast),
 			status: statusOK, share: 0.5, targetsMet: false,
