@@ -28,7 +28,7 @@ const (
 // outerProbeLossNote is the outer probe's loss, in percent, above which a
 // flow-queueing row says the probe likely shared a queue with a bulk flow.
 // Alone in its queue a sparse probe loses nothing; fq_codel has 1024
-// buckets, so with ten flows about one run in a hundred puts the probe in
+// buckets, so with ten flows about one mode in a hundred puts the probe in
 // a bulk flow's bucket, and its latencies then say nothing of the tunnel.
 const outerProbeLossNote = 2.0
 
