@@ -18,8 +18,11 @@
 // writes the inner packet to the TUN device. Within each batch, both
 // ways, packets of flows that have only one packet in it go first, as
 // fq_codel serves new sparse flows first: a probe or an ACK does not wait
-// for a bulk flow's burst to be encrypted and sent, or written to the TUN
-// device, inside the tunnel end; each flow keeps its own order. Buffers
+// for a bulk flow's burst to be encrypted and sent, or decrypted and
+// written to the TUN device, inside the tunnel end; each flow keeps its
+// own order. Sparse packets are sealed and sent ahead of the rest of
+// their batch; received datagrams of a spreading peer are ordered by
+// their outer address pair before any is opened. Buffers
 // are allocated at start: the data path allocates nothing.
 //
 // # Running it

@@ -2,8 +2,9 @@ package main
 
 // sparseFirst writes into order the indices 0..len(hashes)-1 of a batch,
 // packets of flows that have a single packet in the batch first, then the
-// others in their original order, and returns order[:len(hashes)].
-// hashes[i] is packet i's flow hash.
+// others in their original order, and returns order[:len(hashes)] and
+// how many of it are singletons. hashes[i] is packet i's flow key: any
+// value its flow's packets share and other flows' packets rarely do.
 //
 // A tunnel end drains its queues in batches, and under load a batch holds
 // a burst of a bulk flow: a sparse flow's packet (a latency probe, a DNS
@@ -14,7 +15,7 @@ package main
 //
 // It does not allocate: order must have room for len(hashes) indices. The
 // cost is quadratic in the batch, which is at most a few dozen packets.
-func sparseFirst(order []int, hashes []uint64) []int {
+func sparseFirst(order []int, hashes []uint64) (_ []int, singles int) {
 	n := len(hashes)
 	order = order[:n]
 	front, back := 0, n
@@ -32,7 +33,7 @@ func sparseFirst(order []int, hashes []uint64) []int {
 			front++
 		}
 	}
-	return order
+	return order, front
 }
 
 // single reports whether hashes[i] occurs once in hashes.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"sync"
@@ -143,9 +145,10 @@ type tunnel struct {
 	txBufs  [][]byte // where the TUN reads each packet: after the header
 	txSizes []int
 	txMsgs  []conn.Message
-	txOrder []int          // sparseFirst's order of the batch
-	txFlows []uint64       // each packet's flow hash, for sparseFirst
-	txSent  []conn.Message // txMsgs in that order
+	txOrder []int       // sparseFirst's order of the batch
+	txKeys  []uint64    // each packet's flow hash, for sparseFirst
+	txFlows []conn.Flow // each kept packet's flow
+	txKept  []int       // the batch's packets that go out, by index
 	// Owned by the network reader goroutine.
 	open    *opener
 	window  replayWindow
@@ -211,7 +214,8 @@ func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
 	t.txSizes = make([]int, cfg.batch)
 	t.txMsgs = make([]conn.Message, cfg.batch)
 	t.rxMsgs = make([]conn.Message, cfg.batch)
-	t.txOrder, t.txFlows, t.txSent = make([]int, cfg.batch), make([]uint64, cfg.batch), make([]conn.Message, cfg.batch)
+	t.txOrder, t.txKeys = make([]int, cfg.batch), make([]uint64, cfg.batch)
+	t.txFlows, t.txKept = make([]conn.Flow, cfg.batch), make([]int, cfg.batch)
 	t.rxInner, t.rxOrder, t.rxFlows = make([][]byte, cfg.batch), make([]int, cfg.batch), make([]uint64, cfg.batch)
 	for i := range cfg.batch {
 		// A read of one byte more than the MTU tells an oversized packet.
@@ -260,8 +264,9 @@ func (t *tunnel) run(ctx context.Context) error {
 
 // tunToNet reads inner packets from the TUN device in batches, seals each
 // in place and sends the batch to the peer, each datagram on its flow's
-// outer address pair, sparse flows first (sparseFirst). It does not
-// allocate.
+// outer address pair, sparse flows first (sparseFirst): when a batch
+// holds both, the sparse flows' packets are sealed and sent on their own
+// before the rest are sealed. It does not allocate.
 func (t *tunnel) tunToNet() error {
 	for {
 		n, err := t.tun.readBatch(t.txBufs, t.txSizes)
@@ -272,7 +277,7 @@ func (t *tunnel) tunToNet() error {
 			return fmt.Errorf("read from %s: %w", t.tun.name, err)
 		}
 		var bytes uint64
-		msgs := t.txMsgs[:0]
+		kept := t.txKept[:0]
 		for i := range n {
 			size := t.txSizes[i]
 			bytes += uint64(size)
@@ -283,23 +288,38 @@ func (t *tunnel) tunToNet() error {
 			}
 			// Classify the plaintext before it turns into ciphertext.
 			flow := t.conn.Classify(t.txBufs[i][:size])
-			dgram, err := t.seal.seal(t.txFull[i], size)
-			if err != nil {
-				return err
-			}
-			t.txFlows[len(msgs)] = flowOrder(flow, len(msgs))
-			msgs = append(msgs, conn.Message{Buf: dgram, Peer: t.cfg.peer, Flow: flow})
+			t.txFlows[len(kept)] = flow
+			t.txKeys[len(kept)] = flowOrder(flow, len(kept))
+			kept = append(kept, i)
 		}
 		t.count.tunPackets.Add(uint64(n))
 		t.count.tunBytes.Add(bytes)
-		sent := t.txSent[:len(msgs)]
-		for i, j := range sparseFirst(t.txOrder, t.txFlows[:len(msgs)]) {
-			sent[i] = msgs[j]
+		order, singles := sparseFirst(t.txOrder, t.txKeys[:len(kept)])
+		if singles > 0 && singles < len(order) {
+			if err := t.sealAndSend(kept, order[:singles]); err != nil {
+				return err
+			}
+			order = order[singles:]
 		}
-		if err := t.send(sent); err != nil {
+		if err := t.sealAndSend(kept, order); err != nil {
 			return err
 		}
 	}
+}
+
+// sealAndSend seals the packets kept[j] for j in order, in place, and
+// sends them in one batch.
+func (t *tunnel) sealAndSend(kept, order []int) error {
+	msgs := t.txMsgs[:0]
+	for _, j := range order {
+		i := kept[j]
+		dgram, err := t.seal.seal(t.txFull[i], t.txSizes[i])
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, conn.Message{Buf: dgram, Peer: t.cfg.peer, Flow: t.txFlows[j]})
+	}
+	return t.send(msgs)
 }
 
 // send writes a batch, skipping datagrams the kernel refuses (a route
@@ -330,6 +350,12 @@ const maxReadErrors = 100
 // malformed, replayed or not authentic, and writes the inner packets to
 // the TUN device, with the outer congestion marks (RFC 6040), sparse
 // flows first (sparseFirst). It does not allocate.
+//
+// When the peer spreads, each inner flow has its own outer address pair,
+// so the batch is ordered by it before anything is decrypted: a sparse
+// flow's datagram is opened and delivered before the bulk flows' are
+// opened. Without spreading every datagram has the same pair, and only
+// the inner packets, once opened, tell the flows apart.
 func (t *tunnel) netToTun() error {
 	failures := 0
 	for {
@@ -349,6 +375,23 @@ func (t *tunnel) netToTun() error {
 		}
 		failures = 0
 		t.count.received.Add(uint64(n))
+		if t.cfg.spread != spreadOff {
+			for i := range n {
+				t.rxFlows[i] = outerPairKey(t.rxMsgs[i].OuterSrc, t.rxMsgs[i].OuterDst)
+			}
+			order, _ := sparseFirst(t.rxOrder, t.rxFlows[:n])
+			for _, i := range order {
+				m := &t.rxMsgs[i]
+				inner, err := t.receive(m.Buf[:m.N], m.ECN)
+				if err != nil {
+					t.countDrop(err)
+				}
+				if inner != nil && !t.deliver(inner) {
+					return nil
+				}
+			}
+			continue
+		}
 		for i := range n {
 			m := &t.rxMsgs[i]
 			inner, err := t.receive(m.Buf[:m.N], m.ECN)
@@ -361,22 +404,40 @@ func (t *tunnel) netToTun() error {
 				t.rxFlows[i] = flowOrder(t.conn.Classify(inner), i)
 			}
 		}
-		for _, i := range sparseFirst(t.rxOrder, t.rxFlows[:n]) {
-			inner := t.rxInner[i]
-			if inner == nil {
-				continue
+		order, _ := sparseFirst(t.rxOrder, t.rxFlows[:n])
+		for _, i := range order {
+			if inner := t.rxInner[i]; inner != nil && !t.deliver(inner) {
+				return nil
 			}
-			if _, err := t.tun.write(inner); err != nil {
-				if t.closed() {
-					return nil
-				}
-				t.countDrop(errTunWrite)
-				continue
-			}
-			t.count.delivered.Add(1)
-			t.count.deliveredBytes.Add(uint64(len(inner)))
 		}
 	}
+}
+
+// deliver writes an inner packet to the TUN device. It returns false once
+// the tunnel is closed; a failed write is counted and the packet dropped.
+func (t *tunnel) deliver(inner []byte) bool {
+	if _, err := t.tun.write(inner); err != nil {
+		if t.closed() {
+			return false
+		}
+		t.countDrop(errTunWrite)
+		return true
+	}
+	t.count.delivered.Add(1)
+	t.count.deliveredBytes.Add(uint64(len(inner)))
+	return true
+}
+
+// outerPairKey is the flow key sparseFirst orders a received datagram by
+// when the peer spreads: its outer address pair and ports, folded into 64
+// bits. Two pairs that fold alike are ordered as one flow, which keeps
+// their order and costs nothing else.
+func outerPairKey(src, dst netip.AddrPort) uint64 {
+	s, d := src.Addr().As16(), dst.Addr().As16()
+	k := binary.LittleEndian.Uint64(s[:8]) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(s[8:]), 17) ^
+		bits.RotateLeft64(binary.LittleEndian.Uint64(d[:8]), 31) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(d[8:]), 47) ^
+		uint64(src.Port())<<48 ^ uint64(dst.Port())<<32
+	return k
 }
 
 // flowOrder is the key sparseFirst orders packet i of a batch by: its
