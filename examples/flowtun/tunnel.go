@@ -146,7 +146,7 @@ type tunnel struct {
 	txSizes []int
 	txMsgs  []conn.Message
 	txOrder []int       // sparseFirst's order of the batch
-	txKeys  []uint64    // each packet's flow hash, for sparseFirst
+	txKeys  []uint64    // each kept packet's flow key, for sparseFirst
 	txFlows []conn.Flow // each kept packet's flow
 	txKept  []int       // the batch's packets that go out, by index
 	// Owned by the network reader goroutine.
