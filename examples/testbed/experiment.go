@@ -42,7 +42,9 @@ type config struct {
 	// LatencyTarget: RequireTargets includes the latency target.
 	LatencyTarget bool
 
-	VM       string // auto, always or never
+	VM string // auto, router, always or never
+	// RouterVM: the router runs in a VM, the hosts here (routervm.go).
+	RouterVM bool
 	VMRunner string
 	VMMemMB  int
 }
@@ -91,12 +93,26 @@ func (e *experiment) run(ctx context.Context) (*report, error) {
 	start := time.Now()
 	e.start = start
 	rep := &report{Config: newReportConfig(e.cfg, start)}
-	topo, err := newTopology(topologyOptions{
+	opts := topologyOptions{
 		Self:     e.self,
 		Wire:     e.cfg.Wire,
 		WireKind: e.cfg.WireKind,
 		Progress: func(s string) { e.progress("%s", s) },
-	})
+	}
+	var topo *Topology
+	var err error
+	if e.cfg.RouterVM {
+		topo, err = newRouterVMTopology(opts, routerVMOptions{
+			Runner: e.cfg.VMRunner, OutDir: e.cfg.OutDir, MemMB: e.cfg.VMMemMB, Timeout: vmTimeout(e.cfg),
+		})
+		if err == nil {
+			if k, kerr := topo.RouterCtl.output("uname", "-r"); kerr == nil {
+				rep.Config.RouterKernel = strings.TrimSpace(string(k))
+			}
+		}
+	} else {
+		topo, err = newTopology(opts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +172,9 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	}
 
 	for _, dev := range []struct {
-		ns  netns
+		ns  commander
 		dev string
-	}{{topo.Router, routerServerIf}, {topo.Router, routerClientIf}} {
+	}{{topo.RouterCtl, routerServerIf}, {topo.RouterCtl, routerClientIf}} {
 		if err := shape(dev.ns, dev.dev, cfg.Qdisc, cfg.RateMbit); err != nil {
 			return fail(err)
 		}
@@ -286,7 +302,7 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res modeResult) {
 	res.Qdisc = &qdiscStats{Device: routerServerIf}
 	res.ReverseQdisc = &qdiscStats{Device: routerClientIf}
 	sample := func() {
-		qs, err := sampleQdiscs(topo.Router)
+		qs, err := sampleQdiscs(topo.RouterCtl)
 		if err != nil {
 			return
 		}
@@ -385,6 +401,7 @@ func newReportConfig(cfg *config, start time.Time) reportConfig {
 		ProbeIntervalMs: float64(cfg.ProbeInterval) / float64(time.Millisecond),
 		Wire:            string(cfg.Wire),
 		WireKind:        string(cfg.WireKind),
+		RouterVM:        cfg.RouterVM,
 		VPN:             cfg.VPN,
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",

@@ -31,6 +31,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "clear-hash" {
 		return clearHashMain(args[1:])
 	}
+	if len(args) > 0 && args[0] == "router-agent" {
+		return routerAgentMain(args[1:])
+	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -62,12 +65,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		*bin = built
 	}
 
-	reason, err := vmReason(cfg)
+	place, reason, err := vmPlan(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed:", err)
 		return 1
 	}
-	if reason != "" {
+	if place == placeRouterVM {
+		runner, err := findVMRunner(cfg.VMRunner)
+		if err != nil {
+			fmt.Fprintln(stderr, "testbed:", err)
+			return 2
+		}
+		cfg.VMRunner, cfg.RouterVM = runner, true
+		fmt.Fprintf(stderr, "testbed: this kernel lacks %s: the router runs in a VM with Debian's stock kernel (scripts/vm), the hosts and their tunnels here\n", reason)
+		if cfg.VM == "auto" {
+			fmt.Fprintln(stderr, "testbed: (-vm=always runs everything in the VM, -vm=never refuses)")
+		}
+	}
+	if place == placeVM {
 		fmt.Fprintf(stderr, "testbed: this kernel lacks %s: running the experiment in a VM with Debian's stock kernel (scripts/vm; boot takes about 10 s)\n", reason)
 		if cfg.VM == "auto" {
 			fmt.Fprintln(stderr, "testbed: (-vm=never refuses instead)")
@@ -143,7 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	wire := fs.String("wire", "both", "where the hash-clearing wire sits: both (client-router and router-server links), client (the client-router link only: ACKs and probe replies then reach the router with the server's hash), or none (plain veths, which leak the flow hash: a diagnostic the control run fails)")
 	kind := fs.String("wire-kind", string(wireClearHash), "what the wire is: clear-hash (a tc program on the router's ingress clears the flow hash; free) or copy (a forwarder copies every frame into a fresh packet, as a cable does; costs a CPU under emulation)")
 	fs.BoolVar(&cfg.Plots, "plots", true, "draw latency-cdf.png and throughput.png")
-	fs.StringVar(&cfg.VM, "vm", "auto", "run in a VM with Debian's stock kernel: auto (when this kernel lacks the qdisc or WireGuard), always, never")
+	fs.StringVar(&cfg.VM, "vm", "auto", "where to use a VM with Debian's stock kernel: router (only the router in the VM; the hosts, tunnels and loads here), always (everything in the VM), never, or auto (router when this kernel lacks the qdisc, always when it lacks only WireGuard for the control)")
 	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
 	fs.IntVar(&cfg.VMMemMB, "vm-mem", 2048, "VM memory in MiB")
 	fs.BoolVar(&cfg.RequireTargets, "require-targets", false, "exit with status 1 also when the spread mode ran and missed its targets (inner probe p99 within 2 ms of the outer's, Jain >= 0.95), or the one-flow mode ran and was not squeezed")
@@ -190,9 +205,9 @@ Modes: %s.
 		return nil, fmt.Errorf("-vpn %q: want flowtun or wireguard", cfg.VPN)
 	}
 	switch cfg.VM {
-	case "auto", "always", "never":
+	case "auto", "always", "never", "router":
 	default:
-		return nil, fmt.Errorf("-vm %q: want auto, always or never", cfg.VM)
+		return nil, fmt.Errorf("-vm %q: want auto, router, always or never", cfg.VM)
 	}
 	for _, name := range strings.Split(*modeList, ",") {
 		name = strings.TrimSpace(name)

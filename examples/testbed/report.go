@@ -56,11 +56,17 @@ type reportConfig struct {
 	ProbeIntervalMs float64 `json:"probe_interval_ms"`
 	Wire            string  `json:"wire"`
 	WireKind        string  `json:"wire_kind"`
-	VPN             string  `json:"vpn,omitempty"` // of the one-flow and spread modes
-	Kernel          string  `json:"kernel"`
-	InVM            bool    `json:"in_vm"`
-	Started         string  `json:"started"`
-	ElapsedS        float64 `json:"elapsed_s"`
+	// RouterVM: the router ran in a VM, linked to the hosts by QEMU's
+	// network cards, and Wire and WireKind did not apply.
+	RouterVM bool   `json:"router_vm,omitempty"`
+	VPN      string `json:"vpn,omitempty"` // of the one-flow and spread modes
+	Kernel   string `json:"kernel"`
+	InVM     bool   `json:"in_vm"`
+	// RouterKernel is the router VM's kernel when only the router runs
+	// in a VM (then Kernel is the hosts').
+	RouterKernel string  `json:"router_kernel,omitempty"`
+	Started      string  `json:"started"`
+	ElapsedS     float64 `json:"elapsed_s"`
 }
 
 // modeResult is one row: one mode measured.
@@ -323,6 +329,9 @@ func (rep *report) writeTable(w io.Writer) {
 	where := "on this machine"
 	if c.InVM {
 		where = "in the VM"
+	}
+	if c.RouterKernel != "" {
+		where = "on this machine, the router in a VM with kernel " + c.RouterKernel
 	}
 	vpn := ""
 	if c.VPN != "" {

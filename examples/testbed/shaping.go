@@ -97,7 +97,7 @@ func (k qdiscKind) setupCommands(dev string, rateMbit float64) [][]string {
 }
 
 // shape puts the qdisc on dev in ns, starting from fresh counters.
-func shape(ns netns, dev string, kind qdiscKind, rateMbit float64) error {
+func shape(ns commander, dev string, kind qdiscKind, rateMbit float64) error {
 	// Deleting first resets the statistics, which the report reads per
 	// mode; a missing root qdisc is not an error.
 	ns.run("tc", "qdisc", "del", "dev", dev, "root")
@@ -211,16 +211,24 @@ func (s *qdiscStats) add(q tcQdisc) {
 	s.MaxBulkFlows = max(s.MaxBulkFlows, bulk)
 }
 
-// sampleQdiscs reads the statistics of every qdisc in ns with one tc
-// process (under emulation each process start costs a tenth of a second
-// of CPU, taken from the experiment).
-func sampleQdiscs(ns netns) ([]tcQdisc, error) {
-	cmd := exec.Command("tc", "-netns", string(ns), "-s", "-j", "qdisc", "show")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+// sampleQdiscs reads the statistics of every qdisc where the router is
+// with one tc process (under emulation each process start costs a tenth
+// of a second of CPU, taken from the experiment).
+func sampleQdiscs(router commander) ([]tcQdisc, error) {
+	if ns, ok := router.(netns); ok {
+		// tc -netns spares the ip netns exec process.
+		cmd := exec.Command("tc", "-netns", string(ns), "-s", "-j", "qdisc", "show")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("tc -s qdisc show in %s: %w: %s", ns, err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return parseTcQdiscs(out)
+	}
+	out, err := router.output("tc", "-s", "-j", "qdisc", "show")
 	if err != nil {
-		return nil, fmt.Errorf("tc -s qdisc show in %s: %w: %s", ns, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, err
 	}
 	return parseTcQdiscs(out)
 }

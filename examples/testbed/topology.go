@@ -121,7 +121,11 @@ const (
 // A Topology is not safe for concurrent setup or Close; commands in its
 // namespaces may run concurrently.
 type Topology struct {
+	// Router is empty when the router is a VM (newRouterVMTopology).
 	Client, Router, Server netns
+	// RouterCtl runs commands (tc) where the router is: Router, or the
+	// router VM.
+	RouterCtl commander
 	// Wire is the copying wire's namespace; empty with the other kinds.
 	Wire netns
 
@@ -130,8 +134,10 @@ type Topology struct {
 	ClientHost, ServerHost netip.Addr
 	ClientSite, ServerSite netip.Prefix
 
-	wires []*wireProcess
-	made  []netns
+	wires    []*wireProcess
+	made     []netns
+	routerVM *vmRouter
+	taps     []string // made in this namespace, not yet moved
 }
 
 // wirePlacement says which links of the topology go through a wire.
@@ -183,6 +189,7 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		ClientHost: clientHost, ServerHost: serverHost,
 		ClientSite: clientSite, ServerSite: serverSite,
 	}
+	t.RouterCtl = t.Router
 	all := []netns{t.Client, t.Router, t.Server}
 	names := prefix + "{client,router,server}"
 	if copying {
@@ -190,9 +197,10 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 		all = []netns{t.Client, t.Wire, t.Router, t.Server}
 		names = prefix + "{client,wire,router,server}"
 	}
+	made := t // t is nil on the error returns
 	defer func() {
 		if err != nil {
-			t.Close()
+			made.Close()
 		}
 	}()
 	progress := opts.Progress
@@ -202,24 +210,7 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 
 	progress("creating namespaces " + names)
 	for _, n := range all {
-		if out, err := exec.Command("ip", "netns", "add", string(n)).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("ip netns add %s: %w: %s", n, err, bytes.TrimSpace(out))
-		}
-		t.made = append(t.made, n)
-		// No duplicate address detection (addresses are usable at once)
-		// and no router advertisements (the routes are static).
-		sysctls := []string{"-q", "-w",
-			"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
-			"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"}
-		switch n {
-		case t.Router:
-			sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
-		case t.Wire:
-			// The wire is a cable: its own stack must neither send
-			// (neighbour solicitations, MLD reports) nor answer.
-			sysctls = append(sysctls, "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
-		}
-		if err := n.run(append([]string{"sysctl"}, sysctls...)...); err != nil {
+		if err := t.addNamespace(n); err != nil {
 			return nil, err
 		}
 	}
@@ -229,30 +220,18 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 	if copying {
 		clientPeer, clientPeerNs = wireClientIf, t.Wire
 	}
-	if err := t.Client.ipBatch(
-		"link add "+clientIf+" type veth peer name "+clientPeer+" netns "+string(clientPeerNs),
-		"link set lo up",
-		"link set "+clientIf+" up",
-		"addr add "+clientHost.String()+"/128 dev lo",
-		"addr add "+clientLinkAddr.String()+"/64 dev "+clientIf+" nodad",
-		// The host's own address is the source of everything it sends,
-		// as on a site that got its prefix delegated.
-		"route add default via "+routerClientAddr.String()+" dev "+clientIf+" src "+clientHost.String(),
-	); err != nil {
+	if err := t.Client.ipBatch(append([]string{
+		"link add " + clientIf + " type veth peer name " + clientPeer + " netns " + string(clientPeerNs)},
+		clientLinkCommands()...)...); err != nil {
 		return nil, err
 	}
 	serverPeer, serverPeerNs := routerServerIf, t.Router
 	if copying && opts.Wire == wireBoth {
 		serverPeer, serverPeerNs = wireServerIf, t.Wire
 	}
-	if err := t.Server.ipBatch(
-		"link add "+serverIf+" type veth peer name "+serverPeer+" netns "+string(serverPeerNs),
-		"link set lo up",
-		"link set "+serverIf+" up",
-		"addr add "+serverHost.String()+"/128 dev lo",
-		"addr add "+serverLinkAddr.String()+"/64 dev "+serverIf+" nodad",
-		"route add default via "+routerServerAddr.String()+" dev "+serverIf+" src "+serverHost.String(),
-	); err != nil {
+	if err := t.Server.ipBatch(append([]string{
+		"link add " + serverIf + " type veth peer name " + serverPeer + " netns " + string(serverPeerNs)},
+		serverLinkCommands()...)...); err != nil {
 		return nil, err
 	}
 	if copying {
@@ -270,15 +249,7 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 			return nil, err
 		}
 	}
-	if err := t.Router.ipBatch(
-		"link set lo up",
-		"link set "+routerClientIf+" up",
-		"link set "+routerServerIf+" up",
-		"addr add "+routerClientAddr.String()+"/64 dev "+routerClientIf+" nodad",
-		"addr add "+routerServerAddr.String()+"/64 dev "+routerServerIf+" nodad",
-		"route add "+clientSite.String()+" via "+clientLinkAddr.String()+" dev "+routerClientIf,
-		"route add "+serverSite.String()+" via "+serverLinkAddr.String()+" dev "+routerServerIf,
-	); err != nil {
+	if err := t.Router.ipBatch(routerLinkCommands()...); err != nil {
 		return nil, err
 	}
 
@@ -342,6 +313,67 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 	return t, nil
 }
 
+// addNamespace makes the namespace n, to be removed by Close.
+func (t *Topology) addNamespace(n netns) error {
+	if out, err := exec.Command("ip", "netns", "add", string(n)).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %w: %s", n, err, bytes.TrimSpace(out))
+	}
+	t.made = append(t.made, n)
+	// No duplicate address detection (addresses are usable at once)
+	// and no router advertisements (the routes are static).
+	sysctls := []string{"-q", "-w",
+		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+		"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"}
+	switch n {
+	case t.Router:
+		sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
+	case t.Wire:
+		// The wire is a cable: its own stack must neither send
+		// (neighbour solicitations, MLD reports) nor answer.
+		sysctls = append(sysctls, "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	return n.run(append([]string{"sysctl"}, sysctls...)...)
+}
+
+// clientLinkCommands configure the client once its link c0 exists (ip
+// -batch lines).
+func clientLinkCommands() []string {
+	return []string{
+		"link set lo up",
+		"link set " + clientIf + " up",
+		"addr add " + clientHost.String() + "/128 dev lo nodad",
+		"addr add " + clientLinkAddr.String() + "/64 dev " + clientIf + " nodad",
+		// The host's own address is the source of everything it sends,
+		// as on a site that got its prefix delegated.
+		"route add default via " + routerClientAddr.String() + " dev " + clientIf + " src " + clientHost.String(),
+	}
+}
+
+// serverLinkCommands configure the server once its link s0 exists.
+func serverLinkCommands() []string {
+	return []string{
+		"link set lo up",
+		"link set " + serverIf + " up",
+		"addr add " + serverHost.String() + "/128 dev lo nodad",
+		"addr add " + serverLinkAddr.String() + "/64 dev " + serverIf + " nodad",
+		"route add default via " + routerServerAddr.String() + " dev " + serverIf + " src " + serverHost.String(),
+	}
+}
+
+// routerLinkCommands configure the router once its links rc and rs exist,
+// in a namespace or in the router VM.
+func routerLinkCommands() []string {
+	return []string{
+		"link set lo up",
+		"link set " + routerClientIf + " up",
+		"link set " + routerServerIf + " up",
+		"addr add " + routerClientAddr.String() + "/64 dev " + routerClientIf + " nodad",
+		"addr add " + routerServerAddr.String() + "/64 dev " + routerServerIf + " nodad",
+		"route add " + clientSite.String() + " via " + clientLinkAddr.String() + " dev " + routerClientIf,
+		"route add " + serverSite.String() + " via " + serverLinkAddr.String() + " dev " + routerServerIf,
+	}
+}
+
 // checkReach proves that from reaches to, through the wire and the router,
 // by a UDP exchange with irtt (already a dependency, unlike ping). The
 // first packets also resolve the neighbours on every link.
@@ -390,6 +422,18 @@ func (t *Topology) Close() error {
 		}
 	}
 	t.wires = nil
+	if t.routerVM != nil {
+		if err := t.routerVM.stop(); err != nil {
+			errs = append(errs, err)
+		}
+		t.routerVM = nil
+	}
+	for _, tap := range t.taps {
+		if out, err := exec.Command("ip", "link", "del", tap).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip link del %s: %w: %s", tap, err, bytes.TrimSpace(out)))
+		}
+	}
+	t.taps = nil
 	for _, n := range t.made {
 		// Processes still running in a namespace keep it alive after
 		// `ip netns del`; kill them first.

@@ -72,11 +72,16 @@ var modes = []mode{
 		NewTunnel:         func(cfg *config) (Tunnel, error) { return newTunnelProgram(cfg, true) },
 	},
 	{
-		Name:      "control",
-		Describe:  "kernel WireGuard carrying the inner flows: one outer flow, which the wire must not let the router see through",
-		NewTunnel: func(*config) (Tunnel, error) { return &wireGuard{}, nil },
-		Squeezed:  true,
-		Control:   true,
+		Name:     "control",
+		Describe: "kernel WireGuard carrying the inner flows: one outer flow, which the wire must not let the router see through",
+		NewTunnel: func(cfg *config) (Tunnel, error) {
+			if cfg.RouterVM && !hostHasWireGuard() {
+				return nil, errors.New("this kernel has no WireGuard, and the hosts run here with the router in a VM; nor is the control needed: every frame crosses into the VM's kernel through QEMU, so no flow hash can reach the router (-vm=always runs the control, everything in the VM)")
+			}
+			return &wireGuard{}, nil
+		},
+		Squeezed: true,
+		Control:  true,
 	},
 }
 

@@ -144,8 +144,8 @@ func (w *wgspreadTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, 
 		// fq_codel on the device, as for flowtun: the VM has no systemd
 		// to make it the default, and a FIFO there would queue the inner
 		// probe behind the inner bulk flows.
-		if err := e.ns.run("tc", "qdisc", "replace", "dev", e.iface, "root", "fq_codel"); err != nil {
-			return fail(fmt.Errorf("fq_codel on the tunnel's device: %w", err))
+		if err := queueTunnelDevice(e.ns, e.iface); err != nil {
+			return fail(err)
 		}
 	}
 	if err := topo.checkReach(topo.Client, wgsInnerServer); err != nil {

@@ -22,20 +22,44 @@ import (
 // kernel on the host's own root file system (scripts/vm): the binary, the
 // tools (iperf3, irtt, wg) and their versions are the host's.
 
-// vmReason returns why this experiment must run in the VM, or "" when the
-// host kernel can run it.
-func vmReason(cfg *config) (string, error) {
+// Where the experiment runs (-vm).
+const (
+	placeHere     = "here"   // everything on this machine
+	placeVM       = "vm"     // everything in the VM
+	placeRouterVM = "router" // the hosts here, the router in the VM (routervm.go)
+)
+
+// vmPlan says where this experiment runs, and why when it is not here.
+// With -vm auto: here when this kernel has what the experiment needs; the
+// router in the VM when this kernel lacks the qdisc, since only the router
+// needs it; everything in the VM when only WireGuard for the control is
+// missing.
+func vmPlan(cfg *config) (place, reason string, err error) {
 	if os.Getenv("FLOWSPREAD_IN_VM") == "1" {
-		return "", nil // already inside: never nest
+		return placeHere, "", nil // already inside: never nest
 	}
 	switch cfg.VM {
 	case "never":
-		return "", nil
+		return placeHere, "", nil
 	case "always":
-		return "-vm=always", nil
+		return placeVM, "-vm=always", nil
+	case "router":
+		return placeRouterVM, "-vm=router", nil
 	}
-	return hostLacks(cfg)
+	lack, err := hostLacks(cfg)
+	switch {
+	case err != nil:
+		return "", "", err
+	case lack == "":
+		return placeHere, "", nil
+	case lack == lackWireGuard:
+		return placeVM, lack, nil
+	}
+	return placeRouterVM, lack, nil
 }
+
+// lackWireGuard is what hostLacks says when only WireGuard is missing.
+const lackWireGuard = "kernel WireGuard (for the control mode)"
 
 // hostLacks tries, in a scratch namespace, what the experiment needs from
 // the kernel, and returns the first thing missing, or "".
@@ -58,10 +82,22 @@ func hostLacks(cfg *config) (string, error) {
 	}
 	if slices.Contains(cfg.Modes, "control") {
 		if err := ns.run("ip", "link", "add", "probewg", "type", "wireguard"); err != nil {
-			return "kernel WireGuard (for the control mode)", nil
+			return lackWireGuard, nil
 		}
 	}
 	return "", nil
+}
+
+// hostHasWireGuard reports whether this kernel can make a WireGuard link.
+func hostHasWireGuard() bool {
+	var suffix [3]byte
+	rand.Read(suffix[:])
+	ns := netns("fstb-probe-" + hex.EncodeToString(suffix[:]))
+	if err := exec.Command("ip", "netns", "add", string(ns)).Run(); err != nil {
+		return false
+	}
+	defer exec.Command("ip", "netns", "del", string(ns)).Run()
+	return ns.run("ip", "link", "add", "probewg", "type", "wireguard") == nil
 }
 
 // findVMRunner returns the path of scripts/vm: the -vm-runner flag, or
