@@ -84,6 +84,17 @@ func routerAgentMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "testbed router-agent:", err)
 		return 1
 	}
+	if err := serveRouterAgent(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "testbed router-agent:", err)
+		return 1
+	}
+	return 0
+}
+
+// serveRouterAgent runs the commands cmd-1.json, cmd-2.json, ... that
+// appear in dir, one at a time, writing each one's result, until dir/stop
+// appears.
+func serveRouterAgent(dir string) error {
 	for seq := 1; ; seq++ {
 		name := filepath.Join(dir, fmt.Sprintf("cmd-%d.json", seq))
 		var data []byte
@@ -93,7 +104,7 @@ func routerAgentMain(args []string) int {
 				break
 			}
 			if _, err := os.Stat(filepath.Join(dir, agentStop)); err == nil {
-				return 0
+				return nil
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -112,8 +123,7 @@ func routerAgentMain(args []string) int {
 			}
 		}
 		if err := writeFileAtomic(filepath.Join(dir, fmt.Sprintf("res-%d.json", seq)), res); err != nil {
-			fmt.Fprintln(os.Stderr, "testbed router-agent:", err)
-			return 1
+			return err
 		}
 	}
 }
