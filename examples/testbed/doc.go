@@ -8,6 +8,8 @@
 // 2001:db8:b::/48) are routed through the router, whose egress towards
 // each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
 // default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
+// Where this kernel lacks the qdisc, the router is a VM instead of a
+// namespace (see Running it).
 //
 // On each link to the router sits a wire (-wire) that hands the router
 // packets without the flow hash (skb->hash) the sender's kernel attached.
@@ -84,6 +86,9 @@
 // results.json; wgspread tells its own only when it exits, after the
 // measurement, so its rows have none.
 //
+// In the report, "wire" and "wire_kind" apply only when the router runs
+// in a namespace; "router_vm" says when it ran in a VM.
+//
 // A row is invalid, and the exit status 1, when its result would mislead:
 // the bulk flows did not fill the bottleneck (the tunnel or the machine
 // could not keep up), the copying wire dropped frames, a probe got no
@@ -105,9 +110,24 @@
 //	scripts/install-deps
 //	go run ./examples/testbed
 //
-// Where the kernel lacks the qdisc or WireGuard (as on the build machines)
-// the testbed runs itself inside a VM booting Debian's stock kernel
-// (scripts/vm, -vm=auto); -vm=always forces it, -vm=never refuses instead.
+// Where the kernel lacks the qdisc (as on the build machines), only the
+// router runs in a VM booting Debian's stock kernel (scripts/vm), and the
+// client and server namespaces, with their tunnels and loads, stay on this
+// machine (-vm=auto picks this; -vm=router forces it). The VM's two
+// network cards sit on tap devices in the hosts' namespaces, so every
+// frame crosses from one kernel into the other through QEMU, as over a
+// cable: no flow hash can reach the router, and no wire is needed. Only
+// the router is emulated; the tunnel ends run at this machine's speed. The
+// control mode needs kernel WireGuard on this machine, and is skipped
+// where it has none: it is not needed, since no hash can leak.
+//
+// -vm=always runs everything in the VM instead, with the wire between its
+// namespaces (-wire, -wire-kind) and the control; -vm=auto picks it where
+// the kernel has the qdisc but lacks only WireGuard. Under the VM's
+// software emulation a pass through a user-space tunnel end costs about
+// half a millisecond, so the latency target is out of reach there.
+// -vm=never refuses to use a VM.
+//
 // The default experiment (fq_codel, 20 Mbit/s, 4 flows inside and 4
 // outside, 20 s per mode) takes about 2 minutes with the VM's boot;
 // scripts/experiment runs it with 15 s per mode.

@@ -77,13 +77,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		cfg.VMRunner, cfg.RouterVM = runner, true
-		fmt.Fprintf(stderr, "testbed: this kernel lacks %s: the router runs in a VM with Debian's stock kernel (scripts/vm), the hosts and their tunnels here\n", reason)
+		fmt.Fprintf(stderr, "testbed: %s: the router runs in a VM with Debian's stock kernel (scripts/vm), the hosts and their tunnels here\n", why(reason))
 		if cfg.VM == "auto" {
 			fmt.Fprintln(stderr, "testbed: (-vm=always runs everything in the VM, -vm=never refuses)")
 		}
 	}
 	if place == placeVM {
-		fmt.Fprintf(stderr, "testbed: this kernel lacks %s: running the experiment in a VM with Debian's stock kernel (scripts/vm; boot takes about 10 s)\n", reason)
+		fmt.Fprintf(stderr, "testbed: %s: running the experiment in a VM with Debian's stock kernel (scripts/vm; boot takes about 10 s)\n", why(reason))
 		if cfg.VM == "auto" {
 			fmt.Fprintln(stderr, "testbed: (-vm=never refuses instead)")
 		}
@@ -138,6 +138,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// why turns vmPlan's reason into words: a flag, or what the kernel lacks.
+func why(reason string) string {
+	if strings.HasPrefix(reason, "-vm=") {
+		return "as " + reason + " asks"
+	}
+	return "this kernel lacks " + reason
 }
 
 // parseFlags reads the command line into a config and checks it.
