@@ -185,3 +185,28 @@ func checkDirectAndControl(t *testing.T, rep *report, table string) {
 		t.Errorf("direct %s %q, control %s %q; want both ok\n%s", direct.Status, direct.Reasons, control.Status, control.Reasons, table)
 	}
 }
+
+// TestVMPlanFlags: -vm router, always and never decide without probing
+// the kernel, and a testbed already in the VM never starts another.
+func TestVMPlanFlags(t *testing.T) {
+	for _, tc := range []struct {
+		vm, inVM, place string
+	}{
+		{"router", "", placeRouterVM},
+		{"always", "", placeVM},
+		{"never", "", placeHere},
+		{"router", "1", placeHere},
+		{"always", "1", placeHere},
+	} {
+		t.Setenv("FLOWSPREAD_IN_VM", tc.inVM)
+		cfg := testConfig()
+		cfg.VM = tc.vm
+		place, reason, err := vmPlan(cfg)
+		if err != nil || place != tc.place {
+			t.Errorf("-vm %s, FLOWSPREAD_IN_VM=%q: place %q (%q), %v; want %q", tc.vm, tc.inVM, place, reason, err, tc.place)
+		}
+		if place != placeHere && !strings.Contains(why(reason), "-vm="+tc.vm) {
+			t.Errorf("-vm %s: the message %q does not name the flag", tc.vm, why(reason))
+		}
+	}
+}
