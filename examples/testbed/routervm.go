@@ -164,7 +164,7 @@ func setUpRouterVM() error {
 		return fmt.Errorf("ip -batch: %w: %s", err, bytes.TrimSpace(out))
 	}
 	for _, dev := range []string{routerClientIf, routerServerIf} {
-		if out, err := exec.Command("ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off").CombinedOutput(); err != nil {
+		if out, err := exec.Command("ethtool", append([]string{"-K", dev}, segmentationOff...)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ethtool -K %s: %w: %s", dev, err, bytes.TrimSpace(out))
 		}
 	}
@@ -411,7 +411,7 @@ func newRouterVMTopology(opts topologyOptions, vm routerVMOptions) (t *Topology,
 		if err := h.ns.ipBatch(append([]string{"link set " + h.tap + " name " + h.dev}, h.lines...)...); err != nil {
 			return nil, err
 		}
-		if err := h.ns.run("ethtool", "-K", h.dev, "tso", "off", "gso", "off", "gro", "off"); err != nil {
+		if err := h.ns.run(append([]string{"ethtool", "-K", h.dev}, segmentationOff...)...); err != nil {
 			return nil, err
 		}
 	}

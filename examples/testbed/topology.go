@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -258,7 +259,7 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 	// copying wire, transmit checksum offload goes too: a frame can cross
 	// a veth with its checksum not yet filled in (CHECKSUM_PARTIAL), and
 	// the copy would carry it unfinished.
-	features := []string{"tso", "off", "gso", "off", "gro", "off"}
+	features := slices.Clone(segmentationOff)
 	offloads := map[netns][]string{
 		t.Client: {clientIf},
 		t.Router: {routerClientIf, routerServerIf},
@@ -312,6 +313,10 @@ func newTopology(opts topologyOptions) (t *Topology, err error) {
 	}
 	return t, nil
 }
+
+// segmentationOff are the ethtool -K arguments that turn segmentation and
+// receive offloads off on a link to the router (see Topology).
+var segmentationOff = []string{"tso", "off", "gso", "off", "gro", "off"}
 
 // addNamespace makes the namespace n, to be removed by Close.
 func (t *Topology) addNamespace(n netns) error {

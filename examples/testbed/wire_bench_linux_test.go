@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -51,32 +50,7 @@ func benchEcho(b *testing.B, a, z *testutil.Netns) {
 	a.Run(b, "ip", "addr", "add", "2001:db8:1::1/64", "dev", "va", "nodad")
 	z.Run(b, "ip", "addr", "add", "2001:db8:1::2/64", "dev", "vb", "nodad")
 	server := netip.MustParseAddrPort("[2001:db8:1::2]:9000")
-	var srv *net.UDPConn
-	if err := z.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(server))
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(server))
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
+	cli := dialEcho(b, a, z, server)
 	payload, buf := make([]byte, 1200), make([]byte, 2048)
 	echo := func() {
 		if _, err := cli.Write(payload); err != nil {

@@ -78,24 +78,19 @@ func TestWireForwardsBothWays(t *testing.T) {
 	}
 }
 
-// TestWireCountsOversizeFrames sends a frame bigger than the wire's
-// buffer (jumbo MTU on one side): the wire must count it, not send it on
-// cut short.
-// echoAcross runs a UDP echo server at server in namespace b, sends
-// datagrams 1200-byte datagrams to it from namespace a one at a time, and
-// fails unless each comes back whole, through what the test put between
-// them (named by path in the failures).
-func echoAcross(t *testing.T, a, b *testutil.Netns, server netip.AddrPort, datagrams int, path string) {
-	t.Helper()
+// dialEcho starts a UDP echo server at server in namespace b and returns
+// a client connected to it from namespace a; both close when tb ends.
+func dialEcho(tb testing.TB, a, b *testutil.Netns, server netip.AddrPort) *net.UDPConn {
+	tb.Helper()
 	var srv *net.UDPConn
 	if err := b.Do(func() (err error) {
 		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(server))
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer srv.Close()
-	go func() { // echo
+	tb.Cleanup(func() { srv.Close() })
+	go func() {
 		buf := make([]byte, 2048)
 		for {
 			n, from, err := srv.ReadFromUDPAddrPort(buf)
@@ -110,9 +105,19 @@ func echoAcross(t *testing.T, a, b *testutil.Netns, server netip.AddrPort, datag
 		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(server))
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer cli.Close()
+	tb.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// echoAcross runs a UDP echo server at server in namespace b, sends
+// datagrams 1200-byte datagrams to it from namespace a one at a time, and
+// fails unless each comes back whole, through what the test put between
+// them (named by path in the failures).
+func echoAcross(t *testing.T, a, b *testutil.Netns, server netip.AddrPort, datagrams int, path string) {
+	t.Helper()
+	cli := dialEcho(t, a, b, server)
 
 	payload := make([]byte, 1200)
 	buf := make([]byte, 2048)
@@ -132,6 +137,9 @@ func echoAcross(t *testing.T, a, b *testutil.Netns, server netip.AddrPort, datag
 	}
 }
 
+// TestWireCountsOversizeFrames sends a frame bigger than the wire's
+// buffer (jumbo MTU on one side): the wire must count it, not send it on
+// cut short.
 func TestWireCountsOversizeFrames(t *testing.T) {
 	testutil.SkipUnlessRoot(t)
 	if _, err := exec.LookPath("ethtool"); err != nil {
