@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/hash"
@@ -45,8 +44,9 @@ func run(args []string, stderr io.Writer) int {
 	// The counter starts at the wall clock in nanoseconds: a restarted
 	// tunnel sends counters above any it sent before (we send far fewer
 	// than 10^9 datagrams a second), so it never repeats a nonce under the
-	// PSK's keys, and the peer's replay window accepts it at once.
-	t, err := openTunnel(cfg, uint64(time.Now().UnixNano()))
+	// PSK's keys, and the peer's replay window accepts it at once. Our own
+	// window takes nothing sealed more than maxClockSkew before now.
+	t, err := openTunnel(cfg, wallClock())
 	if err != nil {
 		logger.Print(err)
 		return 1
