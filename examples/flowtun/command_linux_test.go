@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -171,5 +172,83 @@ func testCommand(t *testing.T, bin, spread string) {
 	if running.TunPackets > 0 {
 		t.Logf("client at SIGUSR1: %d packets from the TUN, %d delivered, %d outer addresses, %d GSO sends",
 			running.TunPackets, running.Delivered, running.AddressesUsed, running.Conn.GSOSends)
+	}
+}
+
+// TestCommandChecksSelf runs flowtun with -self given as an operator
+// might get it wrong: a command copied from the peer (so -self is the
+// peer's address), a port that is not ours. Each must be refused at
+// start with a message that says what is wrong, before a key is used;
+// our own address, an address of an AnyIP local route, and -nat start.
+func TestCommandChecksSelf(t *testing.T) {
+	testutil.SkipUnlessRoot(t)
+	bin := buildFlowtun(t)
+	dir := t.TempDir()
+	pskFile := filepath.Join(dir, "psk")
+	if err := os.WriteFile(pskFile, []byte(testPSKHex+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newTwoHosts(t)
+	h.a.Run(t, "ip", "-6", "route", "add", "local", "2001:db8:c::/64", "dev", "lo")
+	ap := func(a netip.Addr, port int) string { return netip.AddrPortFrom(a, uint16(port)).String() }
+	// A's command: us A, the peer B.
+	commandA := func(self string, extra ...string) []string {
+		return append([]string{"-name", "ft0", "-listen-port", "51820", "-peer", ap(linkB, tunPort),
+			"-self", self, "-psk-file", pskFile, "-stats", ""}, extra...)
+	}
+	for _, tc := range []struct {
+		name    string
+		ns      *testutil.Netns
+		args    []string
+		wantErr string // "": it must start
+	}{
+		{"our address", h.a, commandA(ap(linkA, tunPort)), ""},
+		{"A's command copied to B", h.b, commandA(ap(linkA, tunPort)),
+			"-self 2001:db8:ff::a is not an address of this host: did you swap -self and -peer, or copy the peer's command?"},
+		{"swapped", h.a, []string{"-name", "ft0", "-listen-port", "51820", "-peer", ap(linkA, tunPort), "-self", ap(linkB, tunPort), "-psk-file", pskFile},
+			"-self 2001:db8:ff::b is not an address of this host: did you swap -self and -peer"},
+		{"another port", h.a, commandA(ap(linkA, 51821)), "-self [2001:db8:ff::a]:51821 has port 51821, but we listen on 51820"},
+		{"an address in a local route", h.a, commandA(ap(netip.MustParseAddr("2001:db8:c::5"), tunPort)), ""},
+		{"behind a NAT", h.b, commandA(ap(netip.MustParseAddr("2001:db8:ff::5"), tunPort), "-nat"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := tc.ns.Command(append([]string{bin}, tc.args...)...)
+			var out testutil.LockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			var err error
+			up, done := false, false
+			testutil.WaitFor(t, "flowtun to come up or exit", func() bool {
+				select {
+				case err = <-exited:
+					done = true
+					return true
+				default:
+					up = strings.Contains(out.String(), " up, MTU ")
+					return up
+				}
+			})
+			if up {
+				cmd.Process.Signal(syscall.SIGTERM)
+				if err := <-exited; err != nil {
+					t.Errorf("exit after SIGTERM: %v: %s", err, out.String())
+				}
+			}
+			switch {
+			case tc.wantErr == "" && !up:
+				t.Errorf("flowtun did not start: %v: %s", err, out.String())
+			case tc.wantErr != "" && up:
+				t.Errorf("flowtun started; want it refused with %q: %s", tc.wantErr, out.String())
+			case tc.wantErr != "" && done:
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out.String(), tc.wantErr) {
+					t.Errorf("exit %v, output %q; want status 1 and %q", err, out.String(), tc.wantErr)
+				}
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -58,6 +59,25 @@ func newSealer(key [32]byte, start uint64) (*sealer, error) {
 		return nil, err
 	}
 	return &sealer{aead: aead, counter: start}, nil
+}
+
+// maxCounterLag is how far the send counter may fall behind the wall
+// clock before catchUp moves it up to the clock. A second: often enough
+// that the peer, restarted, finds our counters within maxClockSkew of its
+// clock; rarely enough that a datagram sealed before a jump has long
+// arrived before the next, so the receiver's two rings (replayWindow)
+// take every straggler.
+const maxCounterLag = time.Second
+
+// catchUp moves the counter up to now, the wall clock in nanoseconds,
+// when it has fallen more than maxCounterLag behind (it counts
+// datagrams, the clock counts nanoseconds). It never moves the counter
+// back, so a nonce never repeats even when the clock steps back. It does
+// not allocate.
+func (s *sealer) catchUp(now uint64) {
+	if now > s.counter && now-s.counter > uint64(maxCounterLag) {
+		s.counter = now
+	}
 }
 
 // seal encrypts the inner packet in buf[headerLen:headerLen+n] in place:
@@ -123,6 +143,11 @@ func (o *opener) open(dgram []byte, counter uint64) ([]byte, error) {
 // also carry both addresses: two ends that disagree on them (a NAT
 // between them, a typo) fail to authenticate each other, and never seal
 // with one key from both ends, which would repeat nonces.
+//
+// Two ends given the same self and peer (a command copied from the other
+// end, or -self and -peer swapped) derive the same send key, and no
+// derivation from the pair can help: the inputs are the same. The guard
+// is checkSelf, which refuses a self that is not this host's.
 func directionKeys(psk [PSKSize]byte, self, peer netip.AddrPort) (send, recv [32]byte, err error) {
 	self, peer = canonicalAddrPort(self), canonicalAddrPort(peer)
 	cmp := self.Compare(peer)

@@ -41,8 +41,20 @@
 //	     -addr 198.51.100.2/24,fd00:99::2/64
 //
 // The PSK file holds 64 hex digits (head -c 32 /dev/urandom | xxd -p -c 32).
+// Each key comes from one place: -psk-file or -hash-key-file, the
+// environment (FLOWTUN_PSK, FLOWTUN_HASH_KEY), or -psk and -hash-key;
+// a key given two ways is an error, not a choice. Prefer a file or the
+// environment: a command line is readable by every user of the host (ps,
+// /proc/PID/cmdline), a process's environment only by its user and root.
+//
 // -peer is the peer's canonical address: the one its unspread datagrams
-// come from, so the source address of its route to us. Both ends must
+// come from, so the source address of its route to us. -self is ours, by
+// default the source address of our route to the peer; given, it must
+// be an address of this host (of an interface, or inside a local route)
+// and -listen-port, or flowtun refuses to start: a command copied from
+// the peer, or with -self and -peer swapped, would have both ends seal
+// with one key (see below). Behind a NAT that rewrites our address, give
+// the public one with -nat, which skips that check. Both ends must
 // agree on -bits, -mtu, the prefixes and the hash key (by default derived
 // from the PSK). Run preflight (examples/preflight) to check a host.
 //
@@ -68,30 +80,48 @@
 // the PSK with HKDF-SHA-256 (RFC 5869) under the label "flowtun a->b" or
 // "flowtun b->a" and both canonical addresses, "a" being the lower one:
 // both ends agree without a message, and ends that disagree on the
-// addresses never seal with one key. The flow hash key is derived the same
-// way, under its own label.
+// addresses never seal with one key. Ends that agree on them but both
+// claim the same one as their own (a copied command) would derive one
+// send key, and nonces would repeat as soon as one end had sent more
+// datagrams than the nanoseconds between the two starts: no derivation
+// can tell identical configs apart, so flowtun refuses a -self that is
+// not this host's. The flow hash key is derived from the PSK too, under
+// its own label.
 //
 // The counter starts at the sender's wall clock in nanoseconds and counts
-// up: a restarted end goes on above every counter it sent before, so a
-// nonce never repeats under a key (unless the clock steps back by more
-// than the tunnel was down) and the peer accepts it at once.
+// up, one per datagram; when it has fallen more than a second behind the
+// clock (it counts datagrams, the clock nanoseconds) it jumps up to the
+// clock, never back. A restarted end goes on above every counter it sent
+// before, so a nonce never repeats under a key (unless the clock steps
+// back by more than the tunnel was down), and every counter is within a
+// second of the moment it was sealed, which the replay window uses.
 //
 // # Replay protection
 //
 // The receiver keeps a sliding window of the last 1984 counters in a
 // 2048-bit bitmap of 64-bit blocks (RFC 4303 section 3.4.3, with RFC 6479's
-// ring of blocks). A counter is checked before decryption and recorded
-// only after it authenticates, so forged counters never move the window.
-// Malformed, unauthentic, replayed and too-old datagrams are dropped and
-// counted, each under its own reason.
+// ring of blocks). When the sender's counter jumps to its clock, the
+// window keeps the ring from before the jump beside the new one, so
+// datagrams sealed before the jump and overtaken on the way are still
+// taken once; the jump after retires it. A counter is checked before
+// decryption and recorded only after it authenticates, so forged counters
+// never move the window. Malformed, unauthentic, replayed and too-old
+// datagrams are dropped and counted, each under its own reason.
+//
+// A restarted end remembers no counter, so its window starts at its clock
+// less 10 seconds (maxClockSkew): a datagram sealed more than that before
+// the restart is dropped as too old, whoever replays it. What an attacker
+// recorded in those last 10 seconds can be replayed into the restarted
+// end, each datagram once, until fresh datagrams from the peer move the
+// window past it. The ends' clocks must agree within the same 10 seconds
+// (NTP keeps them within milliseconds): a peer whose clock is further
+// behind is not heard after we restart until its clock has caught up.
 //
 // # Limits
 //
 // There is no handshake: no forward secrecy, no key rotation beyond
-// changing the PSK, and an end that has just started has seen no counter,
-// so it takes a replay of traffic recorded before its start until fresh
-// datagrams from the peer move its window past it. One peer, with a fixed
-// address: no roaming. TUN reads and writes are one packet
+// changing the PSK, and a restart opens the 10-second replay above. One
+// peer, with a fixed address: no roaming. TUN reads and writes are one packet
 // per system call (no offloads), which bounds throughput: see
 // BenchmarkTunnelTCP.
 package main

@@ -128,7 +128,10 @@ func (in *injector) send(t *testing.T, src, dst netip.AddrPort, payload []byte) 
 func TestTunnelDropsForgeries(t *testing.T) {
 	h := newTwoHosts(t)
 	cfgA, cfgB := endConfigs(spreadBoth, false)
-	a := startEnd(t, h.a, cfgA)
+	// A's clock stands still, so its counter never jumps (sealer.catchUp)
+	// and the captured datagram leaves the window only by the fillers.
+	startA := uint64(time.Now().UnixNano())
+	a := startEndAt(t, h.a, cfgA, startA, func(a *tunnel) { a.clock = func() uint64 { return startA } })
 	b := startEnd(t, h.b, cfgB)
 
 	// A sink for inner UDP datagrams in B, and a sender in A.
@@ -276,4 +279,58 @@ func TestTunnelDropsForgeries(t *testing.T) {
 func dropSum(s Stats) uint64 {
 	return s.DroppedMalformed + s.DroppedAuth + s.DroppedReplay + s.DroppedTooOld + s.DroppedBadInner +
 		s.Conn.DroppedForeign + s.Conn.DroppedOutsideRange + s.Conn.RecvTruncated
+}
+
+// TestTunnelRejectsReplayFromBeforeStart is an end that has just
+// (re)started, and an attacker who recorded the peer's datagrams before:
+// a datagram the peer sealed more than maxClockSkew before the start is
+// dropped as too old, one sealed within it is taken.
+func TestTunnelRejectsReplayFromBeforeStart(t *testing.T) {
+	h := newTwoHosts(t)
+	_, cfgB := endConfigs(spreadOff, false)
+	start := uint64(time.Now().UnixNano())
+	b := startEndAt(t, h.b, cfgB, start, nil)
+
+	sinkAddr := netip.AddrPortFrom(innerB6.Addr(), 7004)
+	var sink *net.UDPConn
+	if err := h.b.Do(func() (err error) { sink, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(sinkAddr)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+
+	// A's datagrams as A would seal them, at the counter given.
+	selfA := netip.AddrPortFrom(linkA, tunPort)
+	sendA, _, err := directionKeys(testPSK, selfA, b.self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedAt := func(counter uint64, msg string) []byte {
+		s, err := newSealer(sendA, counter-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner := testutil.Build(testutil.IPv6(innerA6.Addr(), innerB6.Addr()), testutil.UDP(40000, sinkAddr.Port()), gopacket.Payload(msg))
+		return sealPacket(t, s, inner)
+	}
+	floor := start - uint64(maxClockSkew)
+	attacker := newInjector(t, h.a)
+	attacker.send(t, selfA, b.self, sealedAt(floor-1, "sealed before the skew"))
+	attacker.send(t, selfA, b.self, sealedAt(floor, "sealed within the skew"))
+
+	buf := make([]byte, 100)
+	sink.SetReadDeadline(time.Now().Add(30 * time.Second)) // a safety net, not a measure
+	for {
+		n, _, err := sink.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("the datagram sealed within the skew did not come through: %v; B: %+v", err, b.stats())
+		}
+		if msg := string(buf[:n]); msg == "sealed before the skew" {
+			t.Errorf("B took a datagram sealed %v before it started", maxClockSkew+time.Nanosecond)
+		} else if msg == "sealed within the skew" {
+			break
+		}
+	}
+	if s := b.stats(); s.DroppedTooOld != 1 || s.Delivered != 1 {
+		t.Errorf("B: %d dropped as too old, %d delivered; want 1 and 1", s.DroppedTooOld, s.Delivered)
+	}
 }

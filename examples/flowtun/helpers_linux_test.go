@@ -79,13 +79,23 @@ func endConfigs(modeA spreadMode, outer4 bool) (a, b config) {
 // startEnd opens a tunnel end inside ns and runs it until the test ends.
 func startEnd(t testing.TB, ns *testutil.Netns, cfg config) *tunnel {
 	t.Helper()
+	return startEndAt(t, ns, cfg, uint64(time.Now().UnixNano()), nil)
+}
+
+// startEndAt is startEnd with the clock reading the end starts at, and a
+// function that may change the tunnel before it runs (nil: none).
+func startEndAt(t testing.TB, ns *testutil.Netns, cfg config, now uint64, before func(*tunnel)) *tunnel {
+	t.Helper()
 	var tun *tunnel
 	err := ns.Do(func() (err error) {
-		tun, err = openTunnel(cfg, uint64(time.Now().UnixNano()))
+		tun, err = openTunnel(cfg, now)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("open tunnel in %s: %v", ns.Name, err)
+	}
+	if before != nil {
+		before(tun)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

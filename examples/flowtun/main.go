@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/hash"
@@ -45,8 +44,9 @@ func run(args []string, stderr io.Writer) int {
 	// The counter starts at the wall clock in nanoseconds: a restarted
 	// tunnel sends counters above any it sent before (we send far fewer
 	// than 10^9 datagrams a second), so it never repeats a nonce under the
-	// PSK's keys, and the peer's replay window accepts it at once.
-	t, err := openTunnel(cfg, uint64(time.Now().UnixNano()))
+	// PSK's keys, and the peer's replay window accepts it at once. Our own
+	// window takes nothing sealed more than maxClockSkew before now.
+	t, err := openTunnel(cfg, wallClock())
 	if err != nil {
 		logger.Print(err)
 		return 1
@@ -158,14 +158,18 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.StringVar(&cfg.name, "name", "tun0", "`name` of the TUN interface to create")
 	port := fs.Uint("listen-port", 51820, "UDP `port` to listen on; the peer's -peer names it")
 	peer := fs.String("peer", "", "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
-	self := fs.String("self", "", "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port)")
+	self := fs.String("self", "", "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port); it must be an address of this host and -listen-port, unless -nat")
+	fs.BoolVar(&cfg.nat, "nat", false, "-self is the public address and port a NAT maps us to, not this host's: do not check that it is ours (that check stops a command copied from the peer, which would make both ends seal with one key)")
 	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
 	peerPrefix := fs.String("peer-prefix", "", "the peer's spread `prefix` (its -prefix)")
 	fs.IntVar(&cfg.bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
 	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's prefix; the peer runs src), both, or auto (from the prefixes given)")
-	pskHex := fs.String("psk", "", "pre-shared key: 64 hex digits, the same at both ends (or -psk-file)")
-	pskFile := fs.String("psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
-	hashKey := fs.String("hash-key", "", "flow hash key: 32 hex digits, the same at both ends (default: derived from the PSK)")
+	psk := secretFlags{what: "the PSK", flag: "psk", env: pskEnv, digits: 2 * PSKSize}
+	fs.StringVar(&psk.value, "psk", "", "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
+	fs.StringVar(&psk.file, "psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
+	hashKey := secretFlags{what: "the hash key", flag: "hash-key", env: hashKeyEnv, digits: 2 * hash.KeySize}
+	fs.StringVar(&hashKey.value, "hash-key", "", "flow hash `key`: 32 hex digits, the same at both ends (default: derived from the PSK). On a command line every user of the host can read it: prefer -hash-key-file or $"+hashKeyEnv)
+	fs.StringVar(&hashKey.file, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`")
 	fs.BoolVar(&cfg.symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.Var(&addrs, "addr", "inner `address/len` of the TUN interface, IPv4 or IPv6; repeat or separate with commas")
 	fs.Var(&routes, "route", "inner `prefix` to route through the tunnel; repeat or separate with commas")
@@ -176,8 +180,9 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its flow (RFC 6438)")
 	fs.BoolVar(&cfg.gso, "gso", true, "send runs of one flow as UDP GSO super-datagrams where the kernel can")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk HEX [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
+		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nEach key comes from one place: its flag, its file, or the environment\n($%s, $%s, which only the user running flowtun can read);\ntwo places for one key is an error.\n", pskEnv, hashKeyEnv)
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", err
@@ -202,15 +207,14 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		if cfg.self, err = netip.ParseAddrPort(*self); err != nil {
 			return cfg, "", fmt.Errorf("-self: %w", err)
 		}
+		if canonicalAddrPort(cfg.self) == canonicalAddrPort(cfg.peer) {
+			return cfg, "", fmt.Errorf("-self and -peer are both %v: -self is this end's address, -peer the other end's", cfg.self)
+		}
 	}
-	if cfg.psk, err = readPSK(*pskHex, *pskFile); err != nil {
+	if cfg.psk, err = readPSK(psk); err != nil {
 		return cfg, "", err
 	}
-	if *hashKey != "" {
-		if cfg.hashKey, err = hash.ParseKey(*hashKey); err != nil {
-			return cfg, "", fmt.Errorf("-hash-key: %w", err)
-		}
-	} else if cfg.hashKey, err = hashKeyFromPSK(cfg.psk); err != nil {
+	if cfg.hashKey, err = readHashKey(hashKey, cfg.psk); err != nil {
 		return cfg, "", err
 	}
 	if *prefix != "" {
@@ -277,29 +281,87 @@ func parseSpread(s string, ours, peers bool) (spreadMode, error) {
 	return m, nil
 }
 
-// readPSK takes the key from -psk or, failing that, -psk-file.
-func readPSK(hexKey, file string) ([PSKSize]byte, error) {
-	var psk [PSKSize]byte
-	from := "-psk"
-	switch {
-	case hexKey != "" && file != "":
-		return psk, errors.New("give -psk or -psk-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
+// The environment variables that may hold the keys. A process's
+// environment is readable only by its user and root
+// (/proc/PID/environ is mode 0400), unlike its command line.
+const (
+	pskEnv     = "FLOWTUN_PSK"
+	hashKeyEnv = "FLOWTUN_HASH_KEY"
+)
+
+// secretFlags are the places one key can come from: its flag (-NAME),
+// its file flag (-NAME-file) and its environment variable. Exactly one
+// may be given: a key given twice is an error rather than a precedence
+// rule, since an operator who set two did not mean both, and a silent
+// pick could run with the stale one.
+type secretFlags struct {
+	what, flag, env string // "the PSK", "psk", "FLOWTUN_PSK"
+	digits          int    // hex digits of the key
+	value, file     string // the flags' values
+}
+
+// text returns the key's hex digits and where they came from, for
+// messages; "" when the key was given nowhere. An empty environment
+// variable counts as unset. The file may end in white space.
+func (s secretFlags) text() (text, from string, err error) {
+	env := os.Getenv(s.env)
+	var given []string
+	if s.value != "" {
+		given = append(given, "-"+s.flag)
+		text, from = s.value, "-"+s.flag
+	}
+	if s.file != "" {
+		given = append(given, "-"+s.flag+"-file")
+		b, err := os.ReadFile(s.file)
 		if err != nil {
-			return psk, fmt.Errorf("-psk-file: %w", err)
+			return "", "", fmt.Errorf("-%s-file: %w", s.flag, err)
 		}
-		hexKey, from = strings.TrimSpace(string(b)), "-psk-file "+file
-	case hexKey == "":
-		return psk, errors.New("-psk or -psk-file is required: 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)")
+		text, from = strings.TrimSpace(string(b)), "-"+s.flag+"-file "+s.file
 	}
-	if len(hexKey) != 2*PSKSize {
-		return psk, fmt.Errorf("%s: the key has %d characters, want 64 hex digits", from, len(hexKey))
+	if env != "" {
+		given = append(given, "$"+s.env)
+		text, from = strings.TrimSpace(env), "$"+s.env
 	}
-	if _, err := hex.Decode(psk[:], []byte(hexKey)); err != nil {
+	if len(given) > 1 {
+		return "", "", fmt.Errorf("%s is given %d ways (%s): give it one way, preferably -%s-file or $%s", s.what, len(given), strings.Join(given, ", "), s.flag, s.env)
+	}
+	if text != "" && len(text) != s.digits {
+		return "", "", fmt.Errorf("%s: the key has %d characters, want %d hex digits", from, len(text), s.digits)
+	}
+	return text, from, nil
+}
+
+// readPSK takes the pre-shared key from the one place it was given.
+func readPSK(s secretFlags) ([PSKSize]byte, error) {
+	var psk [PSKSize]byte
+	text, from, err := s.text()
+	if err != nil {
+		return psk, err
+	}
+	if text == "" {
+		return psk, fmt.Errorf("-psk-file or $%s is required (or -psk, which other users can read): 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)", pskEnv)
+	}
+	if _, err := hex.Decode(psk[:], []byte(text)); err != nil {
 		return psk, fmt.Errorf("%s: %w", from, err)
 	}
 	return psk, nil
+}
+
+// readHashKey takes the flow hash key from the one place it was given,
+// or derives it from the PSK.
+func readHashKey(s secretFlags, psk [PSKSize]byte) (hash.Key, error) {
+	text, from, err := s.text()
+	if err != nil {
+		return hash.Key{}, err
+	}
+	if text == "" {
+		return hashKeyFromPSK(psk)
+	}
+	k, err := hash.ParseKey(text)
+	if err != nil {
+		return hash.Key{}, fmt.Errorf("%s: %w", from, err)
+	}
+	return k, nil
 }
 
 // writeStats writes s as one line of JSON to path ("-": stderr). A file

@@ -26,6 +26,13 @@ func TestParseFlags(t *testing.T) {
 	if err := os.WriteFile(pskFile, []byte(testPSKHex+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	const testHashKeyHex = "000102030405060708090a0b0c0d0e0f"
+	testHashKey := hash.Key{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	hashKeyFile := filepath.Join(t.TempDir(), "hash-key")
+	if err := os.WriteFile(hashKeyFile, []byte(testHashKeyHex+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noPSK := []string{"-peer", "[2001:db8:ff::b]:51820"}
 	base := []string{"-peer", "[2001:db8:ff::b]:51820", "-psk", testPSKHex}
 	pfx := []string{"-prefix", "2001:db8:a::/64", "-peer-prefix", "2001:db8:b::/64"}
 	with := func(extra ...[]string) []string {
@@ -38,6 +45,7 @@ func TestParseFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		args    []string
+		env     map[string]string
 		check   func(t *testing.T, cfg config, stats string)
 		wantErr string
 	}{
@@ -113,9 +121,46 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("self %v", cfg.self)
 			}
 		}},
+		{name: "PSK from the environment", args: noPSK, env: map[string]string{pskEnv: testPSKHex + "\n"},
+			check: func(t *testing.T, cfg config, _ string) {
+				if cfg.psk != testPSK {
+					t.Error("PSK from the environment differs")
+				}
+			}},
+		{name: "hash key from a file", args: with([]string{"-hash-key-file", hashKeyFile}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.hashKey != testHashKey {
+				t.Errorf("hash key %x", cfg.hashKey[:])
+			}
+		}},
+		{name: "hash key from the environment", args: base, env: map[string]string{hashKeyEnv: testHashKeyHex},
+			check: func(t *testing.T, cfg config, _ string) {
+				if cfg.hashKey != testHashKey {
+					t.Errorf("hash key %x", cfg.hashKey[:])
+				}
+			}},
+		{name: "an empty variable is unset", args: base, env: map[string]string{pskEnv: "", hashKeyEnv: ""},
+			check: func(t *testing.T, cfg config, _ string) {
+				if want, _ := hashKeyFromPSK(testPSK); cfg.psk != testPSK || cfg.hashKey != want {
+					t.Error("an empty variable changed a key")
+				}
+			}},
 		{name: "no peer", args: []string{"-psk", testPSKHex}, wantErr: "-peer is required"},
-		{name: "no PSK", args: []string{"-peer", "192.0.2.2:51820"}, wantErr: "-psk or -psk-file is required"},
-		{name: "both PSKs", args: with([]string{"-psk-file", pskFile}), wantErr: "not both"},
+		{name: "no PSK", args: noPSK, wantErr: "-psk-file or $FLOWTUN_PSK is required"},
+		{name: "PSK as flag and file", args: with([]string{"-psk-file", pskFile}), wantErr: "the PSK is given 2 ways (-psk, -psk-file)"},
+		{name: "PSK as flag and variable", args: base, env: map[string]string{pskEnv: testPSKHex},
+			wantErr: "the PSK is given 2 ways (-psk, $FLOWTUN_PSK)"},
+		{name: "PSK as file and variable", args: append(noPSK, "-psk-file", pskFile), env: map[string]string{pskEnv: testPSKHex},
+			wantErr: "the PSK is given 2 ways (-psk-file, $FLOWTUN_PSK)"},
+		{name: "hash key as flag and file", args: with([]string{"-hash-key", testHashKeyHex, "-hash-key-file", hashKeyFile}),
+			wantErr: "the hash key is given 2 ways (-hash-key, -hash-key-file)"},
+		{name: "hash key three ways", args: with([]string{"-hash-key", testHashKeyHex, "-hash-key-file", hashKeyFile}),
+			env: map[string]string{hashKeyEnv: testHashKeyHex}, wantErr: "the hash key is given 3 ways"},
+		{name: "hash key file missing", args: with([]string{"-hash-key-file", hashKeyFile + ".missing"}), wantErr: "-hash-key-file"},
+		{name: "bad hash key in the environment", args: base, env: map[string]string{hashKeyEnv: "00"}, wantErr: "$FLOWTUN_HASH_KEY"},
+		{name: "bad PSK in a file", args: append(noPSK, "-psk-file", hashKeyFile), wantErr: "-psk-file " + hashKeyFile},
+		{name: "self is the peer", args: with([]string{"-self", "[2001:db8:ff::b]:51820"}), wantErr: "-self and -peer are both"},
+		{name: "self is the peer, IPv4-mapped", args: []string{"-peer", "192.0.2.2:51820", "-self", "[::ffff:192.0.2.2]:51820", "-psk", testPSKHex},
+			wantErr: "-self and -peer are both"},
 		{name: "short PSK", args: []string{"-peer", "192.0.2.2:51820", "-psk", "0102"}, wantErr: "want 64 hex digits"},
 		{name: "PSK not hex", args: []string{"-peer", "192.0.2.2:51820", "-psk", strings.Repeat("zz", 32)}, wantErr: "-psk"},
 		{name: "bad hash key", args: with([]string{"-hash-key", "00"}), wantErr: "-hash-key"},
@@ -137,6 +182,11 @@ func TestParseFlags(t *testing.T) {
 		{name: "stray argument", args: with([]string{"extra"}), wantErr: "unexpected argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(pskEnv, "")
+			t.Setenv(hashKeyEnv, "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
 			var stderr bytes.Buffer
 			cfg, stats, err := parseFlags(tc.args, &stderr)
 			if tc.wantErr != "" {

@@ -137,13 +137,19 @@ func TestReplayWindowModel(t *testing.T) {
 // accepted once is never accepted again.
 func FuzzReplayWindow(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 3, 200, 1})
+	f.Add([]byte{2, 4, 0xfe, 3, 0xfe, 0xff, 0xff, 2, 0xfe, 1})
 	f.Fuzz(func(t *testing.T, deltas []byte) {
 		var w replayWindow
 		accepted := map[uint64]bool{}
 		var c uint64 = 1 << 40
 		for i, d := range deltas {
-			// Even bytes step forward, odd ones back, by up to 16 blocks.
+			// Even bytes step forward, odd ones back, by up to 16 blocks;
+			// 0xfe and 0xff jump as far as a sender's catch-up, forward
+			// and back, so that old rings come round again.
 			step := uint64(d>>1) * 8
+			if d >= 0xfe {
+				step = uint64(maxCounterLag) + uint64(d)
+			}
 			if d&1 == 0 {
 				c += step
 			} else {
@@ -170,5 +176,90 @@ func TestReplayWindowAllocs(t *testing.T) {
 		c += 3
 	}); n != 0 {
 		t.Errorf("the replay window allocates %v times per datagram", n)
+	}
+}
+
+// TestReplayWindowAfterRestart is a receiver that has just started at
+// now: a datagram sealed more than maxClockSkew before is a replay of
+// traffic from before the restart and is dropped as too old; one sealed
+// within the skew, or later, is taken once.
+func TestReplayWindowAfterRestart(t *testing.T) {
+	const now = uint64(1_700_000_000) * 1e9
+	skew := uint64(maxClockSkew)
+	w := newReplayWindow(restartFloor(now))
+	feed(t, &w, []step{
+		{now - skew - 1, errTooOld},
+		{now - 2*skew, errTooOld},
+		{1, errTooOld},
+		{now - skew, nil}, // the oldest taken
+		{now - skew/2, nil},
+		{now - skew/2, errReplayed},
+		{now, nil},
+		{now + 3, nil},
+		{now - skew, errTooOld}, // now far behind the top
+	})
+	if restartFloor(uint64(maxClockSkew)/2) != 0 {
+		t.Error("a clock before the skew does not give the floor 0")
+	}
+}
+
+// TestReplayWindowSenderJump follows a sender whose counter jumps to its
+// clock (sealer.catchUp) while datagrams sealed before the jump are still
+// on the way: each is taken once after the jump, and a second jump
+// retires the first ring for good.
+func TestReplayWindowSenderJump(t *testing.T) {
+	const W = replayWindowSize
+	lag := uint64(maxCounterLag)
+	const c0 = uint64(1) << 50
+	j1 := c0 + 100 + lag + 7 // the first jump
+	j2 := j1 + 50 + lag + 9  // the second
+	var w replayWindow
+	feed(t, &w, append(inOrder(c0, c0+90), []step{
+		{j1, nil}, // overtook c0+91..c0+100, still on their way
+		{c0 + 95, nil}, {c0 + 91, nil}, {c0 + 100, nil},
+		{c0 + 95, errReplayed}, {c0 + 50, errReplayed}, {j1, errReplayed},
+		{j1 + 1, nil}, {j1 - 1, nil}, // never sent, but not seen: only authentication tells
+		{c0 - W, errTooOld},
+		{j2, nil},
+		{j1 + 2, nil}, {j1 + 1, errReplayed},
+		// The ring before j1 is gone: its counters are all too old now,
+		// the ones it took and the ones it did not.
+		{c0 + 95, errTooOld}, {c0 + 96, errTooOld}, {j1 - 2, errTooOld},
+		{j2 + 1, nil},
+	}...))
+}
+
+// TestReplayWindowNoJumpFromEmpty checks that the first counter a fresh
+// window takes does not count as a jump: nothing below it was taken, so
+// the floor, not a retired ring, decides what is too old.
+func TestReplayWindowNoJumpFromEmpty(t *testing.T) {
+	const now = uint64(1_700_000_000) * 1e9
+	w := newReplayWindow(restartFloor(now))
+	feed(t, &w, []step{{now, nil}, {now - 1, nil}, {now - uint64(maxClockSkew), errTooOld}})
+}
+
+// TestSealerCatchUp checks that the send counter follows the clock once
+// it lags by more than maxCounterLag, and never goes back.
+func TestSealerCatchUp(t *testing.T) {
+	const start = uint64(1) << 60
+	lag := uint64(maxCounterLag)
+	s, _ := pair(t, start)
+	for _, tc := range []struct {
+		now, want uint64
+	}{
+		{start + lag, start},               // exactly the lag: stays
+		{start + lag + 1, start + lag + 1}, // beyond: jumps to the clock
+		{start, start + lag + 1},           // the clock stepped back: stays
+		{0, start + lag + 1},
+		{start + 3*lag + 2, start + 3*lag + 2},
+	} {
+		s.catchUp(tc.now)
+		if s.counter != tc.want {
+			t.Errorf("clock %d: counter %d, want %d", tc.now, s.counter, tc.want)
+		}
+	}
+	d := sealPacket(t, s, []byte("x"))
+	if c, _ := parseHeader(d); c != start+3*lag+3 {
+		t.Errorf("the datagram after the jump carries %d, want %d", c, start+3*lag+3)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/flowaddr"
@@ -48,6 +49,7 @@ type config struct {
 	listenPort uint16         // our UDP port
 	peer       netip.AddrPort // the peer's canonical outer address
 	self       netip.AddrPort // ours; zero: the route's source to the peer, listenPort
+	nat        bool           // self is a NAT's address, not this host's: checkSelf skips it
 	prefix     netip.Prefix   // our spread prefix
 	peerPrefix netip.Prefix
 	bits       int
@@ -156,6 +158,8 @@ type tunnel struct {
 	rxInner [][]byte // each datagram's inner packet, nil when dropped
 	rxOrder []int
 	rxFlows []uint64
+	// clock is the wall clock in nanoseconds, for seal.catchUp.
+	clock func() uint64
 
 	count     counters
 	done      chan struct{} // closed by close
@@ -169,10 +173,11 @@ const rxBufLen = 1<<16 - 1
 // openTunnel sets up a tunnel end: the TUN device with its addresses and
 // routes, the local route for our prefix, and the conn. It acts in the
 // network namespace of the calling thread, and needs CAP_NET_ADMIN.
-// start is the sender's first counter (see newSealer); main passes the
-// wall clock in nanoseconds.
-func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
-	t := &tunnel{cfg: cfg, self: cfg.self, done: make(chan struct{})}
+// now is the wall clock in nanoseconds: the sender's first counter (see
+// newSealer), and, less maxClockSkew, the oldest counter the receiver
+// takes.
+func openTunnel(cfg config, now uint64) (_ *tunnel, err error) {
+	t := &tunnel{cfg: cfg, self: cfg.self, clock: wallClock, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			t.close()
@@ -183,16 +188,22 @@ func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
 			return nil, err
 		}
 	}
+	if err := checkSelf(t.self, &cfg); err != nil {
+		return nil, err
+	}
 	send, recv, err := directionKeys(cfg.psk, t.self, cfg.peer)
 	if err != nil {
 		return nil, err
 	}
-	if t.seal, err = newSealer(send, start); err != nil {
+	if t.seal, err = newSealer(send, now); err != nil {
 		return nil, err
 	}
 	if t.open, err = newOpener(recv); err != nil {
 		return nil, err
 	}
+	// Whatever the peer sealed more than maxClockSkew before we started
+	// is a replay: nothing we want came before our start.
+	t.window = newReplayWindow(restartFloor(now))
 
 	if t.tun, err = openTUN(cfg.name); err != nil {
 		return nil, err
@@ -224,6 +235,38 @@ func openTunnel(cfg config, start uint64) (_ *tunnel, err error) {
 		t.rxMsgs[i].Buf = make([]byte, rxBufLen)
 	}
 	return t, nil
+}
+
+// wallClock is the wall clock in nanoseconds: counters are compared
+// across hosts, so the monotonic clock would not do. It does not allocate.
+func wallClock() uint64 { return uint64(time.Now().UnixNano()) }
+
+// checkSelf refuses a self that is not this host's own address and
+// listening port, unless cfg.nat says a NAT maps us to it. It is the
+// guard against two ends sealing with one key (see directionKeys): a
+// command copied from the peer, or with -self and -peer swapped, names
+// the peer's address as ours, which is not an address of this host.
+//
+// Ours is what the kernel delivers here: an address of an interface, or
+// one inside a local route (AnyIP: ip -6 route add local PREFIX dev lo).
+// The local route flowtun adds for -prefix is not there yet and does not
+// count: a copied command would bring the peer's prefix along too.
+func checkSelf(self netip.AddrPort, cfg *config) error {
+	if cfg.nat {
+		return nil
+	}
+	const hint = "did you swap -self and -peer, or copy the peer's command? -self is this end's own address and port, as the peer's -peer gives them (behind a NAT that rewrites them, add -nat)"
+	if self.Port() != cfg.listenPort {
+		return fmt.Errorf("-self %v has port %d, but we listen on %d (-listen-port): %s", self, self.Port(), cfg.listenPort, hint)
+	}
+	local, err := isLocalAddr(self.Addr())
+	if err != nil {
+		return fmt.Errorf("cannot tell whether -self %v is an address of this host: %w", self, err)
+	}
+	if !local {
+		return fmt.Errorf("-self %v is not an address of this host: %s", self.Addr(), hint)
+	}
+	return nil
 }
 
 // selfAddr is our canonical outer address as the peer sees it, when
@@ -294,6 +337,7 @@ func (t *tunnel) tunToNet() error {
 		}
 		t.count.tunPackets.Add(uint64(n))
 		t.count.tunBytes.Add(bytes)
+		t.seal.catchUp(t.clock())
 		order, singles := sparseFirst(t.txOrder, t.txKeys[:len(kept)])
 		if singles > 0 && singles < len(order) {
 			if err := t.sealAndSend(kept, order[:singles]); err != nil {
