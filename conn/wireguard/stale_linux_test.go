@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -37,6 +38,10 @@ type wireSink struct {
 type sinkArrival struct {
 	src, dst netip.Addr
 	ecn      flowaddr.ECN
+}
+
+func (a sinkArrival) String() string {
+	return fmt.Sprintf("%v -> %v %v", a.src, a.dst, a.ecn)
 }
 
 func newWireSink(t *testing.T, ns *testutil.Netns) *wireSink {
@@ -135,7 +140,7 @@ func TestStaleRecordNotUsed(t *testing.T) {
 	}
 	got := sink.read(t)
 	if want := (sinkArrival{ma.Addr(h), mb.Addr(h), flowaddr.ECT0}); got != want {
-		t.Fatalf("x arrived as %+v, want %+v", got, want)
+		t.Fatalf("x arrived as %v, want %v", got, want)
 	}
 
 	// The same buffer now carries y's datagram, 144 bytes like x's, with
@@ -145,7 +150,7 @@ func TestStaleRecordNotUsed(t *testing.T) {
 	}
 	got = sink.read(t)
 	if got.dst != ep.AddrPort().Addr() || got.ecn != flowaddr.NotECT {
-		t.Errorf("y arrived as %+v, want unspread to %v with Not-ECT", got, ep.AddrPort().Addr())
+		t.Errorf("y arrived as %v, want unspread to %v with Not-ECT", got, ep.AddrPort().Addr())
 	}
 	if s := b.Stats(); s.SentSpread != 1 || s.SentUnmatched != 1 || s.SentControl != 0 {
 		t.Errorf("stats %+v, want 1 spread and 1 unmatched", s)
