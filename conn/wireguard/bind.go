@@ -59,7 +59,7 @@ type Bind struct {
 	endpoints map[netip.AddrPort]*Endpoint
 	strangers map[netip.AddrPort]*Endpoint
 
-	flows bufferTable // send: the flow of each buffer read from the TUN
+	flows bufferTable // send: the flow of each packet read from the TUN, by where its datagram starts
 	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
 
 	msgPool sync.Pool // *[]conn.Message for Send
@@ -194,12 +194,14 @@ func (b *Bind) endpoint(ap netip.AddrPort, configured bool) *Endpoint {
 }
 
 // Send sends each buffer to the endpoint's peer. A transport-data datagram
-// that is provably the one [WrapTUN]'s Read classified (see flowOf) goes
-// out with that flow's outer address pair and ECN codepoint; handshakes,
-// cookie replies, keepalives, and data that cannot be matched go out
-// unspread, to the peer's canonical address. The peer always comes from
-// ep, never from the match, so a wrong match could only pick another
-// address pair of the same peer.
+// that starts where [WrapTUN]'s Read put a classified packet's transport
+// header, and is exactly as long as that packet seals to, goes out with
+// the packet's outer address pair and ECN codepoint; the record is then
+// forgotten, so it serves one datagram. Handshakes, cookie replies,
+// keepalives, and data that cannot be matched go out unspread, to the
+// peer's canonical address. The peer always comes from ep, never from the
+// match, so a wrong match could only pick another address pair of the
+// same peer.
 //
 // It does not retain bufs and does not allocate once warm.
 func (b *Bind) Send(bufs [][]byte, ep wgconn.Endpoint) error {
