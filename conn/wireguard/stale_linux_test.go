@@ -160,6 +160,9 @@ func TestStaleRecordNotUsed(t *testing.T) {
 // TestReadAndSendDoNotAllocate guards the whole send path of one packet:
 // the wrapper's Read that records it and the Send that consumes it.
 func TestReadAndSendDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes Send's sync.Pool drop items at random")
+	}
 	// The sink is not read: the kernel drops what overflows its buffer.
 	b, td, src, _, ep, _, _ := staleSetup(t)
 	src.next = innerUDP(innerA, innerB, 40001, 9000, flowaddr.ECT0, "payload")
