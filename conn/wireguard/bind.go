@@ -13,15 +13,18 @@ import (
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/flowaddr"
 	wgconn "golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // WireGuard message layout (the WireGuard paper, section 5.4): a
 // little-endian type word, and for transport data a 16-byte header, the
-// ciphertext padded to 16 bytes, and a 16-byte Poly1305 tag.
+// ciphertext padded to 16 bytes, and a 16-byte Poly1305 tag. wireguard-go's
+// own constants, so the checks follow it.
 const (
-	messageTransportType = 4
-	transportOverhead    = 16 + 16
-	maxPadding           = 15
+	messageTransportType = device.MessageTransportType
+	transportHeaderSize  = device.MessageTransportHeaderSize
+	transportOverhead    = device.MessageTransportSize // header and tag: a keepalive
+	maxPadding           = device.PaddingMultiple - 1
 )
 
 // batchSize is the number of datagrams per Send and per receive call,
@@ -56,7 +59,7 @@ type Bind struct {
 	endpoints map[netip.AddrPort]*Endpoint
 	strangers map[netip.AddrPort]*Endpoint
 
-	flows bufferTable // send: the flow of each buffer read from the TUN
+	flows bufferTable // send: the flow of each packet read from the TUN, by where its datagram starts
 	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
 
 	msgPool sync.Pool // *[]conn.Message for Send
@@ -191,12 +194,14 @@ func (b *Bind) endpoint(ap netip.AddrPort, configured bool) *Endpoint {
 }
 
 // Send sends each buffer to the endpoint's peer. A transport-data datagram
-// whose buffer [WrapTUN]'s Read classified goes out with that flow's
-// outer address pair and ECN codepoint; handshakes, cookie replies,
-// keepalives, and data whose buffer cannot be matched go out unspread,
-// to the peer's canonical address. The peer always comes from ep, never
-// from the match, so a wrong match can only pick another address pair of
-// the same peer.
+// that starts where [WrapTUN]'s Read put a classified packet's transport
+// header, and is exactly as long as that packet seals to, goes out with
+// the packet's outer address pair and ECN codepoint; the record is then
+// forgotten, so it serves one datagram. Handshakes, cookie replies,
+// keepalives, and data that cannot be matched go out unspread, to the
+// peer's canonical address. The peer always comes from ep, never from the
+// match, so a wrong match could only pick another address pair of the
+// same peer.
 //
 // It does not retain bufs and does not allocate once warm.
 func (b *Bind) Send(bufs [][]byte, ep wgconn.Endpoint) error {
@@ -254,32 +259,64 @@ const (
 	sendUnmatched
 )
 
-// flowOf returns the flow recorded for a datagram's buffer, checked
-// against the datagram: it must be transport data, not a keepalive, and
-// as long as the recorded plaintext encrypts to.
+// flowOf returns the flow recorded for a datagram's buffer and forgets
+// the record, whatever the datagram is: a record serves one send. It
+// returns the flow only for transport data that the record proves to be
+// the packet Read classified: the datagram starts where the record says
+// wireguard-go seals the packet (the record's key) and is exactly as long
+// as the packet seals to. Anything else is sent unspread: a buffer that
+// was read into for one packet and then carries another's ciphertext
+// must not lend it the first packet's address pair and ECN.
 func (b *Bind) flowOf(buf []byte) (conn.Flow, sendKind) {
-	if len(buf) < 4 || binary.LittleEndian.Uint32(buf) != messageTransportType || len(buf) <= transportOverhead {
-		return conn.Flow{}, sendControl
+	hash, meta, ok := b.flows.take(sendKey(buf))
+	if len(buf) <= transportOverhead || binary.LittleEndian.Uint32(buf) != messageTransportType {
+		return conn.Flow{}, sendControl // handshakes, cookie replies, keepalives
 	}
-	hash, meta, ok := b.flows.load(bufferKey(buf))
-	if !ok {
-		return conn.Flow{}, sendUnmatched
-	}
-	plen := int(meta >> 8)
-	if ct := len(buf) - transportOverhead; ct < plen || ct > plen+maxPadding {
+	if !ok || int(meta>>8) != len(buf) {
 		return conn.Flow{}, sendUnmatched
 	}
 	return conn.Flow{Hash: hash, ECN: flowaddr.ECN(meta>>1) & 3, Valid: meta&1 != 0}, sendSpread
 }
 
-// recordFlow remembers the flow of a plaintext packet of length plen read
-// into buf.
-func (b *Bind) recordFlow(buf []byte, f conn.Flow, plen int) {
-	meta := uint32(plen)<<8 | uint32(f.ECN&3)<<1
+// sendKey identifies a datagram by the address of its first byte.
+func sendKey(buf []byte) uintptr {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+}
+
+// recordFlow remembers the flow of the plaintext packet that a TUN read
+// put at buf[offset:offset+plen], under the address where its datagram
+// will start: wireguard-go seals the packet in place, writing the
+// transport header right in front of the plaintext (device/send.go,
+// RoutineEncryption). With the record goes the datagram's exact length:
+// the header, the plaintext padded as wireguard-go pads it at mtu, and
+// the tag. A packet that cannot be sealed in place gets no record.
+func (b *Bind) recordFlow(buf []byte, offset, plen int, f conn.Flow, mtu int) {
+	start := offset - transportHeaderSize
+	n := sealedLen(plen, mtu)
+	if start < 0 || offset > len(buf) || plen < 0 || start+n > cap(buf) || n >= 1<<24 {
+		return
+	}
+	meta := uint32(n)<<8 | uint32(f.ECN&3)<<1
 	if f.Valid {
 		meta |= 1
 	}
-	b.flows.store(bufferKey(buf), f.Hash, meta)
+	b.flows.store(sendKey(buf[start:]), f.Hash, meta)
+}
+
+// sealedLen returns the length of the transport datagram that
+// wireguard-go makes of a plaintext of plen bytes on a TUN of the given
+// MTU: calculatePaddingSize in device/send.go pads the last MTU-sized
+// unit to a multiple of 16 but never past the MTU.
+func sealedLen(plen, mtu int) int {
+	last := plen
+	if mtu > 0 && last > mtu {
+		last %= mtu
+	}
+	padded := (last + device.PaddingMultiple - 1) &^ (device.PaddingMultiple - 1)
+	if mtu > 0 && padded > mtu {
+		padded = mtu
+	}
+	return transportOverhead + plen - last + padded
 }
 
 // receiver is one receive function's state: a Message per buffer, reused.
@@ -382,10 +419,15 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
 // Stats counts what the Bind and the wrapped TUN matched.
 type Stats struct {
-	// SentSpread counts transport datagrams sent with the flow their
-	// buffer was classified with; SentControl, handshakes, cookie replies
-	// and keepalives (sent unspread by design); SentUnmatched, transport
-	// datagrams whose buffer held no matching record (sent unspread).
+	// SentSpread counts transport-data datagrams (WireGuard message type
+	// 4) sent with the flow that [WrapTUN]'s Read classified for them;
+	// SentControl, handshakes and cookie replies (types 1 to 3) and
+	// keepalives (empty transport data), which carry no inner flow and go
+	// out unspread by design; SentUnmatched, transport-data datagrams that
+	// could not be proven to be a packet Read classified (no record, or
+	// one for another length: see [Bind.Send]), sent unspread. With
+	// today's wireguard-go SentUnmatched stays 0 but for packets read
+	// before the Bind opened and rare table collisions.
 	SentSpread, SentControl, SentUnmatched uint64
 	// CEMarked counts inner packets marked CE from the outer header;
 	// CEDropped, Not-ECT inner packets dropped for an outer CE (RFC 6040);

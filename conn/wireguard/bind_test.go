@@ -22,52 +22,115 @@ func transport(m *message, plen int) []byte {
 	return m[:n]
 }
 
+// readOffset is where wireguard-go's TUN reads put the plaintext: after
+// room for the transport header.
+const readOffset = 16
+
 func TestFlowOf(t *testing.T) {
 	flow := conn.Flow{Hash: 0x0123456789abcdef, ECN: flowaddr.ECT0, Valid: true}
+	const mtu = 1420
+	data := func(plen int) func(m *message) []byte {
+		return func(m *message) []byte { return transport(m, plen) }
+	}
 	tests := []struct {
 		name   string
 		record int // plaintext length recorded at TUN read; -1: none
-		send   func(m *message) []byte
-		want   sendKind
+		sends  []func(m *message) []byte
+		want   []sendKind
 	}{
-		{"data matches its read", 100, func(m *message) []byte { return transport(m, 100) }, sendSpread},
-		{"data with full-block plaintext", 96, func(m *message) []byte { return transport(m, 96) }, sendSpread},
-		{"no record", -1, func(m *message) []byte { return transport(m, 100) }, sendUnmatched},
-		{"stale record of another length", 1000, func(m *message) []byte { return transport(m, 100) }, sendUnmatched},
-		{"keepalive in a used buffer", 100, func(m *message) []byte { return transport(m, 0) }, sendControl},
-		{"handshake initiation", 100, func(m *message) []byte {
+		{"data matches its read", 100, []func(*message) []byte{data(100)}, []sendKind{sendSpread}},
+		{"data with full-block plaintext", 96, []func(*message) []byte{data(96)}, []sendKind{sendSpread}},
+		{"padding stops at the MTU", 1410, []func(*message) []byte{func(m *message) []byte {
+			transport(m, 0)
+			return m[:transportOverhead+mtu] // 1410 padded to 1420, not 1424
+		}}, []sendKind{sendSpread}},
+		{"padded past the MTU", 1410, []func(*message) []byte{data(1410)}, []sendKind{sendUnmatched}},
+		{"no record", -1, []func(*message) []byte{data(100)}, []sendKind{sendUnmatched}},
+		{"record of another length", 1000, []func(*message) []byte{data(100)}, []sendKind{sendUnmatched}},
+		{"record of a nearby length", 100, []func(*message) []byte{data(113)}, []sendKind{sendUnmatched}},
+		{"the buffer sent again", 100, []func(*message) []byte{data(100), data(100)}, []sendKind{sendSpread, sendUnmatched}},
+		{"another datagram in the buffer after the send", 100, []func(*message) []byte{data(100), data(98)}, []sendKind{sendSpread, sendUnmatched}},
+		{"datagram not where the header goes", 100, []func(*message) []byte{func(m *message) []byte {
+			binary.LittleEndian.PutUint32(m[8:], messageTransportType)
+			return m[8 : 8+transportOverhead+112]
+		}, data(100)}, []sendKind{sendUnmatched, sendSpread}},
+		{"keepalive in a used buffer", 100, []func(*message) []byte{data(0), data(100)}, []sendKind{sendControl, sendUnmatched}},
+		{"handshake initiation", 100, []func(*message) []byte{func(m *message) []byte {
 			binary.LittleEndian.PutUint32(m[:4], 1)
 			return m[:148]
-		}, sendControl},
-		{"handshake response", 100, func(m *message) []byte {
+		}}, []sendKind{sendControl}},
+		{"handshake response", 100, []func(*message) []byte{func(m *message) []byte {
 			binary.LittleEndian.PutUint32(m[:4], 2)
 			return m[:92]
-		}, sendControl},
-		{"cookie reply", 100, func(m *message) []byte {
+		}}, []sendKind{sendControl}},
+		{"cookie reply", 100, []func(*message) []byte{func(m *message) []byte {
 			binary.LittleEndian.PutUint32(m[:4], 3)
 			return m[:64]
-		}, sendControl},
-		{"empty", 100, func(m *message) []byte { return m[:0] }, sendControl},
+		}}, []sendKind{sendControl}},
+		{"empty", 100, []func(*message) []byte{func(m *message) []byte { return m[:0] }}, []sendKind{sendControl}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := NewBind(conn.Config{})
 			m := new(message)
 			if tt.record >= 0 {
-				// The TUN read sees the buffer from offset 16.
-				b.recordFlow(m[16:], flow, tt.record)
+				b.recordFlow(m[:], readOffset, tt.record, flow, mtu)
 			}
-			got, kind := b.flowOf(tt.send(m))
-			if kind != tt.want {
-				t.Fatalf("kind = %d, want %d", kind, tt.want)
-			}
-			if kind == sendSpread && got != flow {
-				t.Errorf("flow = %+v, want %+v", got, flow)
-			}
-			if kind != sendSpread && got != (conn.Flow{}) {
-				t.Errorf("flow = %+v, want the zero (unspread) flow", got)
+			for i, send := range tt.sends {
+				got, kind := b.flowOf(send(m))
+				if kind != tt.want[i] {
+					t.Fatalf("send %d: kind = %d, want %d", i, kind, tt.want[i])
+				}
+				if kind == sendSpread && got != flow {
+					t.Errorf("send %d: flow = %+v, want %+v", i, got, flow)
+				}
+				if kind != sendSpread && got != (conn.Flow{}) {
+					t.Errorf("send %d: flow = %+v, want the zero (unspread) flow", i, got)
+				}
 			}
 		})
+	}
+}
+
+func TestRecordNeedsRoomToSealInPlace(t *testing.T) {
+	flow := conn.Flow{Hash: 1, Valid: true}
+	for _, tt := range []struct {
+		name   string
+		buf    []byte
+		offset int
+		plen   int
+	}{
+		{"no room for the header", make([]byte, 200), 8, 100},
+		{"no room for padding and tag", make([]byte, readOffset+100), readOffset, 100},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBind(conn.Config{})
+			b.recordFlow(tt.buf, tt.offset, tt.plen, flow, 1420)
+			start := max(tt.offset-readOffset, 0)
+			if _, _, ok := b.flows.take(sendKey(tt.buf[start:])); ok {
+				t.Errorf("a packet that cannot be sealed in place has a record")
+			}
+		})
+	}
+}
+
+// TestSealedLen checks the padding rule against wireguard-go's, as
+// device/send.go states it, at the MTUs it meets.
+func TestSealedLen(t *testing.T) {
+	for _, tt := range []struct{ plen, mtu, want int }{
+		{0, 1420, 32},
+		{1, 1420, 48},
+		{16, 1420, 48},
+		{100, 1420, 144},
+		{1410, 1420, 32 + 1420},
+		{1420, 1420, 32 + 1420},
+		{100, 0, 144},
+		{1434, 1417, 32 + 1417 + 32}, // a last unit of 17 bytes, padded to 32
+		{2000, 1000, 32 + 2000},
+	} {
+		if got := sealedLen(tt.plen, tt.mtu); got != tt.want {
+			t.Errorf("sealedLen(%d, %d) = %d, want %d", tt.plen, tt.mtu, got, tt.want)
+		}
 	}
 }
 
@@ -120,9 +183,12 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	m := new(message)
 	f := conn.Flow{Hash: 1, Valid: true}
 	allocs := testing.AllocsPerRun(100, func() {
-		b.recordFlow(m[16:], f, 100)
+		b.recordFlow(m[:], readOffset, 100, f, 1420)
 		if _, kind := b.flowOf(transport(m, 100)); kind != sendSpread {
 			t.Fatal("no match")
+		}
+		if _, kind := b.flowOf(transport(m, 100)); kind != sendUnmatched {
+			t.Fatal("a consumed record matched")
 		}
 	})
 	if allocs != 0 {
@@ -170,5 +236,25 @@ func TestStrangerEndpoints(t *testing.T) {
 	}
 	if e, _ := b.ParseEndpoint(roamed.String()); e != b.endpoint(roamed, false) {
 		t.Errorf("a configured address reports another Endpoint than ParseEndpoint gave")
+	}
+}
+
+// BenchmarkFlowRecord measures the adapter's own cost per packet: the
+// record at TUN read and the lookup that consumes it at send, over as
+// many buffers as a busy device keeps in flight.
+func BenchmarkFlowRecord(b *testing.B) {
+	bd := NewBind(conn.Config{})
+	msgs := make([]*message, 256)
+	for i := range msgs {
+		msgs[i] = new(message)
+	}
+	f := conn.Flow{Hash: 1, Valid: true}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		m := msgs[i%len(msgs)]
+		bd.recordFlow(m[:], readOffset, 1400, f, 1420)
+		if _, kind := bd.flowOf(transport(m, 1400)); kind != sendSpread {
+			b.Fatal("no match")
+		}
 	}
 }

@@ -27,14 +27,17 @@
 // encrypts it in place, and hands the same buffer to Bind.Send; on receive
 // it decrypts in place into the buffer the Bind read into and hands that
 // to the TUN's Write. Neither call says which packet it is, so the wrapper
-// and the Bind link them by buffer identity: the key is the end of the
-// buffer's backing array, which stays put while wireguard-go reslices the
-// buffer from the front. Read records the flow (hash, ECN, plaintext
-// length) under that key in a fixed table of 65536 slots; Send looks it up
-// and checks it: the datagram must be transport data, and as long as the
-// recorded plaintext encrypts to (plus at most 15 bytes of padding).
-// Receive records each datagram's outer ECN codepoint and length the same
-// way, and Write checks the decrypted length before it applies RFC 6040
+// and the Bind link them by buffer identity. Read records the flow (hash
+// and ECN) in a fixed table of 65536 slots, keyed by the address where
+// the datagram will start (wireguard-go writes the 16-byte transport
+// header right in front of the plaintext), with the exact length the
+// packet seals to (header, plaintext padded as wireguard-go pads it at
+// the TUN's MTU, tag). Send takes the record of each datagram's first
+// byte, which forgets it, and uses it only for transport data of exactly
+// that length: a record serves one datagram, and a buffer that carries
+// something else after its send finds nothing. Receive records each
+// datagram's outer ECN codepoint and length under the end of its buffer,
+// and Write checks the decrypted length before it applies RFC 6040
 // decapsulation.
 //
 // # Limits
@@ -42,15 +45,22 @@
 // The link is a cache, not a promise. When it cannot be made, the datagram
 // is sent unspread, from the socket's default address to the peer's
 // canonical address, and a received packet is written without a CE mark;
-// [Bind.Stats] counts these. It is never sent to a wrong peer: the peer
-// always comes from wireguard-go's endpoint. Handshakes, cookie replies
-// and keepalives carry no inner flow and go out unspread by design. A
-// table slot shared by two buffers in flight at once (more than 65536
-// buffers between TUN read and send, or an unlucky hash) or a TUN that
-// copies packets into buffers of its own loses the match for a packet.
-// The link depends on wireguard-go encrypting and decrypting in place,
-// which it has always done; the tests check it against the real
-// wireguard-go so an upgrade that changes it fails them.
+// [Bind.Stats] counts these (SentUnmatched, ECNUnmatched), apart from
+// handshakes, cookie replies and keepalives, which carry no inner flow
+// and go out unspread by design (SentControl). It is never sent to a
+// wrong peer: the peer always comes from wireguard-go's endpoint. A table
+// slot shared by two buffers in flight at once (more than 65536 buffers
+// between TUN read and send, or an unlucky hash) or a TUN that copies
+// packets into buffers of its own loses the match for a packet. The link
+// depends on wireguard-go encrypting in place, in the buffer its TUN read
+// filled, which it has always done. A wireguard-go that copied the
+// ciphertext elsewhere would send unspread and count SentUnmatched; one
+// that copied it into a pooled buffer whose last TUN read was never sent
+// from it, at exactly that read's offset and sealed length, would be
+// matched wrongly, since ciphertext shares nothing with the plaintext the
+// record was made from. TestTunnelWirePairs checks every datagram on the
+// wire against its inner flow with the real wireguard-go, so an upgrade
+// that changes this fails it.
 //
 // # Roaming
 //

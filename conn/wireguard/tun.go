@@ -1,7 +1,10 @@
 package wireguard
 
 import (
+	"sync/atomic"
+
 	"github.com/flowspread/flowspread/flowaddr"
+	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -16,12 +19,28 @@ import (
 // Read and Write do not allocate, except Write when it drops a packet.
 // Hand the result, not dev, to device.NewDevice.
 func WrapTUN(dev tun.Device, b *Bind) tun.Device {
-	return &tunDevice{Device: dev, b: b}
+	t := &tunDevice{Device: dev, b: b}
+	t.mtu.Store(device.DefaultMTU)
+	return t
 }
 
 type tunDevice struct {
 	tun.Device
 	b *Bind
+	// mtu is the MTU wireguard-go pads to: it asks MTU at start and on
+	// each MTU event, and keeps DefaultMTU or the last value when that
+	// fails, as this does.
+	mtu atomic.Int32
+}
+
+// MTU returns the wrapped device's MTU and remembers it, capped as
+// wireguard-go caps it, to predict the length of each sealed datagram.
+func (t *tunDevice) MTU() (int, error) {
+	mtu, err := t.Device.MTU()
+	if err == nil && mtu >= 0 {
+		t.mtu.Store(int32(min(mtu, device.MaxContentSize)))
+	}
+	return mtu, err
 }
 
 // Read reads from the wrapped device and records the flow of each packet
@@ -33,9 +52,10 @@ func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if c == nil {
 		return n, err
 	}
+	mtu := int(t.mtu.Load())
 	for i := 0; i < n; i++ {
 		pkt := bufs[i][offset : offset+sizes[i]]
-		t.b.recordFlow(bufs[i], c.Classify(pkt), len(pkt))
+		t.b.recordFlow(bufs[i], offset, len(pkt), c.Classify(pkt), mtu)
 	}
 	return n, err
 }

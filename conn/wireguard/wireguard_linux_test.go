@@ -225,7 +225,8 @@ func (t *ceTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		pkt := bufs[i][offset : offset+sizes[i]]
 		f := t.b.Conn().Classify(pkt)
 		f.ECN = flowaddr.CE
-		t.b.recordFlow(bufs[i], f, len(pkt))
+		mtu, _ := t.Device.MTU()
+		t.b.recordFlow(bufs[i], offset, len(pkt), f, mtu)
 	}
 	return n, err
 }
