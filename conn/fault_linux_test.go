@@ -49,6 +49,26 @@ func (h *faultHosts) link(t *testing.T) {
 	h.s.Run(t, "ip", "addr", "add", faultSender.Addr().String()+"/64", "dev", "fs", "nodad")
 	h.r.Run(t, "ip", "addr", "add", faultCanon.Addr().String()+"/64", "dev", "fr", "nodad")
 	h.s.Run(t, "ip", "-6", "route", "add", prefixB.String(), "via", faultCanon.Addr().String())
+	h.neighbor(t)
+}
+
+// neighbor gives s a static neighbor entry for r's link address: a
+// solicitation sent before r's kernel joins the new address's multicast
+// group goes unanswered and is retried only a second later (RFC 4861's
+// RetransTimer), which would time the setup, not the receive path.
+func (h *faultHosts) neighbor(t *testing.T) {
+	t.Helper()
+	var mac string
+	if err := h.r.Do(func() error {
+		ifi, err := net.InterfaceByName("fr")
+		if err == nil {
+			mac = ifi.HardwareAddr.String()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.s.Run(t, "ip", "-6", "neigh", "replace", faultCanon.Addr().String(), "lladdr", mac, "dev", "fs", "nud", "permanent")
 }
 
 // listen opens r's conn, with s's link address as its one peer.
@@ -166,6 +186,7 @@ func TestRawSurvivesLinkFlapAndRecreation(t *testing.T) {
 	// Link down flushed r's address (keep_addr_on_down is off by
 	// default); put it back, as the network's manager would.
 	h.r.Run(t, "ip", "addr", "replace", faultCanon.Addr().String()+"/64", "dev", "fr", "nodad")
+	h.neighbor(t)
 	flowsAgain("after down and up")
 	flapped := c.Stats()
 	if flapped.RecvLinkDown == 0 {
