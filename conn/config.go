@@ -119,6 +119,11 @@ type AnyIP struct{}
 // prefix is routed to the interface but not made local. It needs
 // CAP_NET_RAW. Datagrams to the host's own addresses (a peer's unspread
 // traffic to our canonical address) are still read from the UDP socket.
+//
+// Reads wait out the interface going down, and going away: when an
+// interface of the same name appears again (a re-created tap, veth or USB
+// NIC), the listener binds to it within a tenth of a second. Stats counts
+// both (RecvLinkDown, RecvRebound).
 type Raw struct {
 	Interface string
 }

@@ -49,6 +49,10 @@ type FlowSpreadConn struct {
 	// wake-ups overwrite on the Raw listener.
 	host         *hostPump
 	readDeadline atomic.Int64
+	// deadlineMu makes SetReadDeadline and a reader's restoring of
+	// readDeadline on the listener atomic with each other, so neither
+	// overwrites the other with a stale deadline.
+	deadlineMu sync.Mutex
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -184,9 +188,16 @@ func (c *FlowSpreadConn) SetReadDeadline(t time.Time) error {
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
 	c.readDeadline.Store(ns)
 	if err := c.recv.setReadDeadline(t); err != nil {
 		return c.opError("set", nil, err)
+	}
+	if c.host != nil && c.host.pending() {
+		// t may have replaced the host pump's kick before a reader saw
+		// it: kick again, or the datagram waits until t.
+		c.wakeReaders()
 	}
 	return nil
 }
@@ -195,6 +206,17 @@ func (c *FlowSpreadConn) SetReadDeadline(t time.Time) error {
 // pick up what the host pump queued: it sets a past deadline, which
 // ReadBatch tells from the caller's by readDeadline.
 func (c *FlowSpreadConn) wakeReaders() { c.recv.setReadDeadline(time.Unix(0, 1)) }
+
+// restoreDeadline puts the caller's read deadline back on the Raw
+// listener after a wake-up. It holds deadlineMu from reading the deadline
+// to setting it, so a concurrent SetReadDeadline (such as one that
+// cancels the read with a past time) lands before or after, never in
+// between, where it would be overwritten and lost.
+func (c *FlowSpreadConn) restoreDeadline() {
+	c.deadlineMu.Lock()
+	c.recv.setReadDeadline(c.callerDeadline())
+	c.deadlineMu.Unlock()
+}
 
 // deadlinePassed reports whether the caller's read deadline has passed.
 func (c *FlowSpreadConn) deadlinePassed() bool {
@@ -270,11 +292,18 @@ type Stats struct {
 	// an address of our Prefix outside our spread range: the peer's idea
 	// of our Prefix, Bits, Layout or PermKey differs from ours.
 	DroppedOutsideRange uint64
-	// RecvTruncated counts datagrams longer than the reader's buffer and
-	// malformed frames; RecvBadChecksum, datagrams with a bad UDP
-	// checksum that the Raw backend threw away (the kernel drops those
-	// itself for the AnyIP backend).
+	// RecvTruncated counts datagrams dropped for being longer than the
+	// reader's buffer (every backend drops those, never delivers them
+	// cut short) and malformed frames; RecvBadChecksum, datagrams with a
+	// bad UDP checksum that the Raw backend threw away (the kernel drops
+	// those itself for the AnyIP backend).
 	RecvTruncated, RecvBadChecksum uint64
+	// RecvLinkDown counts the times the Raw backend's interface went
+	// down or was deleted under it. Reads do not fail for it: they wait,
+	// and resume when the link is up again. RecvRebound counts the times
+	// the interface came back under the same name as a new device (a
+	// re-created tap, veth or USB NIC) and the backend bound to it.
+	RecvLinkDown, RecvRebound uint64
 	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
 	// said to drop (CE on a Not-ECT inner packet, RFC 6040).
 	DroppedECN uint64
@@ -327,8 +356,10 @@ func (c *FlowSpreadConn) Stats() Stats {
 	if dc, ok := c.recv.(dropCounter); ok {
 		d := dc.drops()
 		s.RecvTruncated, s.RecvBadChecksum = d.Truncated, d.BadChecksum
+		s.RecvLinkDown, s.RecvRebound = d.LinkDown, d.Rebound
 	}
 	if c.host != nil {
+		s.RecvTruncated += c.host.truncated.Load()
 		if dc, ok := c.host.recv.(dropCounter); ok {
 			s.RecvTruncated += dc.drops().Truncated
 		}

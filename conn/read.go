@@ -34,6 +34,12 @@ type RecvInfo struct {
 // them without copying, ReadBatch may swap elements of msgs: the first n
 // hold the datagrams read, and the caller's buffers all stay in msgs.
 //
+// A datagram longer than its Buf is dropped and counted in
+// Stats.RecvTruncated, in every backend: it is never delivered cut short.
+//
+// A link flap or a re-created interface under the Raw backend does not
+// fail the read: it waits for the link (see Stats.RecvLinkDown).
+//
 // The caller owns every Buf; ReadBatch does not retain them and does not
 // allocate. It is safe for concurrent use.
 func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
@@ -62,7 +68,7 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 			if c.host != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.deadlinePassed() {
 				// The host pump woke us: restore the caller's deadline,
 				// then take what it queued (it queues before it wakes).
-				c.recv.setReadDeadline(c.callerDeadline())
+				c.restoreDeadline()
 				continue
 			}
 			return 0, c.opError("read", nil, unwrapOp(err))
@@ -168,8 +174,10 @@ func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason)
 }
 
 // ReadMsg reads one datagram into p and describes it. It blocks like
-// [FlowSpreadConn.ReadBatch]; a datagram longer than p is truncated.
-// It does not retain p and does not allocate.
+// [FlowSpreadConn.ReadBatch]. A datagram longer than p is dropped and
+// counted in Stats.RecvTruncated, not delivered cut short: size p for the
+// largest datagram a peer sends. It does not retain p and does not
+// allocate.
 func (c *FlowSpreadConn) ReadMsg(p []byte) (int, RecvInfo, error) {
 	one := c.readers.Get().(*[1]Message)
 	one[0] = Message{Buf: p}
@@ -185,7 +193,8 @@ func (c *FlowSpreadConn) ReadMsg(p []byte) (int, RecvInfo, error) {
 }
 
 // ReadFromAddrPort reads one datagram into p and returns its length and
-// the canonical address of the peer that sent it. It does not allocate.
+// the canonical address of the peer that sent it. A datagram longer than
+// p is dropped, as [FlowSpreadConn.ReadMsg] says. It does not allocate.
 func (c *FlowSpreadConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	n, info, err := c.ReadMsg(p)
 	return n, info.Peer, err
@@ -194,8 +203,9 @@ func (c *FlowSpreadConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error)
 // ReadFrom implements [net.PacketConn]: it reads one datagram into p and
 // returns the sending peer's canonical address as a *[net.UDPAddr].
 // Writing a reply to that address sends it unspread; to spread it, reply
-// with a [FlowAddr]. ReadFrom allocates the address; ReadFromAddrPort
-// does not.
+// with a [FlowAddr]. Unlike a plain UDP socket's, it drops a datagram
+// longer than p, counting it, rather than return its first len(p) bytes.
+// ReadFrom allocates the address; ReadFromAddrPort does not.
 func (c *FlowSpreadConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, info, err := c.ReadMsg(p)
 	if err != nil {

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,10 @@ type hostPump struct {
 	quit  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+
+	// truncated counts the queued datagrams that take dropped for being
+	// longer than the reader's buffer.
+	truncated atomic.Uint64
 }
 
 func newHostPump(recv receiver, kick func()) *hostPump {
@@ -48,6 +53,7 @@ func newHostPump(recv receiver, kick func()) *hostPump {
 func (p *hostPump) run() {
 	defer close(p.done)
 	var one [1]Message
+	var backoff time.Duration
 	for {
 		var slot *Message
 		select {
@@ -65,11 +71,19 @@ func (p *hostPump) run() {
 			default:
 			}
 			if err != nil {
-				// Not closed, so a transient error: do not spin.
-				time.Sleep(time.Millisecond)
+				// Not closed, so a transient error: wait, longer each
+				// time up to a tenth of a second, so a lasting one
+				// neither spins nor stops the pump.
+				backoff = min(max(2*backoff, time.Millisecond), 100*time.Millisecond)
+				select {
+				case <-p.quit:
+					return
+				case <-time.After(backoff):
+				}
 			}
 			continue
 		}
+		backoff = 0
 		*slot = one[0]
 		p.ready <- slot
 		p.kick()
@@ -77,18 +91,23 @@ func (p *hostPump) run() {
 }
 
 // take copies up to len(msgs) queued datagrams into msgs without
-// blocking, truncating any longer than its Buf, and returns how many.
+// blocking and returns how many. A datagram longer than the Buf it would
+// go to is dropped and counted, as the backends do.
 func (p *hostPump) take(msgs []Message) int {
 	n := 0
 	for n < len(msgs) {
 		select {
 		case slot := <-p.ready:
 			m := &msgs[n]
-			m.N = copy(m.Buf, slot.Buf[:slot.N])
-			m.OuterSrc, m.OuterDst, m.ECN = slot.OuterSrc, slot.OuterDst, slot.ECN
+			if slot.N <= len(m.Buf) {
+				m.N = copy(m.Buf, slot.Buf[:slot.N])
+				m.OuterSrc, m.OuterDst, m.ECN = slot.OuterSrc, slot.OuterDst, slot.ECN
+				n++
+			} else {
+				p.truncated.Add(1)
+			}
 			*slot = Message{Buf: slot.Buf[:cap(slot.Buf)]}
 			p.free <- slot
-			n++
 		default:
 			return n
 		}
@@ -106,3 +125,6 @@ func (p *hostPump) close() error {
 	})
 	return err
 }
+
+// pending reports whether datagrams wait to be taken.
+func (p *hostPump) pending() bool { return len(p.ready) > 0 }

@@ -36,9 +36,12 @@ type Message struct {
 // receiver is a receive backend: the AnyIP socket (newAnyIPReceiver) or the
 // raw AF_PACKET listener (newRawReceiver).
 //
-// A receiver fills each msgs[i].Buf[:N], N, OuterSrc, OuterDst (with ports)
+// A receiver fills msgs[:n]: Buf[:N], N, OuterSrc, OuterDst (with ports)
 // and ECN (outer, from the Traffic Class), splits GRO super-datagrams into
-// separate messages, and does not allocate per datagram. It leaves Peer and
+// separate messages, and does not allocate per datagram. It drops and
+// counts a datagram longer than the Buf it would fill, and may swap
+// elements of msgs, keeping the order of those it fills, to move a
+// datagram down with its buffer past dropped ones. It leaves Peer and
 // Flow alone: mapping the outer source to a peer, and dropping datagrams
 // from outside every peer's range, is FlowSpreadConn's work.
 //
@@ -69,7 +72,8 @@ type recvCaps struct {
 }
 
 // RecvDrops counts datagrams a receive backend threw away before
-// [FlowSpreadConn] saw them. The counters only grow.
+// [FlowSpreadConn] saw them, and the link events it rode out. The
+// counters only grow.
 type RecvDrops struct {
 	// Truncated datagrams were longer than the caller's buffer, or frames
 	// shorter than the headers they claim.
@@ -77,6 +81,10 @@ type RecvDrops struct {
 	// BadChecksum datagrams failed UDP checksum verification (raw backend
 	// only: on the AnyIP socket the kernel checks and drops them itself).
 	BadChecksum uint64
+	// LinkDown counts the times the raw backend's interface went down or
+	// away under it; Rebound, the times it bound to the interface again
+	// after it was re-created under the same name.
+	LinkDown, Rebound uint64
 }
 
 // dropCounter is the optional ability of a receiver to report what it

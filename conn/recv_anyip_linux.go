@@ -254,7 +254,8 @@ func (r *anyIPReceiver) doRead(fd uintptr) bool {
 }
 
 // readDirect reads one datagram into each caller buffer, then drops the
-// truncated ones, moving the later datagrams down.
+// truncated ones (MSG_TRUNC: longer than the buffer), moving the later
+// datagrams down with their buffers.
 func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
 	want := min(len(msgs), anyIPSlots)
 	for i := 0; i < want; i++ {
@@ -277,14 +278,12 @@ func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
 			r.truncated.Add(1)
 			continue
 		}
-		m := &msgs[out]
 		if out != i {
-			if n > len(m.Buf) {
-				r.truncated.Add(1)
-				continue
-			}
-			copy(m.Buf, msgs[i].Buf[:n])
+			// Move the datagram down with its buffer: it fit the buffer
+			// it was read into, which a shorter one at out may not.
+			msgs[out], msgs[i] = msgs[i], msgs[out]
 		}
+		m := &msgs[out]
 		m.N = n
 		m.OuterSrc = sockaddrToAddrPort(&r.names[i])
 		m.OuterDst, m.ECN, _ = r.parseOOB(i)

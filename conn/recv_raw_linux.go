@@ -39,11 +39,18 @@ const (
 type rawReceiver struct {
 	f      *os.File
 	rc     syscall.RawConn
+	ifname string
 	prefix netip.Prefix
 	port   uint16
 	closed atomic.Bool
+	quit   chan struct{} // closed by close: stops followLink
 
 	truncated, badChecksum atomic.Uint64
+	linkDown, rebound      atomic.Uint64
+
+	// following says a followLink goroutine runs; linkEvent says the
+	// link went down since it last looked.
+	following, linkEvent atomic.Bool
 
 	mu    sync.Mutex // serializes readBatch; guards everything below
 	hdrs  [rawSlots]unix.Mmsghdr
@@ -109,7 +116,7 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 		unix.Close(fd)
 		return nil, fmt.Errorf("conn: raw receiver: bind to interface %q: %w", ifname, err)
 	}
-	r := &rawReceiver{prefix: prefix.Masked(), port: port}
+	r := &rawReceiver{ifname: ifname, prefix: prefix.Masked(), port: port, quit: make(chan struct{})}
 	r.f = os.NewFile(uintptr(fd), "packet:"+ifname)
 	if r.rc, err = r.f.SyscallConn(); err != nil {
 		r.f.Close()
@@ -133,7 +140,10 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func (r *rawReceiver) caps() recvCaps { return recvCaps{Batch: true} }
 
 func (r *rawReceiver) drops() RecvDrops {
-	return RecvDrops{Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load()}
+	return RecvDrops{
+		Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load(),
+		LinkDown: r.linkDown.Load(), Rebound: r.rebound.Load(),
+	}
 }
 
 func (r *rawReceiver) setReadDeadline(t time.Time) error {
@@ -150,6 +160,7 @@ func (r *rawReceiver) close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
+	close(r.quit)
 	return r.f.Close()
 }
 
@@ -195,6 +206,14 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		}
 		return 0, err
 	}
+	if r.errno == unix.ENETDOWN {
+		// The interface went down or away: not the reader's failure.
+		// Wait for it to come back (the kernel resumes on link up;
+		// followLink rebinds a re-created interface).
+		r.linkDown.Add(1)
+		r.followLinkOnce()
+		return 0, nil
+	}
 	if r.errno != 0 {
 		return 0, os.NewSyscallError("recvmmsg", r.errno)
 	}
@@ -216,14 +235,12 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		case rawForeign:
 			continue
 		}
-		m := &msgs[out]
 		if out != i {
-			if n > len(m.Buf) {
-				r.truncated.Add(1)
-				continue
-			}
-			copy(m.Buf, msgs[i].Buf[:n])
+			// Move the datagram down with its buffer: it fit the buffer
+			// it was read into, which a shorter one at out may not.
+			msgs[out], msgs[i] = msgs[i], msgs[out]
 		}
+		m := &msgs[out]
 		head := &r.heads[i]
 		m.N = n
 		m.OuterSrc = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[8:24])), uint16(head[40])<<8|uint16(head[41]))

@@ -330,6 +330,10 @@ type receiver struct {
 // each datagram's peer as its canonical Endpoint, and records each
 // buffer's outer ECN codepoint for the TUN's Write.
 //
+// wireguard-go stops receiving for good on the first error that is not
+// temporary, so the conn returns none for a link that goes down or is
+// re-created: its reads wait for the link instead.
+//
 // The conn may reorder its messages to drop datagrams from strangers; it
 // keeps the order of those it returns, so each returned buffer is found
 // at or after the previous one in packets. Slots it dropped get size 0,
