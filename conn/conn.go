@@ -275,6 +275,22 @@ type Stats struct {
 	// checksum that the Raw backend threw away (the kernel drops those
 	// itself for the AnyIP backend).
 	RecvTruncated, RecvBadChecksum uint64
+	// RecvBadSource counts datagrams refused for where they came from or
+	// went to, with any backend: an IPv4-mapped source (::ffff:a.b.c.d)
+	// in an IPv6 packet, whose reply would go to an IPv4 address (even
+	// 127.0.0.1), an unspecified, loopback or multicast source, or a
+	// multicast or broadcast destination. The Raw backend also counts
+	// here the frames the kernel's IP input would have refused: frames
+	// to another host's link address (a promiscuous NIC, a bridge port)
+	// and frames of a VLAN or other interface stacked on its Interface.
+	RecvBadSource uint64
+	// RecvReassembled counts datagrams the Raw backend put back together
+	// from IPv6 fragments (the kernel does it for the AnyIP backend);
+	// RecvFragmentsDropped counts the fragments it threw away instead:
+	// overlapping ones (RFC 5722), malformed ones, and those of
+	// datagrams over the reassembly limits, never completed within
+	// their time, or pushed out to make room (see [Raw]).
+	RecvReassembled, RecvFragmentsDropped uint64
 	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
 	// said to drop (CE on a Not-ECT inner packet, RFC 6040).
 	DroppedECN uint64
@@ -295,7 +311,8 @@ type counters struct {
 	_                                                   [24]byte
 	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
-	_                                                   [24]byte
+	droppedBadSource                                    atomic.Uint64
+	_                                                   [8]byte
 	buckets                                             []atomic.Uint64
 }
 
@@ -314,6 +331,7 @@ func (c *FlowSpreadConn) Stats() Stats {
 		DroppedForeign:      c.stats.droppedForeign.Load(),
 		DroppedOutsideRange: c.stats.droppedOutsideRange.Load(),
 		DroppedECN:          c.stats.droppedECN.Load(),
+		RecvBadSource:       c.stats.droppedBadSource.Load(),
 		GSO:                 c.snd.gsoEnabled(),
 	}
 	if c.stats.buckets != nil {
@@ -327,6 +345,8 @@ func (c *FlowSpreadConn) Stats() Stats {
 	if dc, ok := c.recv.(dropCounter); ok {
 		d := dc.drops()
 		s.RecvTruncated, s.RecvBadChecksum = d.Truncated, d.BadChecksum
+		s.RecvBadSource += d.BadSource
+		s.RecvReassembled, s.RecvFragmentsDropped = d.Reassembled, d.FragmentsDropped
 	}
 	if c.host != nil {
 		if dc, ok := c.host.recv.(dropCounter); ok {
