@@ -229,3 +229,51 @@ func TestRawDeliversWhatAnyIPDelivers(t *testing.T) {
 		t.Errorf("Raw: RecvBadSource %d, want %d", got, wantRawBad)
 	}
 }
+
+// TestRawVLANOnlyOnItsInterface checks that a frame tagged for a VLAN the
+// host has an interface for is read by a Raw receiver on that VLAN
+// interface and not by one on its parent, which the kernel also shows
+// the frame to.
+func TestRawVLANOnlyOnItsInterface(t *testing.T) {
+	topo := newRawTopology(t)
+	if _, err := topo.b.Output("ip", "link", "add", "link", "vb", "name", "vb.100", "type", "vlan", "id", "100"); err != nil {
+		t.Skipf("no VLAN interfaces in this kernel (8021q): %v", err)
+	}
+	topo.b.Run(t, "ip", "link", "set", "vb.100", "up")
+	open := func(ifname string) *rawReceiver {
+		var r receiver
+		if err := topo.b.Do(func() (err error) { r, err = newRawReceiver(ifname, topo.prefix, testPort); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.close() })
+		return r.(*rawReceiver)
+	}
+	parent, vlan := open("vb"), open("vb.100")
+
+	inject := topo.frameInjector(t)
+	srcMAC := topo.vaMAC(t)
+	for _, f := range []frameSpec{
+		{name: "tagged", vlan: 100, src: topo.aAddr, dst: inPrefix, sport: 4000},
+		{name: "plain", vlan: -1, src: topo.aAddr, dst: inPrefix, sport: 4000},
+	} {
+		inject(f.build(t, srcMAC, topo.vbMAC, []byte(f.name)))
+	}
+	for _, tt := range []struct {
+		r    *rawReceiver
+		want string
+	}{{parent, "plain"}, {vlan, "tagged"}} {
+		msgs := makeMsgs(4, 1500)
+		readN(t, tt.r, msgs, 1, func(m Message) {
+			if got := string(m.Buf[:m.N]); got != tt.want {
+				t.Errorf("receiver %d read %q, want %q", tt.r.ifindex, got, tt.want)
+			}
+		})
+		tt.r.setReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, err := tt.r.readBatch(msgs); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("receiver %d read %d more (%v), want only %q", tt.r.ifindex, n, err, tt.want)
+		}
+	}
+	if got := parent.drops().BadSource; got != 1 {
+		t.Errorf("the parent's receiver counted %d bad sources, want 1 (the tagged frame)", got)
+	}
+}
