@@ -147,11 +147,11 @@ func (r *reassembler) add(head *[rawHeadLen]byte, data []byte, captured int, now
 	// that contradicts the last fragment's.
 	switch {
 	case fragLen == 0, more && fragLen%8 != 0:
-		return r.abandon(e)
+		return r.abandon(e, 1)
 	case !more && (e.total >= 0 && end != e.total || end < e.maxEnd()):
-		return r.abandon(e)
+		return r.abandon(e, 1)
 	case more && e.total >= 0 && end > e.total:
-		return r.abandon(e)
+		return r.abandon(e, 1)
 	}
 	for _, f := range e.frags[:e.nfrags] {
 		if int(f.off) == off && int(f.end) == end {
@@ -161,11 +161,11 @@ func (r *reassembler) add(head *[rawHeadLen]byte, data []byte, captured int, now
 			return nil, 0, fragDropped
 		}
 		if off < int(f.end) && int(f.off) < end {
-			return r.abandon(e) // RFC 5722: overlaps void the datagram
+			return r.abandon(e, 1) // RFC 5722: overlaps void the datagram
 		}
 	}
 	if e.nfrags == len(e.frags) {
-		return r.abandon(e)
+		return r.abandon(e, 1)
 	}
 	if e.buf == nil {
 		e.buf = make([]byte, reasmMaxLen)
@@ -187,7 +187,7 @@ func (r *reassembler) add(head *[rawHeadLen]byte, data []byte, captured int, now
 	// No overlaps, so have == total means every byte is there.
 	ecn, ok := reassembledECN(e.firstECN, e.ecnSeen)
 	if !ok {
-		return r.abandon(e)
+		return r.abandon(e, 0) // this fragment is among e's already
 	}
 	r.reassembled.Add(1)
 	dgram = e.buf[:e.total]
@@ -271,10 +271,11 @@ func (r *reassembler) newEntry(key reasmKey, now time.Duration) *reasmEntry {
 	return victim
 }
 
-// abandon voids e's datagram: its fragments, and this one, are dropped
-// and counted, and later fragments of it are dropped until it times out.
-func (r *reassembler) abandon(e *reasmEntry) ([]byte, flowaddr.ECN, fragVerdict) {
-	r.fragmentsDropped.Add(uint64(e.nfrags) + 1)
+// abandon voids e's datagram: its fragments, and the extra ones not yet
+// in it, are dropped and counted, and later fragments of it are dropped
+// until it times out.
+func (r *reassembler) abandon(e *reasmEntry, extra uint64) ([]byte, flowaddr.ECN, fragVerdict) {
+	r.fragmentsDropped.Add(uint64(e.nfrags) + extra)
 	e.nfrags, e.have, e.dead = 0, 0, true
 	return nil, 0, fragDropped
 }
