@@ -27,13 +27,20 @@ const (
 // rawReceiver reads the datagrams sent to a prefix straight off an
 // interface with an AF_PACKET socket, for hosts where the prefix is not
 // routed locally (no AnyIP route, or the addresses are someone else's to
-// answer). A classic BPF filter in the kernel keeps only IPv6 packets with
-// UDP right after the IPv6 header, to the prefix and the port. The kernel's
-// UDP layer never sees these packets, so the receiver checks their lengths
-// and verifies the UDP checksum itself.
+// answer). A classic BPF filter in the kernel keeps only IPv6 packets to
+// the prefix with UDP right after the IPv6 header (to the port) or a
+// Fragment header. The kernel's IP and UDP layers never see these
+// packets, so the receiver does their work: it refuses what they would
+// refuse (linkLayerOK, badSource), checks lengths, reassembles fragments
+// and verifies the UDP checksum.
 //
-// Each packet is read with two iovecs: its IPv6 and UDP headers into the
-// receiver's own buffer, its payload straight into the caller's.
+// Each packet is read with two iovecs: its first 48 bytes into the
+// receiver's own buffer, the rest straight into the caller's. For a whole
+// datagram those are the IPv6 and UDP headers, and the payload lands in
+// place; for a fragment, the IPv6 and Fragment headers, and the
+// fragment's data (the UDP header first, in the first fragment) is copied
+// into the reassembler, then the datagram it completes into the caller's
+// buffer.
 type rawReceiver struct {
 	f      *os.File
 	rc     syscall.RawConn
@@ -70,10 +77,10 @@ type rawReceiver struct {
 // It needs CAP_NET_RAW.
 //
 // Packets this host sends out of the interface are ignored. The filter
-// admits no IPv6 extension headers before UDP, and reads plain Ethernet
-// (or any link type: it sees packets from the network header on), not
-// VLAN-tagged frames on the parent of a VLAN interface: open it on the
-// VLAN interface instead.
+// admits no IPv6 extension headers before UDP but a Fragment header, and
+// reads plain Ethernet (or any link type: it sees packets from the
+// network header on), not the frames of a VLAN interface on its parent:
+// open it on the VLAN interface instead.
 func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, error) {
 	prog, err := rawFilter(prefix, port)
 	if err != nil {
