@@ -277,3 +277,32 @@ func TestRawVLANOnlyOnItsInterface(t *testing.T) {
 		t.Errorf("the parent's receiver counted %d bad sources, want 1 (the tagged frame)", got)
 	}
 }
+
+// TestRawHonoursDropUnicastInL2Multicast checks that with the interface's
+// drop_unicast_in_l2_multicast sysctl set, both backends refuse unicast
+// datagrams in link-layer broadcast and multicast frames, as the kernel
+// then does.
+func TestRawHonoursDropUnicastInL2Multicast(t *testing.T) {
+	rows := []frameSpec{
+		{name: "broadcast-mac", dstMAC: broadcastMAC, vlan: -1, src: peerAddr, dst: inPrefix, sport: 4000},
+		{name: "multicast-mac", dstMAC: allNodesMAC, vlan: -1, src: peerAddr, dst: inPrefix, sport: 4000},
+		{name: "control", vlan: -1, src: peerAddr, dst: inPrefix, sport: 4000},
+	}
+	for _, recv := range []Receive{AnyIP{}, Raw{Interface: "vb"}} {
+		topo := newRawTopology(t)
+		topo.b.Run(t, "sysctl", "-qw", "net.ipv6.conf.vb.drop_unicast_in_l2_multicast=1")
+		if _, ok := recv.(AnyIP); ok {
+			topo.b.Run(t, "ip", "-6", "route", "add", "local", testPrefix.String(), "dev", "lo")
+		}
+		var c *FlowSpreadConn
+		cfg := Config{Prefix: testPrefix, Port: testPort, AcceptUnknown: true, Receive: recv}
+		if err := topo.b.Do(func() (err error) { c, err = Listen(cfg); return err }); err != nil {
+			t.Fatal(err)
+		}
+		got := deliveredRows(t, topo, c, rows)
+		c.Close()
+		if len(got) != 1 {
+			t.Errorf("%T delivered %v, want only the control", recv, got)
+		}
+	}
+}
