@@ -127,7 +127,7 @@ func TestReadRawPacketReassembles(t *testing.T) {
 			for _, f := range fs {
 				buf := make([]byte, 2000)
 				copy(buf, f.data)
-				d, v = readRawPacket(&f.head, buf, f.captured, netip.MustParsePrefix("2001:db8:b::/64"), testPort, true, r, 0)
+				d, v = readRawPacket(&f.head, buf, f.captured, netip.MustParsePrefix("2001:db8:b::/64"), testPort, true, false, r, 0)
 			}
 			if v != tt.want {
 				t.Fatalf("verdict %d, want %d", v, tt.want)
@@ -139,7 +139,7 @@ func TestReadRawPacketReassembles(t *testing.T) {
 	}
 	t.Run("atomic-fragment", func(t *testing.T) {
 		f := makeFragment(t, 3, whole, 0, len(whole), false, flowaddr.CE)
-		d, v := readRawPacket(&f.head, f.data, f.captured, netip.MustParsePrefix("2001:db8:b::/64"), testPort, false, newReassembler(1), 0)
+		d, v := readRawPacket(&f.head, f.data, f.captured, netip.MustParsePrefix("2001:db8:b::/64"), testPort, false, false, newReassembler(1), 0)
 		if v != rawAccept || !bytes.Equal(d.payload, payload) || d.ecn != flowaddr.CE {
 			t.Errorf("verdict %d, %d bytes, ECN %v; want the payload with CE", v, len(d.payload), d.ecn)
 		}

@@ -54,6 +54,7 @@ type rawReceiver struct {
 	// frames is accepted, as the kernel does unless the interface's
 	// drop_unicast_in_l2_multicast sysctl is set (read at open).
 	l2Multicast bool
+	loopback    bool      // the interface is a loopback device: ::1 is fine
 	epoch       time.Time // the reassembler's clock starts here
 	reasm       *reassembler
 
@@ -124,7 +125,7 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 		return nil, fmt.Errorf("conn: raw receiver: bind to interface %q: %w", ifname, err)
 	}
 	r := &rawReceiver{
-		prefix: prefix.Masked(), port: port, ifindex: int32(ifi.Index),
+		prefix: prefix.Masked(), port: port, ifindex: int32(ifi.Index), loopback: ifi.Flags&net.FlagLoopback != 0,
 		epoch: time.Now(), reasm: newReassembler(reasmEntries),
 	}
 	v, _ := readSysctl("net.ipv6.conf." + ifname + ".drop_unicast_in_l2_multicast")
@@ -233,7 +234,7 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 			continue
 		}
 		skip := status&(unix.TP_STATUS_CSUM_VALID|unix.TP_STATUS_CSUMNOTREADY) != 0
-		d, v := readRawPacket(&r.heads[i], msgs[i].Buf, int(r.hdrs[i].Len), r.prefix, r.port, skip, r.reasm, now)
+		d, v := readRawPacket(&r.heads[i], msgs[i].Buf, int(r.hdrs[i].Len), r.prefix, r.port, skip, r.loopback, r.reasm, now)
 		switch v {
 		case rawTruncated:
 			r.truncated.Add(1)

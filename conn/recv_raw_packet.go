@@ -142,11 +142,12 @@ type rawDatagram struct {
 
 // readRawPacket makes sense of one packet the raw receiver read: its
 // headers in head, the rest in buf, captured bytes in all. It refuses the
-// sources the kernel would (badSource), checks a whole datagram with
+// sources the kernel would (badSourceFromWire, or badSource when
+// loopback says the interface is a loopback device), checks a whole datagram with
 // checkRawPacket, and hands a fragment to reasm, returning the datagram
 // it completes. now is a monotonic clock reading for reasm. It never
 // panics, and does not allocate for a packet that is not a fragment.
-func readRawPacket(head *[rawHeadLen]byte, buf []byte, captured int, prefix netip.Prefix, port uint16, skipChecksum bool, reasm *reassembler, now time.Duration) (rawDatagram, rawVerdict) {
+func readRawPacket(head *[rawHeadLen]byte, buf []byte, captured int, prefix netip.Prefix, port uint16, skipChecksum, loopback bool, reasm *reassembler, now time.Duration) (rawDatagram, rawVerdict) {
 	if captured < rawHeadLen {
 		return rawDatagram{}, rawTruncated
 	}
@@ -154,7 +155,7 @@ func readRawPacket(head *[rawHeadLen]byte, buf []byte, captured int, prefix neti
 	if head[0]>>4 != 6 || !prefix.Contains(dst) {
 		return rawDatagram{}, rawForeign
 	}
-	if badSource(src, dst) {
+	if badSourceFromWire(src, dst) && !(loopback && !badSource(src, dst)) {
 		return rawDatagram{}, rawBadSource
 	}
 	if head[6] != protoFragment {
