@@ -124,6 +124,19 @@ type AnyIP struct{}
 // interface of the same name appears again (a re-created tap, veth or USB
 // NIC), the listener binds to it within a tenth of a second. Stats counts
 // both (RecvLinkDown, RecvRebound).
+//
+// Raw delivers what the kernel would deliver to the socket with [AnyIP]:
+// it drops frames addressed to other hosts' link addresses (a promiscuous
+// NIC, a bridge port) or belonging to a VLAN on Interface (open Raw on
+// the VLAN's interface instead), and counts them in Stats.RecvBadSource.
+// It reassembles IPv6 fragments as RFC 8200 section 4.5 says, within
+// fixed bounds: up to 64 datagrams at once, each of up to 64 fragments
+// and 65535 bytes, so at most 4 MiB of buffers, allocated when first
+// needed; a datagram not whole within 5 seconds, or pushed out by newer
+// ones when all 64 are in use, is dropped, as is one with overlapping
+// fragments (RFC 5722). Stats.RecvReassembled and RecvFragmentsDropped
+// count them. Reassembly costs a copy: [Diagnose] warns when the
+// interface's MTU makes fragments likely.
 type Raw struct {
 	Interface string
 }

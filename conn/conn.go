@@ -304,6 +304,22 @@ type Stats struct {
 	// the interface came back under the same name as a new device (a
 	// re-created tap, veth or USB NIC) and the backend bound to it.
 	RecvLinkDown, RecvRebound uint64
+	// RecvBadSource counts datagrams refused for where they came from or
+	// went to, with any backend: an IPv4-mapped source (::ffff:a.b.c.d)
+	// in an IPv6 packet, whose reply would go to an IPv4 address (even
+	// 127.0.0.1), an unspecified, loopback or multicast source, or a
+	// multicast or broadcast destination. The Raw backend also counts
+	// here the frames the kernel's IP input would have refused: frames
+	// to another host's link address (a promiscuous NIC, a bridge port)
+	// and frames of a VLAN or other interface stacked on its Interface.
+	RecvBadSource uint64
+	// RecvReassembled counts datagrams the Raw backend put back together
+	// from IPv6 fragments (the kernel does it for the AnyIP backend);
+	// RecvFragmentsDropped counts the fragments it threw away instead:
+	// overlapping ones (RFC 5722), malformed ones, and those of
+	// datagrams over the reassembly limits, never completed within
+	// their time, or pushed out to make room (see [Raw]).
+	RecvReassembled, RecvFragmentsDropped uint64
 	// DroppedECN counts inner packets that [FlowSpreadConn.Decapsulate]
 	// said to drop (CE on a Not-ECT inner packet, RFC 6040).
 	DroppedECN uint64
@@ -324,7 +340,8 @@ type counters struct {
 	_                                                   [24]byte
 	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
-	_                                                   [24]byte
+	droppedBadSource                                    atomic.Uint64
+	_                                                   [8]byte
 	buckets                                             []atomic.Uint64
 }
 
@@ -343,6 +360,7 @@ func (c *FlowSpreadConn) Stats() Stats {
 		DroppedForeign:      c.stats.droppedForeign.Load(),
 		DroppedOutsideRange: c.stats.droppedOutsideRange.Load(),
 		DroppedECN:          c.stats.droppedECN.Load(),
+		RecvBadSource:       c.stats.droppedBadSource.Load(),
 		GSO:                 c.snd.gsoEnabled(),
 	}
 	if c.stats.buckets != nil {
@@ -357,6 +375,8 @@ func (c *FlowSpreadConn) Stats() Stats {
 		d := dc.drops()
 		s.RecvTruncated, s.RecvBadChecksum = d.Truncated, d.BadChecksum
 		s.RecvLinkDown, s.RecvRebound = d.LinkDown, d.Rebound
+		s.RecvBadSource += d.BadSource
+		s.RecvReassembled, s.RecvFragmentsDropped = d.Reassembled, d.FragmentsDropped
 	}
 	if c.host != nil {
 		s.RecvTruncated += c.host.truncated.Load()

@@ -123,4 +123,5 @@ const (
 	CheckPort         = "port"
 	CheckRPFilter     = "reverse path filter"
 	CheckForwarding   = "forwarding"
+	CheckMTU          = "mtu"
 )

@@ -240,6 +240,9 @@ func checkRawRouting(cfg DiagnoseConfig, add addFinding) {
 	default:
 		add(CheckInterface, OK, "", "interface %s is up", cfg.Interface)
 	}
+	if err == nil {
+		checkRawMTU(cfg.Interface, link.Attrs().MTU, add)
+	}
 
 	first, _ := prefixEnds(p)
 	typ, dev, err := routeKind(first)
@@ -256,6 +259,26 @@ func checkRawRouting(cfg DiagnoseConfig, add addFinding) {
 	default:
 		add(CheckForwarding, OK, "", "IPv6 forwarding is off: the kernel drops the prefix's packets after the raw receiver has seen them")
 	}
+}
+
+// wireguardOverhead is what WireGuard adds to an inner packet over IPv6:
+// IPv6 and UDP headers (48) and its own header and tag (32). With
+// WireGuard's default MTU of 1420 the outer datagram is 1500 bytes.
+const wireguardOverhead = 80
+
+// checkRawMTU warns when the raw interface's MTU is below what a VPN with
+// the usual inner MTU sends: peers' datagrams then arrive as IPv6
+// fragments (their kernels fragment after a Packet Too Big), which the
+// raw receiver reassembles, but at a cost.
+func checkRawMTU(ifname string, mtu int, add addFinding) {
+	const usual = 1420 + wireguardOverhead
+	if mtu >= usual {
+		add(CheckMTU, OK, "", "interface %s has MTU %d: a VPN's datagrams of up to %d bytes (WireGuard's default inner MTU of 1420 makes 1500) arrive whole", ifname, mtu, mtu)
+		return
+	}
+	add(CheckMTU, Warn, fmt.Sprintf("set the VPN's inner MTU to %d at both ends (WireGuard: MTU = %d in the [Interface] section, or ip link set wg0 mtu %d)", mtu-wireguardOverhead, mtu-wireguardOverhead, mtu-wireguardOverhead),
+		"interface %s has MTU %d, below the %d bytes a VPN with WireGuard's default inner MTU of 1420 sends: peers' datagrams arrive as IPv6 fragments. The raw receiver reassembles them (up to %d datagrams at once, %d MiB), but each costs a copy, and one lost fragment loses the datagram",
+		ifname, mtu, usual, reasmEntries, reasmEntries*reasmMaxLen>>20)
 }
 
 // checkReachability warns when the prefix is a subnet on a link, and says

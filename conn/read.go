@@ -103,6 +103,9 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		case dropOutsideRange:
 			c.stats.droppedOutsideRange.Add(1)
 			continue
+		case dropBadSource:
+			c.stats.droppedBadSource.Add(1)
+			continue
 		}
 		if last.drop == keepUnknown {
 			m.Peer = plainSource(m.OuterSrc)
@@ -145,11 +148,15 @@ const (
 	keepUnknown                 // from no peer, kept for AcceptUnknown
 	dropForeign                 // from no peer
 	dropOutsideRange            // from a peer's range, to our prefix outside our range
+	dropBadSource               // from or to an address no datagram may have (badSource)
 )
 
 // sourcePeer returns the index of the peer a datagram from src to dst
 // comes from, or why it must be dropped.
 func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason) {
+	if badSource(src.Addr(), dst.Addr()) {
+		return -1, dropBadSource
+	}
 	pi, spread := c.peers.bySource(src)
 	if pi < 0 {
 		if c.acceptUnknown {

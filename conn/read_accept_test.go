@@ -123,7 +123,11 @@ func TestAcceptUnknown(t *testing.T) {
 		{"spread", from(1), to, peer},
 		{"roamed peer", roamed, to, roamed},
 		{"roamed peer again", roamed, to, roamed},
-		{"IPv4 stranger, unmapped", nat, to, netip.MustParseAddrPort("192.0.2.7:40000")},
+		// The AnyIP socket reports an IPv4 datagram with both addresses
+		// unmapped; a mapped source in an IPv6 packet is refused.
+		{"IPv4 stranger, unmapped", nat, netip.MustParseAddrPort("198.51.100.1:51821"), netip.MustParseAddrPort("192.0.2.7:40000")},
+		{"v4-mapped source in IPv6", netip.MustParseAddrPort("[::ffff:127.0.0.1]:53"), to, netip.AddrPort{}},
+		{"unmapped v4 source to IPv6", netip.MustParseAddrPort("127.0.0.1:53"), to, netip.AddrPort{}},
 		{"canonical address, new port", netip.AddrPortFrom(peer.Addr(), 9), to, netip.AddrPortFrom(peer.Addr(), 9)},
 		{"spread, other pair", from(2), to, peer},
 		{"spread outside our range", from(3), outside, netip.AddrPort{}},
@@ -150,6 +154,9 @@ func TestAcceptUnknown(t *testing.T) {
 	}
 	if f, o := c.stats.droppedForeign.Load(), c.stats.droppedOutsideRange.Load(); f != 0 || o != 1 {
 		t.Errorf("dropped %d foreign and %d outside the range, want 0 and 1", f, o)
+	}
+	if got := c.stats.droppedBadSource.Load(); got != 2 {
+		t.Errorf("dropped %d for a bad source, want 2", got)
 	}
 }
 

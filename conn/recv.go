@@ -85,6 +85,18 @@ type RecvDrops struct {
 	// away under it; Rebound, the times it bound to the interface again
 	// after it was re-created under the same name.
 	LinkDown, Rebound uint64
+	// BadSource frames were refused because the kernel's own IPv6 input
+	// would have refused them (Raw backend only): frames not addressed to
+	// this host's link address (promiscuous NICs, bridge ports), frames
+	// for another interface stacked on this one (a VLAN), and sources
+	// that are v4-mapped, loopback, multicast or unspecified.
+	BadSource uint64
+	// FragmentsDropped counts IPv6 fragments thrown away (Raw backend
+	// only): overlapping (RFC 5722), malformed or beyond the reassembly
+	// limits, and those of datagrams never completed in time or pushed
+	// out to make room. Reassembled counts the datagrams put back
+	// together from fragments, not a drop.
+	FragmentsDropped, Reassembled uint64
 }
 
 // dropCounter is the optional ability of a receiver to report what it

@@ -77,6 +77,9 @@ func (r *rawReceiver) relink() bool {
 		index := int(ifr.Uint32())
 		sa, err := unix.Getsockname(s)
 		if ll, isLL := sa.(*unix.SockaddrLinklayer); err == nil && isLL && ll.Ifindex != index {
+			// Frames of the new device must pass linkLayerOK as soon as
+			// the socket is bound to it.
+			r.ifindex.Store(int32(index))
 			bind := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: index}
 			if unix.Bind(s, bind) != nil {
 				ok = false // the device vanished again: try later

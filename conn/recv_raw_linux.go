@@ -15,8 +15,6 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
-
-	"github.com/flowspread/flowspread/flowaddr"
 )
 
 const (
@@ -29,13 +27,20 @@ const (
 // rawReceiver reads the datagrams sent to a prefix straight off an
 // interface with an AF_PACKET socket, for hosts where the prefix is not
 // routed locally (no AnyIP route, or the addresses are someone else's to
-// answer). A classic BPF filter in the kernel keeps only IPv6 packets with
-// UDP right after the IPv6 header, to the prefix and the port. The kernel's
-// UDP layer never sees these packets, so the receiver checks their lengths
-// and verifies the UDP checksum itself.
+// answer). A classic BPF filter in the kernel keeps only IPv6 packets to
+// the prefix with UDP right after the IPv6 header (to the port) or a
+// Fragment header. The kernel's IP and UDP layers never see these
+// packets, so the receiver does their work: it refuses what they would
+// refuse (linkLayerOK, badSource), checks lengths, reassembles fragments
+// and verifies the UDP checksum.
 //
-// Each packet is read with two iovecs: its IPv6 and UDP headers into the
-// receiver's own buffer, its payload straight into the caller's.
+// Each packet is read with two iovecs: its first 48 bytes into the
+// receiver's own buffer, the rest straight into the caller's. For a whole
+// datagram those are the IPv6 and UDP headers, and the payload lands in
+// place; for a fragment, the IPv6 and Fragment headers, and the
+// fragment's data (the UDP header first, in the first fragment) is copied
+// into the reassembler, then the datagram it completes into the caller's
+// buffer.
 type rawReceiver struct {
 	f      *os.File
 	rc     syscall.RawConn
@@ -45,12 +50,22 @@ type rawReceiver struct {
 	closed atomic.Bool
 	quit   chan struct{} // closed by close: stops followLink
 
-	truncated, badChecksum atomic.Uint64
-	linkDown, rebound      atomic.Uint64
-
 	// following says a followLink goroutine runs; linkEvent says the
 	// link went down since it last looked.
 	following, linkEvent atomic.Bool
+	// ifindex is the interface's: frames the kernel passed on to an
+	// interface stacked on it (a VLAN, a macvlan) carry another.
+	ifindex atomic.Int32 // followLink stores a re-created interface's
+	// l2Multicast: unicast IPv6 in link-layer broadcast or multicast
+	// frames is accepted, as the kernel does unless the interface's
+	// drop_unicast_in_l2_multicast sysctl is set (read at open).
+	l2Multicast bool
+	loopback    bool      // the interface is a loopback device: ::1 is fine
+	epoch       time.Time // the reassembler's clock starts here
+	reasm       *reassembler
+
+	truncated, badChecksum, badSource atomic.Uint64
+	linkDown, rebound                 atomic.Uint64
 
 	mu    sync.Mutex // serializes readBatch; guards everything below
 	hdrs  [rawSlots]unix.Mmsghdr
@@ -70,10 +85,10 @@ type rawReceiver struct {
 // It needs CAP_NET_RAW.
 //
 // Packets this host sends out of the interface are ignored. The filter
-// admits no IPv6 extension headers before UDP, and reads plain Ethernet
-// (or any link type: it sees packets from the network header on), not
-// VLAN-tagged frames on the parent of a VLAN interface: open it on the
-// VLAN interface instead.
+// admits no IPv6 extension headers before UDP but a Fragment header, and
+// reads plain Ethernet (or any link type: it sees packets from the
+// network header on), not the frames of a VLAN interface on its parent:
+// open it on the VLAN interface instead.
 func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, error) {
 	prog, err := rawFilter(prefix, port)
 	if err != nil {
@@ -116,7 +131,13 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 		unix.Close(fd)
 		return nil, fmt.Errorf("conn: raw receiver: bind to interface %q: %w", ifname, err)
 	}
-	r := &rawReceiver{ifname: ifname, prefix: prefix.Masked(), port: port, quit: make(chan struct{})}
+	r := &rawReceiver{
+		ifname: ifname, prefix: prefix.Masked(), port: port, quit: make(chan struct{}),
+		loopback: ifi.Flags&net.FlagLoopback != 0, epoch: time.Now(), reasm: newReassembler(reasmEntries),
+	}
+	r.ifindex.Store(int32(ifi.Index))
+	v, _ := readSysctl("net.ipv6.conf." + ifname + ".drop_unicast_in_l2_multicast")
+	r.l2Multicast = v != "1"
 	r.f = os.NewFile(uintptr(fd), "packet:"+ifname)
 	if r.rc, err = r.f.SyscallConn(); err != nil {
 		r.f.Close()
@@ -141,8 +162,9 @@ func (r *rawReceiver) caps() recvCaps { return recvCaps{Batch: true} }
 
 func (r *rawReceiver) drops() RecvDrops {
 	return RecvDrops{
-		Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load(),
+		Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load(), BadSource: r.badSource.Load(),
 		LinkDown: r.linkDown.Load(), Rebound: r.rebound.Load(),
+		FragmentsDropped: r.reasm.fragmentsDropped.Load(), Reassembled: r.reasm.reassembled.Load(),
 	}
 }
 
@@ -218,13 +240,19 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		return 0, os.NewSyscallError("recvmmsg", r.errno)
 	}
 	out := 0
+	now := time.Since(r.epoch)
 	for i := 0; i < r.got; i++ {
-		if r.names[i].Pkttype == unix.PACKET_OUTGOING {
+		name := &r.names[i]
+		if name.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
-		captured := int(r.hdrs[i].Len)
-		skip := r.checksumDone(i)
-		n, v := checkRawPacket(&r.heads[i], msgs[i].Buf, captured, r.prefix, r.port, skip)
+		status, tci := r.auxdata(i)
+		if !r.linkLayerOK(name.Pkttype, name.Ifindex, status, tci) {
+			r.badSource.Add(1)
+			continue
+		}
+		skip := status&(unix.TP_STATUS_CSUM_VALID|unix.TP_STATUS_CSUMNOTREADY) != 0
+		d, v := readRawPacket(&r.heads[i], msgs[i].Buf, int(r.hdrs[i].Len), r.prefix, r.port, skip, r.loopback, r.reasm, now)
 		switch v {
 		case rawTruncated:
 			r.truncated.Add(1)
@@ -232,8 +260,21 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		case rawBadChecksum:
 			r.badChecksum.Add(1)
 			continue
-		case rawForeign:
+		case rawBadSource:
+			r.badSource.Add(1)
 			continue
+		case rawForeign, rawFragment:
+			continue
+		}
+		n := len(d.payload)
+		if d.moved {
+			// Reassembled: the fragment read into msgs[i].Buf is spent,
+			// so the whole datagram goes there.
+			if n > len(msgs[i].Buf) {
+				r.truncated.Add(1)
+				continue
+			}
+			copy(msgs[i].Buf, d.payload)
 		}
 		if out != i {
 			// Move the datagram down with its buffer: it fit the buffer
@@ -243,32 +284,61 @@ func (r *rawReceiver) readOnce(msgs []Message) (int, error) {
 		m := &msgs[out]
 		head := &r.heads[i]
 		m.N = n
-		m.OuterSrc = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[8:24])), uint16(head[40])<<8|uint16(head[41]))
+		m.OuterSrc = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[8:24])), d.sport)
 		m.OuterDst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(head[24:40])), r.port)
-		m.ECN = flowaddr.ECN(head[1]>>4) & 3 // the low bits of the traffic class
+		m.ECN = d.ecn
 		out++
 	}
 	return out, nil
 }
 
-// checksumDone reports whether the kernel vouches for slot i's UDP
-// checksum: the device verified it (TP_STATUS_CSUM_VALID), or the packet
-// comes from a local stack that leaves the checksum to the device
-// (TP_STATUS_CSUMNOTREADY, as on a veth), so there is nothing to verify.
-func (r *rawReceiver) checksumDone(i int) bool {
+// linkLayerOK reports whether the kernel's own receive path would take a
+// frame to the IP layer of this interface: one addressed to this host
+// (PACKET_HOST; link-layer broadcast and multicast too, unless
+// drop_unicast_in_l2_multicast is set), not one for another host (a
+// promiscuous NIC, a bridge port: PACKET_OTHERHOST, also what the kernel
+// makes of a frame tagged for a VLAN it has no interface for), and not
+// one it handed to an interface stacked on this one (a VLAN's frames
+// reach a packet socket on its parent with the VLAN interface's index).
+func (r *rawReceiver) linkLayerOK(pkttype uint8, ifindex int32, status uint32, tci uint16) bool {
+	switch pkttype {
+	case unix.PACKET_HOST:
+	case unix.PACKET_BROADCAST, unix.PACKET_MULTICAST:
+		if !r.l2Multicast {
+			return false
+		}
+	default:
+		return false
+	}
+	// The kernel strips a VLAN tag before IP sees a frame, so a tag left
+	// on one (other than a priority tag, VLAN 0) was never untagged.
+	if status&unix.TP_STATUS_VLAN_VALID != 0 && tci&0xfff != 0 {
+		return false
+	}
+	return ifindex == r.ifindex.Load()
+}
+
+// auxdata returns slot i's PACKET_AUXDATA status (TP_STATUS_*) and VLAN
+// tag control information. The status says whether the kernel vouches
+// for the UDP checksum: the device verified it (TP_STATUS_CSUM_VALID), or
+// the packet comes from a local stack that leaves the checksum to the
+// device (TP_STATUS_CSUMNOTREADY, as on a veth), so there is nothing to
+// verify.
+func (r *rawReceiver) auxdata(i int) (status uint32, tci uint16) {
 	b := r.oob[i*rawOOBLen : i*rawOOBLen+int(r.hdrs[i].Hdr.Controllen)]
 	for len(b) > 0 {
 		level, typ, data, rest, ok := nextCmsg(b)
 		if !ok {
 			break
 		}
-		if level == unix.SOL_PACKET && typ == unix.PACKET_AUXDATA && len(data) >= 4 {
-			status := binary.NativeEndian.Uint32(data) // tp_status, the first field
-			return status&(unix.TP_STATUS_CSUM_VALID|unix.TP_STATUS_CSUMNOTREADY) != 0
+		// struct tpacket_auxdata: tp_status, tp_len, tp_snaplen (u32),
+		// tp_mac, tp_net, tp_vlan_tci (u16).
+		if level == unix.SOL_PACKET && typ == unix.PACKET_AUXDATA && len(data) >= 18 {
+			return binary.NativeEndian.Uint32(data), binary.NativeEndian.Uint16(data[16:])
 		}
 		b = rest
 	}
-	return false
+	return 0, 0
 }
 
 // doRead is the RawConn.Read callback: false asks the poller to wait.
