@@ -12,13 +12,29 @@ import (
 // peerEntry is a validated [Peer] with what the hot paths need precomputed.
 type peerEntry struct {
 	addr   netip.AddrPort // canonical, as configured
-	key    endpointKey    // keyOf(addr)
-	port   uint16
-	scope  uint32 // interface index of a link-local address's zone
+	scope  uint32         // interface index of a link-local address's zone
 	prefix netip.Prefix
 	mapper *flowaddr.Mapper // nil: the peer is not spread
-	// hostsOthers: another peer's canonical address lies in prefix, so a
-	// source in prefix may be that peer's rather than this one's.
+}
+
+// peerSource is what bySource reads of a peer, packed into one 64-byte
+// cache line: with thousands of peers a datagram's peer is usually not in
+// the cache, and the lookup should miss once, not once per field spread
+// over peerEntry and the Mapper.
+type peerSource struct {
+	canonHi, canonLo uint64 // canonical address as keyOf has it, in two big-endian halves
+	pfxHi, pfxLo     uint64 // the masked prefix
+	// firstHi, firstLo: the first address of a contiguous range; bucket b
+	// is first + b (flowaddr.LayoutContiguous), so the range check needs
+	// no Mapper.
+	firstHi, firstLo uint64
+	mapper           *flowaddr.Mapper // nil: the peer is not spread
+	port             uint16
+	pfxBits          uint8
+	rangeBits        uint8 // the range has 2^rangeBits addresses
+	contiguous       bool
+	// hostsOthers: another peer's canonical address lies in the prefix,
+	// so a source in the prefix may be that peer's rather than this one's.
 	hostsOthers bool
 }
 
@@ -35,15 +51,6 @@ func keyOf(ap netip.AddrPort) endpointKey {
 	return k
 }
 
-// prefixBlock describes one block of the address space at the table's
-// block length: the peer prefixes that lie in it.
-type prefixBlock struct {
-	// peer is the only peer whose prefix lies in the block, or -1 when
-	// several do; then lengths says which groups to probe.
-	peer    int32
-	lengths [2]uint64 // bit L: a prefix of length L lies in the block (a spread prefix is at most a /127)
-}
-
 // prefixGroup finds peers whose prefixes share one length by the masked
 // source address.
 type prefixGroup struct {
@@ -56,7 +63,7 @@ type prefixGroup struct {
 // lock; none allocates.
 //
 // Peer prefixes never overlap (Config.validate), so an address lies in at
-// most one. To find it in one map probe whatever the mix of prefix
+// most one. To find it with one map probe whatever the mix of prefix
 // lengths, the table indexes the blocks of blockBits bits (the shortest
 // prefix length, at most 64) that hold a prefix: a block usually holds
 // one, which names the peer. Only a block that holds several (a /48 peer
@@ -64,21 +71,32 @@ type prefixGroup struct {
 // the lengths found in it.
 type peerTable struct {
 	peers     []peerEntry
+	sources   []peerSource // by peer index
 	byAddr    map[endpointKey]int32
-	blockMask uint64 // the first blockBits bits of an address's first 8 bytes
-	blocks    map[uint64]prefixBlock
-	groups    []prefixGroup
+	blockMask uint64 // keeps the first blockBits bits of an address's first half
+	// blocks gives the peer whose prefix is the only one in a block, or
+	// -1-k when several are: shared[k] has a bit set for each length
+	// among them (a spread prefix is at most a /127).
+	blocks map[uint64]int32
+	shared [][2]uint64
+	groups []prefixGroup
 }
 
 func newPeerTable(cfg *Config) (*peerTable, error) {
 	t := &peerTable{
-		peers:  make([]peerEntry, len(cfg.Peers)),
-		byAddr: make(map[endpointKey]int32, len(cfg.Peers)),
-		blocks: make(map[uint64]prefixBlock),
+		peers:   make([]peerEntry, len(cfg.Peers)),
+		sources: make([]peerSource, len(cfg.Peers)),
+		byAddr:  make(map[endpointKey]int32, len(cfg.Peers)),
+		blocks:  make(map[uint64]int32),
 	}
 	blockBits := 64
 	for i, p := range cfg.Peers {
-		e := peerEntry{addr: p.Addr, key: keyOf(p.Addr), port: p.Addr.Port(), prefix: p.Prefix, scope: zoneIndex(p.Addr.Addr().Zone())}
+		e := peerEntry{addr: p.Addr, prefix: p.Prefix, scope: zoneIndex(p.Addr.Addr().Zone())}
+		k := keyOf(p.Addr)
+		s := peerSource{
+			canonHi: binary.BigEndian.Uint64(k[:8]), canonLo: binary.BigEndian.Uint64(k[8:16]),
+			port: p.Addr.Port(),
+		}
 		if p.Prefix.IsValid() {
 			m, err := flowaddr.NewMapper(flowaddr.MapperConfig{
 				Prefix: p.Prefix, Bits: p.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
@@ -86,35 +104,45 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 			if err != nil {
 				return nil, fmt.Errorf("conn: Peers[%d].Prefix %v: %w", i, p.Prefix, err)
 			}
-			e.mapper = m
+			e.mapper, s.mapper = m, m
+			s.pfxHi, s.pfxLo = halves(p.Prefix.Addr().As16())
+			s.pfxBits, s.rangeBits = uint8(p.Prefix.Bits()), uint8(m.Bits())
+			if m.Layout() == flowaddr.LayoutContiguous {
+				s.contiguous = true
+				s.firstHi, s.firstLo = m.AddrWords(0)
+			}
 			g := t.group(p.Prefix.Bits())
 			g.byPrefix[p.Prefix.Addr().As16()] = int32(i)
 			blockBits = min(blockBits, p.Prefix.Bits())
 		}
-		t.peers[i] = e
-		t.byAddr[e.key] = int32(i)
+		t.peers[i], t.sources[i] = e, s
+		t.byAddr[k] = int32(i)
 	}
-	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: shifts by 64, mask 0
-	for i := range t.peers {
-		p := &t.peers[i]
-		if p.mapper == nil {
+	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
+	for i := range t.sources {
+		s := &t.sources[i]
+		if s.mapper == nil {
 			continue
 		}
-		bk := t.blockOf(p.prefix.Addr().As16())
+		bk := s.pfxHi & t.blockMask
 		b, ok := t.blocks[bk]
-		if !ok {
-			b.peer = int32(i)
-		} else {
-			b.peer = -1
+		switch {
+		case !ok:
+			t.blocks[bk] = int32(i)
+			continue
+		case b >= 0: // a second prefix in the block
+			other := &t.sources[b]
+			t.shared = append(t.shared, [2]uint64{})
+			t.shared[len(t.shared)-1][other.pfxBits/64] |= 1 << (other.pfxBits % 64)
+			b = -int32(len(t.shared))
+			t.blocks[bk] = b
 		}
-		l := p.prefix.Bits()
-		b.lengths[l/64] |= 1 << (l % 64)
-		t.blocks[bk] = b
+		t.shared[-1-b][s.pfxBits/64] |= 1 << (s.pfxBits % 64)
 	}
-	for i := range t.peers {
-		a := [16]byte(t.peers[i].key[:16])
-		if j := t.prefixPeer(a); j >= 0 && j != int32(i) {
-			t.peers[j].hostsOthers = true
+	for i := range t.sources {
+		s := &t.sources[i]
+		if j := t.prefixPeer(s.canonHi, s.canonLo); j >= 0 && j != int32(i) {
+			t.sources[j].hostsOthers = true
 		}
 	}
 	return t, nil
@@ -140,11 +168,6 @@ func (t *peerTable) groupOf(bits int) *prefixGroup {
 	return nil
 }
 
-// blockOf returns the key of the block that holds a.
-func (t *peerTable) blockOf(a [16]byte) uint64 {
-	return binary.BigEndian.Uint64(a[:8]) & t.blockMask
-}
-
 // byCanonical returns the index of the peer whose canonical address is ap,
 // or -1.
 func (t *peerTable) byCanonical(ap netip.AddrPort) int32 {
@@ -158,67 +181,97 @@ func (t *peerTable) byCanonical(ap netip.AddrPort) int32 {
 // belongs to, or -1: the peer's canonical address, or (spread) an address
 // of the peer's spread range with the peer's port.
 func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
-	k := keyOf(src)
-	a := [16]byte(k[:16])
-	i := t.prefixPeer(a)
+	hi, lo := halves(src.Addr().As16())
+	port := src.Port()
+	i := t.prefixPeer(hi, lo)
 	if i >= 0 {
-		p := &t.peers[i]
-		if p.key == k {
+		s := &t.sources[i]
+		if s.canonHi == hi && s.canonLo == lo && s.port == port {
 			return i, false
 		}
-		if !p.hostsOthers {
-			// No canonical address but p's own lies in p's prefix: the
-			// canonical map cannot match, skip its probe.
-			return t.spreadFrom(i, a, src.Port())
+		if !s.hostsOthers {
+			// No canonical address but the peer's own lies in its
+			// prefix: the canonical map cannot match, skip its probe.
+			return t.spreadFrom(i, hi, lo, port)
 		}
 	}
-	if j, ok := t.byAddr[k]; ok {
+	if j, ok := t.byAddr[keyOf(src)]; ok {
 		return j, false
 	}
 	if i < 0 {
 		return -1, false
 	}
-	return t.spreadFrom(i, a, src.Port())
+	return t.spreadFrom(i, hi, lo, port)
 }
 
-// spreadFrom returns (i, true) if a datagram from a, port, an address in
-// peer i's prefix, comes from i's spread range with i's port, else -1.
-func (t *peerTable) spreadFrom(i int32, a [16]byte, port uint16) (int32, bool) {
-	p := &t.peers[i]
-	if p.port != port {
+// spreadFrom returns (i, true) if a datagram from hi, lo, an address in
+// peer i's prefix, and port comes from i's spread range with i's port,
+// else -1.
+func (t *peerTable) spreadFrom(i int32, hi, lo uint64, port uint16) (int32, bool) {
+	s := &t.sources[i]
+	if s.port != port {
 		return -1, false
 	}
-	if _, ok := p.mapper.BucketOf(a); !ok {
+	if s.contiguous {
+		dLo, borrow := bits.Sub64(lo, s.firstLo, 0)
+		dHi, _ := bits.Sub64(hi, s.firstHi, borrow)
+		if dHi != 0 || dLo>>s.rangeBits != 0 {
+			return -1, false
+		}
+		return i, true
+	}
+	var a [16]byte
+	binary.BigEndian.PutUint64(a[:8], hi)
+	binary.BigEndian.PutUint64(a[8:], lo)
+	if _, ok := s.mapper.BucketOf(a); !ok {
 		return -1, false
 	}
 	return i, true
 }
 
-// prefixPeer returns the index of the peer whose prefix holds a, or -1.
-func (t *peerTable) prefixPeer(a [16]byte) int32 {
+// prefixPeer returns the index of the peer whose prefix holds the address
+// hi, lo, or -1.
+func (t *peerTable) prefixPeer(hi, lo uint64) int32 {
 	if len(t.blocks) == 0 {
 		return -1
 	}
-	b, ok := t.blocks[t.blockOf(a)]
+	b, ok := t.blocks[hi&t.blockMask]
 	if !ok {
 		return -1
 	}
-	if b.peer >= 0 {
-		if p := &t.peers[b.peer]; maskBits(a, p.prefix.Bits()) == p.prefix.Addr().As16() {
-			return b.peer
+	if b >= 0 {
+		if s := &t.sources[b]; prefixHolds(hi, lo, s.pfxHi, s.pfxLo, int(s.pfxBits)) {
+			return b
 		}
 		return -1
 	}
-	for w, set := range b.lengths {
+	for w, set := range t.shared[-1-b] {
 		for set != 0 {
 			l := w*64 + bits.TrailingZeros64(set)
 			set &= set - 1
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:8], hi)
+			binary.BigEndian.PutUint64(a[8:], lo)
 			if i, ok := t.groupOf(l).byPrefix[maskBits(a, l)]; ok {
 				return i
 			}
 		}
 	}
 	return -1
+}
+
+// halves returns a's two big-endian halves.
+func halves(a [16]byte) (hi, lo uint64) {
+	return binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+}
+
+// prefixHolds reports whether the address hi, lo lies in the masked prefix
+// pfxHi, pfxLo of length n.
+func prefixHolds(hi, lo, pfxHi, pfxLo uint64, n int) bool {
+	if n <= 64 {
+		return hi&^(^uint64(0)>>n) == pfxHi // n 64: keeps all of hi
+	}
+	return hi == pfxHi && lo&^(^uint64(0)>>(n-64)) == pfxLo
 }
 
 // maskBits keeps the first bits bits of a.

@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"unsafe"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 // refBySource is peerTable.bySource written as the definition reads: a
@@ -13,7 +16,7 @@ import (
 func refBySource(peers []peerEntry, src netip.AddrPort) (int32, bool) {
 	k := keyOf(src)
 	for i := range peers {
-		if peers[i].key == k {
+		if keyOf(peers[i].addr) == k {
 			return int32(i), false
 		}
 	}
@@ -23,7 +26,7 @@ func refBySource(peers []peerEntry, src netip.AddrPort) (int32, bool) {
 		if p.mapper == nil || !p.prefix.Contains(a) {
 			continue
 		}
-		if _, ok := p.mapper.BucketOf(a.As16()); !ok || p.port != src.Port() {
+		if _, ok := p.mapper.BucketOf(a.As16()); !ok || p.addr.Port() != src.Port() {
 			return -1, false
 		}
 		return int32(i), true
@@ -88,13 +91,14 @@ func randomPeers(rng *rand.Rand) []Peer {
 }
 
 // TestBySourceMatchesDefinition checks the peer table's lookup against
-// refBySource on random tables, for canonical addresses (right and wrong
+// refBySource on random tables, with contiguous and scattered ranges, for canonical addresses (right and wrong
 // port), addresses of each spread range, addresses of a prefix outside
 // its range, and random addresses in and around the prefixes' blocks.
 func TestBySourceMatchesDefinition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(10, 10))
 	for round := range 300 {
-		cfg, err := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: randomPeers(rng)}.validate()
+		layout := flowaddr.Layout(round % 2) // contiguous and scattered ranges
+		cfg, err := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: randomPeers(rng), Layout: layout}.validate()
 		if err != nil {
 			continue // two canonical addresses collided
 		}
@@ -104,22 +108,23 @@ func TestBySourceMatchesDefinition(t *testing.T) {
 		}
 		var srcs []netip.AddrPort
 		for _, p := range tab.peers {
-			srcs = append(srcs, p.addr, netip.AddrPortFrom(p.addr.Addr(), p.port+1))
+			port := p.addr.Port()
+			srcs = append(srcs, p.addr, netip.AddrPortFrom(p.addr.Addr(), port+1))
 			if p.mapper == nil {
 				continue
 			}
 			for range 4 {
 				a := netip.AddrFrom16(p.mapper.Addr16(p.mapper.Bucket(rng.Uint64())))
-				srcs = append(srcs, netip.AddrPortFrom(a, p.port), netip.AddrPortFrom(a, p.port+1))
+				srcs = append(srcs, netip.AddrPortFrom(a, port), netip.AddrPortFrom(a, port+1))
 			}
 			b := p.prefix.Addr().As16()
 			for i := p.prefix.Bits() / 8; i < 16; i++ {
 				b[i] = byte(rng.UintN(256)) // in the prefix, almost surely outside the range
 			}
-			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), p.port))
+			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), port))
 			b = p.prefix.Addr().As16()
 			b[6] ^= byte(1 + rng.IntN(255)) // the same /48 block, mostly outside the prefix
-			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), p.port))
+			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), port))
 		}
 		for _, src := range srcs {
 			gi, gs := tab.bySource(src)
@@ -162,12 +167,23 @@ func TestPeerBlocks(t *testing.T) {
 	if got := len(tab.blocks); got != 2 {
 		t.Fatalf("%d blocks, want 2 (2001:db8:1::/48 and 2001:db8:2::/48)", got)
 	}
-	one := tab.blocks[tab.blockOf(netip.MustParseAddr("2001:db8:1::").As16())]
-	if one.peer != 0 {
-		t.Errorf("block 2001:db8:1::/48 names peer %d, want 0", one.peer)
+	one := tab.blocks[0x20010db800010000]
+	if one != 0 {
+		t.Errorf("block 2001:db8:1::/48 names peer %d, want 0", one)
 	}
-	several := tab.blocks[tab.blockOf(netip.MustParseAddr("2001:db8:2::").As16())]
-	if want := [2]uint64{1 << 56, 1 << (64 - 64)}; several.peer != -1 || several.lengths != want {
-		t.Errorf("block 2001:db8:2::/48: peer %d, lengths %x; want -1 and %x (/56 and /64)", several.peer, several.lengths, want)
+	several := tab.blocks[0x20010db800020000]
+	if several >= 0 {
+		t.Fatalf("block 2001:db8:2::/48 names peer %d, want the lengths of its three prefixes", several)
+	}
+	if got, want := tab.shared[-1-several], [2]uint64{1 << 56, 1 << (64 - 64)}; got != want {
+		t.Errorf("block 2001:db8:2::/48 has lengths %x, want %x (/56 and /64)", got, want)
+	}
+}
+
+// TestPeerSourceSize checks that what the lookup reads of a peer fits one
+// cache line.
+func TestPeerSourceSize(t *testing.T) {
+	if n := unsafe.Sizeof(peerSource{}); n > 64 {
+		t.Errorf("peerSource is %d bytes, more than a 64-byte cache line", n)
 	}
 }
