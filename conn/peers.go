@@ -9,32 +9,24 @@ import (
 	"github.com/flowspread/flowspread/flowaddr"
 )
 
-// peerEntry is a validated [Peer] with what the hot paths need precomputed.
+// peerEntry is a validated [Peer] with what the hot paths need
+// precomputed, packed into one 64-byte cache line: with thousands of
+// peers the entry of a datagram's peer is usually not in the cache, and
+// finding the peer should miss once, not once per field spread over the
+// entry and its Mapper.
 type peerEntry struct {
-	addr   netip.AddrPort // canonical, as configured
-	scope  uint32         // interface index of a link-local address's zone
-	prefix netip.Prefix
+	addr   netip.AddrPort   // canonical, as configured
 	mapper *flowaddr.Mapper // nil: the peer is not spread
-}
-
-// peerSource is what bySource reads of a peer, packed into one 64-byte
-// cache line: with thousands of peers a datagram's peer is usually not in
-// the cache, and the lookup should miss once, not once per field spread
-// over peerEntry and the Mapper.
-type peerSource struct {
-	canonHi, canonLo uint64 // canonical address as keyOf has it, in two big-endian halves
-	pfxHi, pfxLo     uint64 // the masked prefix
-	// firstHi, firstLo: the first address of a contiguous range; bucket b
-	// is first + b (flowaddr.LayoutContiguous), so the range check needs
-	// no Mapper.
+	// firstHi, firstLo: the first address of a contiguous range, as two
+	// big-endian halves; bucket b is first + b (flowaddr.LayoutContiguous),
+	// so the range check needs no Mapper.
 	firstHi, firstLo uint64
-	mapper           *flowaddr.Mapper // nil: the peer is not spread
-	port             uint16
-	pfxBits          uint8
-	rangeBits        uint8 // the range has 2^rangeBits addresses
+	scope            uint32 // interface index of a link-local address's zone
+	rangeBits        uint8  // the range has 2^rangeBits addresses
 	contiguous       bool
-	// hostsOthers: another peer's canonical address lies in the prefix,
-	// so a source in the prefix may be that peer's rather than this one's.
+	// hostsOthers: another peer's canonical address lies in the block
+	// (see peerTable) of this peer's prefix, so a source there may be that
+	// peer's rather than this one's.
 	hostsOthers bool
 }
 
@@ -71,7 +63,6 @@ type prefixGroup struct {
 // the lengths found in it.
 type peerTable struct {
 	peers     []peerEntry
-	sources   []peerSource // by peer index
 	byAddr    map[endpointKey]int32
 	blockMask uint64 // keeps the first blockBits bits of an address's first half
 	// blocks gives the peer whose prefix is the only one in a block, or
@@ -84,19 +75,13 @@ type peerTable struct {
 
 func newPeerTable(cfg *Config) (*peerTable, error) {
 	t := &peerTable{
-		peers:   make([]peerEntry, len(cfg.Peers)),
-		sources: make([]peerSource, len(cfg.Peers)),
-		byAddr:  make(map[endpointKey]int32, len(cfg.Peers)),
-		blocks:  make(map[uint64]int32),
+		peers:  make([]peerEntry, len(cfg.Peers)),
+		byAddr: make(map[endpointKey]int32, len(cfg.Peers)),
+		blocks: make(map[uint64]int32),
 	}
 	blockBits := 64
 	for i, p := range cfg.Peers {
-		e := peerEntry{addr: p.Addr, prefix: p.Prefix, scope: zoneIndex(p.Addr.Addr().Zone())}
-		k := keyOf(p.Addr)
-		s := peerSource{
-			canonHi: binary.BigEndian.Uint64(k[:8]), canonLo: binary.BigEndian.Uint64(k[8:16]),
-			port: p.Addr.Port(),
-		}
+		e := peerEntry{addr: p.Addr, scope: zoneIndex(p.Addr.Addr().Zone())}
 		if p.Prefix.IsValid() {
 			m, err := flowaddr.NewMapper(flowaddr.MapperConfig{
 				Prefix: p.Prefix, Bits: p.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
@@ -104,45 +89,44 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 			if err != nil {
 				return nil, fmt.Errorf("conn: Peers[%d].Prefix %v: %w", i, p.Prefix, err)
 			}
-			e.mapper, s.mapper = m, m
-			s.pfxHi, s.pfxLo = halves(p.Prefix.Addr().As16())
-			s.pfxBits, s.rangeBits = uint8(p.Prefix.Bits()), uint8(m.Bits())
+			e.mapper, e.rangeBits = m, uint8(m.Bits())
 			if m.Layout() == flowaddr.LayoutContiguous {
-				s.contiguous = true
-				s.firstHi, s.firstLo = m.AddrWords(0)
+				e.contiguous = true
+				e.firstHi, e.firstLo = m.AddrWords(0)
 			}
 			g := t.group(p.Prefix.Bits())
 			g.byPrefix[p.Prefix.Addr().As16()] = int32(i)
 			blockBits = min(blockBits, p.Prefix.Bits())
 		}
-		t.peers[i], t.sources[i] = e, s
-		t.byAddr[k] = int32(i)
+		t.peers[i] = e
+		t.byAddr[keyOf(p.Addr)] = int32(i)
 	}
 	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
-	for i := range t.sources {
-		s := &t.sources[i]
-		if s.mapper == nil {
+	for i, p := range cfg.Peers {
+		if !p.Prefix.IsValid() {
 			continue
 		}
-		bk := s.pfxHi & t.blockMask
+		pfxHi, _ := halves(p.Prefix.Addr().As16())
+		bk := pfxHi & t.blockMask
 		b, ok := t.blocks[bk]
 		switch {
 		case !ok:
 			t.blocks[bk] = int32(i)
 			continue
 		case b >= 0: // a second prefix in the block
-			other := &t.sources[b]
 			t.shared = append(t.shared, [2]uint64{})
-			t.shared[len(t.shared)-1][other.pfxBits/64] |= 1 << (other.pfxBits % 64)
+			l := cfg.Peers[b].Prefix.Bits()
+			t.shared[len(t.shared)-1][l/64] |= 1 << (l % 64)
 			b = -int32(len(t.shared))
 			t.blocks[bk] = b
 		}
-		t.shared[-1-b][s.pfxBits/64] |= 1 << (s.pfxBits % 64)
+		l := p.Prefix.Bits()
+		t.shared[-1-b][l/64] |= 1 << (l % 64)
 	}
-	for i := range t.sources {
-		s := &t.sources[i]
-		if j := t.prefixPeer(s.canonHi, s.canonLo); j >= 0 && j != int32(i) {
-			t.sources[j].hostsOthers = true
+	for i := range t.peers {
+		hi, lo := halves(t.peers[i].addr.Addr().As16())
+		if j := t.candidate(hi, lo); j >= 0 && j != int32(i) {
+			t.peers[j].hostsOthers = true
 		}
 	}
 	return t, nil
@@ -183,15 +167,15 @@ func (t *peerTable) byCanonical(ap netip.AddrPort) int32 {
 func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	hi, lo := halves(src.Addr().As16())
 	port := src.Port()
-	i := t.prefixPeer(hi, lo)
+	i := t.candidate(hi, lo)
 	if i >= 0 {
-		s := &t.sources[i]
-		if s.canonHi == hi && s.canonLo == lo && s.port == port {
+		p := &t.peers[i]
+		if p.addr.Port() == port && p.addr.Addr().As16() == src.Addr().As16() {
 			return i, false
 		}
-		if !s.hostsOthers {
-			// No canonical address but the peer's own lies in its
-			// prefix: the canonical map cannot match, skip its probe.
+		if !p.hostsOthers {
+			// No other peer's canonical address lies in i's block: the
+			// canonical map cannot match, skip its probe.
 			return t.spreadFrom(i, hi, lo, port)
 		}
 	}
@@ -204,18 +188,17 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	return t.spreadFrom(i, hi, lo, port)
 }
 
-// spreadFrom returns (i, true) if a datagram from hi, lo, an address in
-// peer i's prefix, and port comes from i's spread range with i's port,
-// else -1.
+// spreadFrom returns (i, true) if a datagram from the address hi, lo and
+// port comes from peer i's spread range with i's port, else -1.
 func (t *peerTable) spreadFrom(i int32, hi, lo uint64, port uint16) (int32, bool) {
-	s := &t.sources[i]
-	if s.port != port {
+	p := &t.peers[i]
+	if p.addr.Port() != port {
 		return -1, false
 	}
-	if s.contiguous {
-		dLo, borrow := bits.Sub64(lo, s.firstLo, 0)
-		dHi, _ := bits.Sub64(hi, s.firstHi, borrow)
-		if dHi != 0 || dLo>>s.rangeBits != 0 {
+	if p.contiguous {
+		dLo, borrow := bits.Sub64(lo, p.firstLo, 0)
+		dHi, _ := bits.Sub64(hi, p.firstHi, borrow)
+		if dHi != 0 || dLo>>p.rangeBits != 0 {
 			return -1, false
 		}
 		return i, true
@@ -223,15 +206,17 @@ func (t *peerTable) spreadFrom(i int32, hi, lo uint64, port uint16) (int32, bool
 	var a [16]byte
 	binary.BigEndian.PutUint64(a[:8], hi)
 	binary.BigEndian.PutUint64(a[8:], lo)
-	if _, ok := s.mapper.BucketOf(a); !ok {
+	if _, ok := p.mapper.BucketOf(a); !ok {
 		return -1, false
 	}
 	return i, true
 }
 
-// prefixPeer returns the index of the peer whose prefix holds the address
-// hi, lo, or -1.
-func (t *peerTable) prefixPeer(hi, lo uint64) int32 {
+// candidate returns the only peer whose spread range may hold the address
+// hi, lo, or -1: the peer whose prefix is the only one in the address's
+// block, or in a block of several, the one whose prefix holds it. The
+// caller checks the range itself, which lies in the prefix.
+func (t *peerTable) candidate(hi, lo uint64) int32 {
 	if len(t.blocks) == 0 {
 		return -1
 	}
@@ -240,10 +225,7 @@ func (t *peerTable) prefixPeer(hi, lo uint64) int32 {
 		return -1
 	}
 	if b >= 0 {
-		if s := &t.sources[b]; prefixHolds(hi, lo, s.pfxHi, s.pfxLo, int(s.pfxBits)) {
-			return b
-		}
-		return -1
+		return b
 	}
 	for w, set := range t.shared[-1-b] {
 		for set != 0 {
@@ -263,15 +245,6 @@ func (t *peerTable) prefixPeer(hi, lo uint64) int32 {
 // halves returns a's two big-endian halves.
 func halves(a [16]byte) (hi, lo uint64) {
 	return binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
-}
-
-// prefixHolds reports whether the address hi, lo lies in the masked prefix
-// pfxHi, pfxLo of length n.
-func prefixHolds(hi, lo, pfxHi, pfxLo uint64, n int) bool {
-	if n <= 64 {
-		return hi&^(^uint64(0)>>n) == pfxHi // n 64: keeps all of hi
-	}
-	return hi == pfxHi && lo&^(^uint64(0)>>(n-64)) == pfxLo
 }
 
 // maskBits keeps the first bits bits of a.

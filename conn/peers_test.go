@@ -23,7 +23,7 @@ func refBySource(peers []peerEntry, src netip.AddrPort) (int32, bool) {
 	a := netip.AddrFrom16([16]byte(k[:16]))
 	for i := range peers {
 		p := &peers[i]
-		if p.mapper == nil || !p.prefix.Contains(a) {
+		if p.mapper == nil || !p.mapper.Prefix().Contains(a) {
 			continue
 		}
 		if _, ok := p.mapper.BucketOf(a.As16()); !ok || p.addr.Port() != src.Port() {
@@ -117,12 +117,12 @@ func TestBySourceMatchesDefinition(t *testing.T) {
 				a := netip.AddrFrom16(p.mapper.Addr16(p.mapper.Bucket(rng.Uint64())))
 				srcs = append(srcs, netip.AddrPortFrom(a, port), netip.AddrPortFrom(a, port+1))
 			}
-			b := p.prefix.Addr().As16()
-			for i := p.prefix.Bits() / 8; i < 16; i++ {
+			b := p.mapper.Prefix().Addr().As16()
+			for i := p.mapper.Prefix().Bits() / 8; i < 16; i++ {
 				b[i] = byte(rng.UintN(256)) // in the prefix, almost surely outside the range
 			}
 			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), port))
-			b = p.prefix.Addr().As16()
+			b = p.mapper.Prefix().Addr().As16()
 			b[6] ^= byte(1 + rng.IntN(255)) // the same /48 block, mostly outside the prefix
 			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom16(b), port))
 		}
@@ -139,7 +139,11 @@ func TestBySourceMatchesDefinition(t *testing.T) {
 func peerList(t *peerTable) string {
 	s := ""
 	for i, p := range t.peers {
-		s += fmt.Sprintf("\n  %d: %v %v", i, p.addr, p.prefix)
+		var pfx netip.Prefix
+		if p.mapper != nil {
+			pfx = p.mapper.Prefix()
+		}
+		s += fmt.Sprintf("\n  %d: %v %v", i, p.addr, pfx)
 	}
 	return s
 }
@@ -180,10 +184,10 @@ func TestPeerBlocks(t *testing.T) {
 	}
 }
 
-// TestPeerSourceSize checks that what the lookup reads of a peer fits one
+// TestPeerEntrySize checks that what the lookup reads of a peer fits one
 // cache line.
-func TestPeerSourceSize(t *testing.T) {
-	if n := unsafe.Sizeof(peerSource{}); n > 64 {
-		t.Errorf("peerSource is %d bytes, more than a 64-byte cache line", n)
+func TestPeerEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(peerEntry{}); n > 64 {
+		t.Errorf("peerEntry is %d bytes, more than a 64-byte cache line", n)
 	}
 }
