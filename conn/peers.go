@@ -24,8 +24,9 @@ type peerEntry struct {
 	scope            uint32 // interface index of a link-local address's zone
 	rangeBits        uint8  // the range has 2^rangeBits addresses
 	contiguous       bool
-	// hostsOthers: another peer's canonical address lies in the block
-	// (see peerTable) of this peer's prefix, so a source there may be that
+	// hostsOthers: peerTable.candidate names this peer for another peer's
+	// canonical address (one in this peer's prefix, or in its block when
+	// the prefix is the block's only one), so a source there may be that
 	// peer's rather than this one's.
 	hostsOthers bool
 }
@@ -58,7 +59,8 @@ type prefixGroup struct {
 // most one. To find it with one map probe whatever the mix of prefix
 // lengths, the table indexes the blocks of blockBits bits (the shortest
 // prefix length, at most 64) that hold a prefix: a block usually holds
-// one, which names the peer. Only a block that holds several (a /48 peer
+// one, which names the only peer the source can belong to, and bySource
+// checks that peer's range. Only a block that holds several (a /48 peer
 // next to /56s of the same /48, say) is resolved by probing the groups of
 // the lengths found in it.
 type peerTable struct {
