@@ -3,9 +3,11 @@
 package conn
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 	"unsafe"
@@ -36,11 +38,16 @@ var benchPeerPrefix = netip.MustParsePrefix("2001:db8:a::/64")
 //     one datagram at a time and with recvmmsg (x/net/ipv6), receiving one
 //     outer pair, from the peer's canonical address to one of ours, as a
 //     tunnel that does not spread does.
-//   - spread-batch: [FlowSpreadConn.ReadBatch], 64 per call, in its
-//     default configuration (GRO on), receiving 1024 flows mixed, each from
-//     its address of the peer's range to its address of ours, so every
-//     datagram goes through the peer lookup and the range check.
-//   - spread-batch-nogro: the same with Config.DisableGRO, which lets the
+//   - spread-batch/peers=N: [FlowSpreadConn.ReadBatch], 64 per call, in
+//     its default configuration (GRO on), receiving 1024 flows mixed, each
+//     from its address of a peer's range to its address of ours, so every
+//     datagram goes through the peer lookup and the range check. The conn
+//     has N peers (1, 100, 10,000) with prefixes of eight lengths from /48
+//     to /96 (benchPeerList), and the flows come from min(N, 1024) of them,
+//     so the lookup's maps are not all in the cache: the cost per datagram
+//     should not depend on N.
+//   - spread-batch-nogro: spread-batch with one peer (testSender,
+//     spreading over benchPeerPrefix) and Config.DisableGRO, which lets the
 //     kernel write straight into the caller's buffers; the difference to
 //     spread-batch is the copy out of the GRO buffers, paid when no
 //     traffic coalesces.
@@ -57,7 +64,8 @@ var benchPeerPrefix = netip.MustParsePrefix("2001:db8:a::/64")
 // it with the timer running: pkts/s and allocs are the reader's own. The
 // sender is the same in every case: sendmmsg(2) with an IPV6_PKTINFO
 // source on each datagram. b.N counts the datagrams received.
-// BenchmarkAccept isolates the peer lookup and range check.
+// BenchmarkAccept and BenchmarkAcceptPeers isolate the peer lookup and
+// range check.
 //
 //	go test ./conn -run '^$' -bench 'BenchmarkSend|BenchmarkRecv' -benchtime 2s
 func BenchmarkRecv(b *testing.B) {
@@ -86,67 +94,78 @@ func BenchmarkRecv(b *testing.B) {
 		}
 		benchLoop(b, snd, uc.SetReadDeadline, func() (int, error) { return pc.ReadBatch(ms, 0) })
 	})
-	for _, tt := range []struct {
-		name       string
-		disableGRO bool
-		bulk       bool // a few bulk flows sent with GSO, else 1024 mixed
-	}{
-		{"spread-batch", false, false},
-		{"spread-batch-nogro", true, false},
-		{"spread-gro", false, true},
-	} {
-		b.Run(tt.name, func(b *testing.B) {
-			ns := benchRecvNetns(b)
-			snd := newBenchSender(b, ns)
-			peer := netip.AddrPortFrom(testSender, snd.port)
-			var c *FlowSpreadConn
-			if err := ns.Do(func() (err error) {
-				c, err = Listen(Config{
-					Prefix:     testPrefix,
-					Peers:      []Peer{{Addr: peer, Prefix: benchPeerPrefix}},
-					DisableGRO: tt.disableGRO,
-				})
-				return err
-			}); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { c.Close() })
-			setRecvBuffer(b, c.uc)
-			if tt.bulk && !c.Stats().GRO {
-				b.Skip("no UDP GRO on this kernel")
-			}
-			pairs := spreadPairs(c, benchFlows)
-			if tt.bulk {
-				pairs = spreadPairs(c, benchBulkFlows)
-			}
-			snd.prepare(b, uint16(c.localAddr.Port), pairs, tt.bulk)
+	b.Run("spread-batch", func(b *testing.B) {
+		for _, n := range benchPeerCounts {
+			b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) { benchRecvSpread(b, n, false, false) })
+		}
+	})
+	b.Run("spread-batch-nogro", func(b *testing.B) { benchRecvSpread(b, 0, true, false) })
+	b.Run("spread-gro", func(b *testing.B) { benchRecvSpread(b, 0, false, true) })
+}
 
-			msgs := makeMsgs(benchBatch, 2048)
-			checked := false
-			benchLoop(b, snd, c.SetReadDeadline, func() (int, error) {
-				n, err := c.ReadBatch(msgs)
-				if !checked && n > 0 {
-					checked = true
-					checkSpread(b, &msgs[0], peer)
-				}
-				return n, err
-			})
-			if st := c.Stats(); st.DroppedForeign != 0 || st.DroppedOutsideRange != 0 {
-				b.Errorf("dropped %d foreign and %d outside the range: the benchmark's traffic is wrong",
-					st.DroppedForeign, st.DroppedOutsideRange)
-			}
-		})
+// benchRecvSpread is BenchmarkRecv's spread cases: ReadBatch of 1024
+// mixed flows, or with bulk of a few GSO runs. With peers 0 the conn has
+// one peer, testSender spreading over benchPeerPrefix; otherwise it has
+// benchPeerList(peers) and flow i comes from peer i*benchPeerStride mod
+// peers, so the 1024 flows of a round come from up to 1024 peers.
+func benchRecvSpread(b *testing.B, peers int, disableGRO, bulk bool) {
+	ns := benchRecvNetns(b)
+	snd := newBenchSender(b, ns)
+	cfg := Config{Prefix: testPrefix, DisableGRO: disableGRO}
+	if peers == 0 {
+		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix}}
+	} else {
+		cfg.Peers = benchPeerList(peers, snd.port)
+	}
+	var c *FlowSpreadConn
+	if err := ns.Do(func() (err error) {
+		c, err = Listen(cfg)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	setRecvBuffer(b, c.uc)
+	if bulk && !c.Stats().GRO {
+		b.Skip("no UDP GRO on this kernel")
+	}
+	pairs := spreadPairs(c, benchFlows)
+	if bulk {
+		pairs = spreadPairs(c, benchBulkFlows)
+	}
+	snd.prepare(b, uint16(c.localAddr.Port), pairs, bulk)
+	runtime.GC() // Listen's garbage (much with 10,000 peers), not the reader's
+
+	msgs := makeMsgs(benchBatch, 2048)
+	checked := false
+	benchLoop(b, snd, c.SetReadDeadline, func() (int, error) {
+		n, err := c.ReadBatch(msgs)
+		if !checked && n > 0 {
+			checked = true
+			checkSpread(b, c, &msgs[0])
+		}
+		return n, err
+	})
+	if st := c.Stats(); st.DroppedForeign != 0 || st.DroppedOutsideRange != 0 {
+		b.Errorf("dropped %d foreign and %d outside the range: the benchmark's traffic is wrong",
+			st.DroppedForeign, st.DroppedOutsideRange)
 	}
 }
 
-// checkSpread fails b unless m came from the peer's range to ours and was
-// read as coming from peer: the receive path under test did its work.
-func checkSpread(b *testing.B, m *Message, peer netip.AddrPort) {
+// checkSpread fails b unless m came from a peer's range to ours and was
+// read as coming from that peer: the receive path under test did its
+// work.
+func checkSpread(b *testing.B, c *FlowSpreadConn, m *Message) {
 	b.Helper()
-	if m.Peer != peer || !benchPeerPrefix.Contains(m.OuterSrc.Addr()) || m.OuterSrc.Addr() == peer.Addr() ||
-		!testPrefix.Contains(m.OuterDst.Addr()) {
-		b.Fatalf("read %v -> %v as from %v, want a spread datagram from %v's range", m.OuterSrc, m.OuterDst, m.Peer, peer)
+	for _, p := range c.peers.peers {
+		if p.mapper.Prefix().Contains(m.OuterSrc.Addr()) {
+			if m.Peer != p.addr || m.OuterSrc.Addr() == p.addr.Addr() || !testPrefix.Contains(m.OuterDst.Addr()) {
+				b.Fatalf("read %v -> %v as from %v, want a spread datagram from %v's range", m.OuterSrc, m.OuterDst, m.Peer, p.addr)
+			}
+			return
+		}
 	}
+	b.Fatalf("read %v -> %v as from %v: from no peer's prefix", m.OuterSrc, m.OuterDst, m.Peer)
 }
 
 // benchLoop reads until b.N datagrams arrived and reports their rate.
@@ -185,11 +204,13 @@ func benchLoop(b *testing.B, snd *benchSender, setDeadline func(time.Time) error
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
 }
 
-// benchRecvNetns makes a namespace where testPrefix and benchPeerPrefix
-// are local and testSender is assigned.
+// benchRecvNetns makes a namespace where testPrefix, benchPeerPrefix and
+// the prefixes of benchPeerList (all of 2001:db8::/32) are local and
+// testSender is assigned.
 func benchRecvNetns(b *testing.B) *testutil.Netns {
 	ns := anyIPNetns(b)
 	ns.Run(b, "ip", "-6", "route", "add", "local", benchPeerPrefix.String(), "dev", "lo")
+	ns.Run(b, "ip", "-6", "route", "add", "local", benchPeerSpace.String(), "dev", "lo")
 	return ns
 }
 
@@ -220,12 +241,13 @@ func plainPairs() []addrPair {
 }
 
 // spreadPairs returns the outer pairs of n flows with random hashes, as c's
-// peer maps them: from the peer's range to c's range.
+// peers map them: flow i from the range of peer i*benchPeerStride mod
+// peers to c's range.
 func spreadPairs(c *FlowSpreadConn, n int) []addrPair {
 	rng := rand.New(rand.NewPCG(1, 2))
-	peer := c.peers.peers[0].mapper
 	pairs := make([]addrPair, n)
 	for i := range pairs {
+		peer := c.peers.peers[i*benchPeerStride%len(c.peers.peers)].mapper
 		h := rng.Uint64()
 		pairs[i] = addrPair{
 			src: netip.AddrFrom16(peer.Addr16(peer.Bucket(h))),

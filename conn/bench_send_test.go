@@ -3,9 +3,11 @@
 package conn_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -26,9 +28,15 @@ const (
 // datagrams (the kernel drops them once its buffer is full), the same for
 // every case. Each case reports packets per second.
 //
+// spread-batch/peers=N sends 1024 flows from a conn with N peers (1, 100,
+// 10,000) whose prefixes have eight lengths from /48 to /96
+// (conn.BenchPeerList): flow i goes to peer i*BenchPeerStride mod N, so
+// a batch of 64 goes to up to 64 peers and every message looks its peer
+// up. The cost per datagram should not depend on N.
+//
 //	go test ./conn -run '^$' -bench BenchmarkSend -benchtime 2s
 func BenchmarkSend(b *testing.B) {
-	ns := loopbackNetns(b, prefixA, prefixB)
+	ns := loopbackNetns(b, prefixA, prefixB, conn.BenchPeerSpace)
 	s := newSink(b, ns)
 	dst := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)
 
@@ -79,18 +87,28 @@ func BenchmarkSend(b *testing.B) {
 	// The batches are built beforehand, as plain-batch's are, so that both
 	// measure sending alone.
 	b.Run("spread-batch", func(b *testing.B) {
-		msgs := make([]conn.Message, len(flows))
-		for i, f := range rng.Perm(len(flows)) {
-			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: flows[f]}
+		for _, n := range conn.BenchPeerCounts {
+			b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+				peers := conn.BenchPeerList(n, s.port)
+				c := listenIn(b, ns, conn.Config{Prefix: prefixA, Peers: peers})
+				msgs := make([]conn.Message, len(flows))
+				for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
+					msgs[i] = conn.Message{Buf: p, Peer: peers[f*conn.BenchPeerStride%n].Addr, Flow: flows[f]}
+				}
+				runtime.GC() // Listen's garbage (much with 10,000 peers), not the sender's
+				b.ReportAllocs()
+				start := time.Now()
+				k := 0
+				for b.Loop() {
+					writeAllSpread(b, c, msgs[k:k+benchBatch])
+					k = (k + benchBatch) % len(msgs)
+				}
+				reportPPS(b, b.N*benchBatch, start)
+				if st := c.Stats(); st.SendErrors != 0 || st.SentUnspread != 0 {
+					b.Errorf("%d send errors, %d datagrams sent unspread: the benchmark's traffic is wrong", st.SendErrors, st.SentUnspread)
+				}
+			})
 		}
-		b.ReportAllocs()
-		start := time.Now()
-		k := 0
-		for b.Loop() {
-			writeAllSpread(b, c, msgs[k:k+benchBatch])
-			k = (k + benchBatch) % len(msgs)
-		}
-		reportPPS(b, b.N*benchBatch, start)
 	})
 
 	// Four bulk flows, each in a run of 16 per batch, as a VPN reading
