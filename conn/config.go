@@ -80,9 +80,12 @@ type Config struct {
 	// socket. It needs CAP_NET_ADMIN or CAP_NET_RAW; FREEBIND needs no
 	// capability and is enough with an AnyIP local route.
 	Transparent bool
-	// FlowLabel sets the IPv6 flow label of each outer packet from the
-	// flow hash (RFC 6438), so hops that hash {src, dst, flow label} see
-	// a label that is stable per flow.
+	// FlowLabel sets the IPv6 flow label of each outer packet (RFC 6438)
+	// from its outer address pair: every packet of a flow carries one
+	// nonzero label, shared by every flow of that pair, so the label tells
+	// an observer nothing the addresses do not, and a hop that hashes
+	// {src, dst, flow label} separates exactly the flows that hops hashing
+	// the addresses separate.
 	FlowLabel bool
 	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
 	// turns off UDP receive offload. Both are used only when the kernel

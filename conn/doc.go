@@ -82,7 +82,9 @@
 // # Exposure
 //
 // An observer on the path sees up to 2^Bits addresses in use, about as
-// many as the tunnel has active flows. cake in dual-srchost or
+// many as the tunnel has active flows. With Config.FlowLabel the label
+// is derived from the address pair, not from the flow, so it adds nothing
+// to count by. cake in dual-srchost or
 // triple-isolate mode counts each source address as a host, so a spreading
 // sender counts as up to 2^Bits hosts there: Bits bounds that too.
 package conn
