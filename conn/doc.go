@@ -61,7 +61,17 @@
 // # Peers and roaming
 //
 // By default the conn reads only datagrams from its peers: from a peer's
-// canonical address, or from its spread range with its port. A VPN that
+// canonical address, or from its spread range with its port.
+//
+// That is sorting, not authentication: the conn never authenticates a
+// source. Any host that can send from an address of a peer's range, with
+// the peer's port, passes as the peer, so the range widens who can pose
+// as the peer from one address to 2^Bits. An off-path attacker finds a
+// range address no easier to forge than the canonical one, but a host on
+// the path inside the peer's prefix (its /64) now qualifies. The VPN must
+// authenticate every datagram, as WireGuard does.
+//
+// A VPN that
 // authenticates every datagram itself, as WireGuard does, can set
 // Config.AcceptUnknown to read the others too, each reported with its
 // plain source address, so that it can follow a peer that moved to a new
