@@ -86,8 +86,11 @@
 // replies. Both ends must also agree on Layout, PermKey and each other's
 // Prefix and Bits. A rotating [hash.Policy] (hash.NewPeriodic) changes the
 // mapping periodically, which limits what an observer learns by counting
-// addresses; its handover keeps a busy flow on its pair mid-burst, and both
-// ends' clocks must agree to well within the period.
+// addresses; its handover keeps a busy flow on its pair mid-burst. Both
+// ends rotate by their own clocks: a skew d between them maps apart the
+// flows that start in the last d before a rotation, until they pause for
+// the policy's IdleGap, a fraction d/Period of flows (see
+// [hash.Periodic], "Clock skew"); keep the clocks in sync with NTP.
 //
 // # Exposure
 //
