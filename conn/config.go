@@ -18,6 +18,17 @@ const maxBits = 20
 // Config describes a [FlowSpreadConn]. Both ends of a tunnel must agree on
 // Layout, PermKey, each other's Prefix and Bits, and (for flow-symmetric
 // mapping) the hash key, so that both map a flow to the same address pair.
+//
+// The conn never authenticates a datagram's source: it only sorts
+// datagrams by outer address and port, which anyone who can send packets
+// with that source can forge. Spreading widens who passes as a peer from
+// one address to the 2^Bits addresses of its range. For an off-path
+// attacker, forging a source in the range is no easier than forging the
+// canonical address; but a host on the path inside the peer's prefix (its
+// /64, say) that owns or can send from a range address now passes as the
+// peer. The VPN must therefore authenticate every datagram itself, as
+// WireGuard does; a VPN that trusts the source address is not safe with
+// this conn, nor with a plain UDP socket.
 type Config struct {
 	// Prefix is this host's spread prefix: an IPv6 prefix routed to this
 	// host, whose addresses become outer source addresses. Traffic to it
@@ -41,10 +52,11 @@ type Config struct {
 
 	// Peers are the tunnel's other ends. Datagrams from anywhere else are
 	// dropped and counted, unless AcceptUnknown is set. Each peer's Addr
-	// must be distinct. A peer's
-	// datagrams come either from its canonical Addr (unspread, to any of
-	// our addresses) or from its spread range with its port, to our
-	// spread range: a peer that spreads must know our Prefix.
+	// must be distinct. A peer's datagrams come either from its canonical
+	// Addr (unspread, to any of our addresses) or from its spread range
+	// with its port, to our spread range: a peer that spreads must know
+	// our Prefix. Any datagram from any address of that range with that
+	// port is read as the peer's: the conn does not authenticate it.
 	Peers []Peer
 	// AcceptUnknown delivers datagrams from a source that is no peer's,
 	// instead of dropping them: a read reports such a datagram's plain
@@ -57,8 +69,8 @@ type Config struct {
 	// peer's canonical address or spread range are mapped to the peer as
 	// always, and those from a peer's spread range to our prefix outside
 	// our range are still dropped. With AcceptUnknown, Peers may be empty.
-	// The default, false, is the safe one for a VPN that trusts the
-	// source address.
+	// The default, false, drops strangers' datagrams before the VPN sees
+	// them; it is no authentication (see above), only less to decrypt.
 	AcceptUnknown bool
 
 	// Policy gives the flow hash. Nil means a static SipHash-2-4 keyed
@@ -80,9 +92,12 @@ type Config struct {
 	// socket. It needs CAP_NET_ADMIN or CAP_NET_RAW; FREEBIND needs no
 	// capability and is enough with an AnyIP local route.
 	Transparent bool
-	// FlowLabel sets the IPv6 flow label of each outer packet from the
-	// flow hash (RFC 6438), so hops that hash {src, dst, flow label} see
-	// a label that is stable per flow.
+	// FlowLabel sets the IPv6 flow label of each outer packet (RFC 6438)
+	// from its outer address pair: every packet of a flow carries one
+	// nonzero label, shared by every flow of that pair, so the label tells
+	// an observer nothing the addresses do not, and a hop that hashes
+	// {src, dst, flow label} separates exactly the flows that hops hashing
+	// the addresses separate.
 	FlowLabel bool
 	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
 	// turns off UDP receive offload. Both are used only when the kernel
@@ -98,7 +113,10 @@ type Peer struct {
 	Addr netip.AddrPort
 	// Prefix is the peer's spread prefix, whose addresses become outer
 	// destination addresses. The zero Prefix means the peer is not
-	// spread: every datagram goes to Addr.
+	// spread: every datagram goes to Addr. With a Prefix, a datagram from
+	// any of the 2^Bits addresses of the peer's range, with Addr's port,
+	// is read as from Addr: whoever can send from one of them passes as
+	// the peer, so the VPN must authenticate every datagram.
 	Prefix netip.Prefix
 	// Bits is the size of the peer's spread range, as Config.Bits.
 	Bits int

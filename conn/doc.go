@@ -61,7 +61,17 @@
 // # Peers and roaming
 //
 // By default the conn reads only datagrams from its peers: from a peer's
-// canonical address, or from its spread range with its port. A VPN that
+// canonical address, or from its spread range with its port.
+//
+// That is sorting, not authentication: the conn never authenticates a
+// source. Any host that can send from an address of a peer's range, with
+// the peer's port, passes as the peer, so the range widens who can pose
+// as the peer from one address to 2^Bits. An off-path attacker finds a
+// range address no easier to forge than the canonical one, but a host on
+// the path inside the peer's prefix (its /64) now qualifies. The VPN must
+// authenticate every datagram, as WireGuard does.
+//
+// A VPN that
 // authenticates every datagram itself, as WireGuard does, can set
 // Config.AcceptUnknown to read the others too, each reported with its
 // plain source address, so that it can follow a peer that moved to a new
@@ -76,13 +86,18 @@
 // replies. Both ends must also agree on Layout, PermKey and each other's
 // Prefix and Bits. A rotating [hash.Policy] (hash.NewPeriodic) changes the
 // mapping periodically, which limits what an observer learns by counting
-// addresses; its handover keeps a busy flow on its pair mid-burst, and both
-// ends' clocks must agree to well within the period.
+// addresses; its handover keeps a busy flow on its pair mid-burst. Both
+// ends rotate by their own clocks: a skew d between them maps apart the
+// flows that start in the last d before a rotation, until they pause for
+// the policy's IdleGap, a fraction d/Period of flows (see
+// [hash.Periodic], "Clock skew"); keep the clocks in sync with NTP.
 //
 // # Exposure
 //
 // An observer on the path sees up to 2^Bits addresses in use, about as
-// many as the tunnel has active flows. cake in dual-srchost or
+// many as the tunnel has active flows. With Config.FlowLabel the label
+// is derived from the address pair, not from the flow, so it adds nothing
+// to count by. cake in dual-srchost or
 // triple-isolate mode counts each source address as a host, so a spreading
 // sender counts as up to 2^Bits hosts there: Bits bounds that too.
 package conn

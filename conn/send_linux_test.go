@@ -125,24 +125,67 @@ func TestWriteToFlowAddr(t *testing.T) {
 	}
 }
 
+// TestFlowLabel checks that the flow label (RFC 6438) shows an observer no
+// more than the outer addresses do: one nonzero label for every packet of
+// a flow, the same label for every flow of an address pair, so at most
+// 2^Bits labels on the wire however many flows there are. (A label per
+// flow, as flowspread once set, let an observer count flows one by one.)
+// Distinct pairs still get distinct labels, for hops that hash the label.
 func TestFlowLabel(t *testing.T) {
-	c, s, peer := spreadPair(t, conn.Config{FlowLabel: true})
-	labels := map[uint32]bool{}
-	for i := range 32 {
-		f := conn.Flow{Hash: uint64(i) * 0x9e3779b97f4a7c15, Valid: true}
-		for range 2 {
-			if _, err := c.WriteFlow([]byte("x"), peer, f); err != nil {
-				t.Fatal(err)
-			}
-		}
-		l1, l2 := s.read(t).flowinfo&0xfffff, s.read(t).flowinfo&0xfffff
-		if l1 == 0 || l1 != l2 {
-			t.Fatalf("flow %d: labels %#x and %#x, want one nonzero label per flow", i, l1, l2)
-		}
-		labels[l1] = true
+	tests := []struct {
+		name              string
+		ourBits, peerBits int // 0: that end does not spread
+		pairBits          int // the address pairs number at most 2^pairBits
+	}{
+		{"both ends spread over 3 bits", 3, 3, 3},
+		{"our 2 bits, the peer's 4", 2, 4, 4},
+		{"only destinations spread", 0, 3, 3},
+		{"only sources spread", 3, 0, 3},
 	}
-	if len(labels) < 30 {
-		t.Errorf("32 flows got only %d distinct flow labels", len(labels))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := loopbackNetns(t, prefixA, prefixB)
+			s := newSink(t, ns)
+			peer := conn.Peer{Addr: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)}
+			if tt.peerBits > 0 {
+				peer.Prefix, peer.Bits = prefixB, tt.peerBits
+			}
+			cfg := conn.Config{FlowLabel: true, Peers: []conn.Peer{peer}}
+			if tt.ourBits > 0 {
+				cfg.Prefix, cfg.Bits = prefixA, tt.ourBits
+			}
+			c := listenIn(t, ns, cfg)
+
+			type pair struct{ src, dst netip.Addr }
+			labelOf := map[pair]uint32{}
+			labels := map[uint32]bool{}
+			const flows = 256
+			for i := range flows {
+				f := conn.Flow{Hash: uint64(i+1) * 0x9e3779b97f4a7c15, Valid: true}
+				for range 2 {
+					if _, err := c.WriteFlow([]byte("x"), peer.Addr, f); err != nil {
+						t.Fatal(err)
+					}
+				}
+				a1, a2 := s.read(t), s.read(t)
+				l1, l2 := a1.flowinfo&0xfffff, a2.flowinfo&0xfffff
+				if l1 == 0 || l1 != l2 {
+					t.Fatalf("flow %d: labels %#x and %#x, want one nonzero label per flow", i, l1, l2)
+				}
+				p := pair{a1.src.Addr(), a1.dst}
+				if l, seen := labelOf[p]; seen && l != l1 {
+					t.Fatalf("flow %d: label %#x, but an earlier flow on the pair %v -> %v had %#x: the label must depend on the address pair only", i, l1, p.src, p.dst, l)
+				}
+				labelOf[p] = l1
+				labels[l1] = true
+			}
+			if limit := 1 << tt.pairBits; len(labelOf) > limit {
+				t.Fatalf("%d flows used %d address pairs, want at most %d", flows, len(labelOf), limit)
+			}
+			if len(labels) != len(labelOf) {
+				t.Errorf("%d flows on %d address pairs showed %d distinct flow labels, want one per pair", flows, len(labelOf), len(labels))
+			}
+		})
 	}
 }
 

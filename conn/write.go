@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -130,26 +131,43 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	if m := c.peers.peers[pi].mapper; m != nil {
 		o.dst = m.Addr16(m.Bucket(f.Hash))
 	}
+	b := int32(-1)
+	if c.local != nil {
+		b = int32(c.local.Bucket(f.Hash))
+		o.src = c.local.Addr16(uint32(b))
+		o.kind = outerSpread
+	}
 	if c.flowLabel {
-		o.label = flowLabel(f.Hash)
+		o.label = flowLabel(&o.src, &o.dst)
 	}
-	if c.local == nil {
-		return -1, nil
-	}
-	b := c.local.Bucket(f.Hash)
-	o.src = c.local.Addr16(b)
-	o.kind = outerSpread
-	return int32(b), nil
+	return b, nil
 }
 
-// flowLabel derives a nonzero 20-bit IPv6 flow label from a flow hash
-// (RFC 6438: the same label for every packet of a flow; zero means none).
-func flowLabel(h uint64) uint32 {
-	l := uint32(h^h>>20^h>>40) & 0xfffff
-	if l == 0 {
-		l = 1
+// flowLabel derives a nonzero 20-bit IPv6 flow label (RFC 6438: the same
+// for every packet of a flow; zero means none) from the outer address
+// pair, not from the flow hash: every flow of a bucket gets the same
+// label, so the label shows an observer nothing the addresses do not
+// (at most one label per address pair, so Bits still bounds what can be
+// counted), and a hop that hashes {src, dst, label} isolates exactly the
+// buckets, as one that hashes the addresses does. src is zero when the
+// kernel picks the source. The mix needs no key: its input is on the wire.
+func flowLabel(src, dst *[16]byte) uint32 {
+	h := mix64(binary.LittleEndian.Uint64(src[:8]))
+	h = mix64(h ^ binary.LittleEndian.Uint64(src[8:]))
+	h = mix64(h ^ binary.LittleEndian.Uint64(dst[:8]))
+	h = mix64(h ^ binary.LittleEndian.Uint64(dst[8:]))
+	if l := uint32(h >> 44); l != 0 {
+		return l
 	}
-	return l
+	return 1
+}
+
+// mix64 is SplitMix64's finalizer: each input bit flips about half the
+// output bits, so labels spread evenly over the 20 bits.
+func mix64(x uint64) uint64 {
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // zoneIndex returns the interface index a zone names, or 0. It allocates;

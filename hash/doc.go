@@ -44,8 +44,10 @@
 // The two ends of a tunnel hash the flow's canonical key
 // ([github.com/flowspread/flowspread/flowaddr.Key.Canonical]), the same
 // for both directions, with the same secret. Periodic derives epoch keys
-// from Unix time, so two ends whose clocks agree (NTP is plenty) switch
-// keys together without exchanging a message. The handover is decided by
+// from Unix time, so two ends whose clocks agree switch keys together
+// without exchanging a message; a skew of d maps apart the flows that
+// start in the last d before a rotation ([Periodic], "Clock skew"), so
+// keep the clocks in sync with NTP. The handover is decided by
 // each end from the packets it sends; a flow active in both directions is
 // handed over alike at both ends.
 //

@@ -61,9 +61,9 @@ type PeriodicConfig struct {
 //
 // Epoch e covers the Unix times [e*Period, (e+1)*Period); its key is the
 // first 16 bytes of HMAC-SHA256(Secret, "flowspread epoch key" || e as 8
-// bytes big-endian) (RFC 2104). Two ends with one Secret and clocks that
-// agree to well within IdleGap therefore agree on every epoch's mapping
-// without talking to each other.
+// bytes big-endian) (RFC 2104). Two ends with one Secret therefore agree
+// on every epoch's mapping without talking to each other, as far as their
+// clocks agree: see "Clock skew".
 //
 // # Handover
 //
@@ -103,6 +103,19 @@ type PeriodicConfig struct {
 // epoch (less than one Period, as when a caller read the clock just before
 // another rotated) is hashed in the current epoch; a clock stepped back by
 // more restarts from the earlier epoch with no handover.
+//
+// # Clock skew
+//
+// With the ends' clocks d apart (d < Period), each end rotates at its own
+// clock's epoch boundary, so the ends map a flow apart only near a
+// rotation: a flow busy across it for d, when the rotation that moves it
+// reaches one end d before the other; and a flow that starts (or resumes
+// after IdleGap of silence) in the last d before a rotation, by the clock
+// that is ahead, until it next pauses for IdleGap, which may be a whole
+// burst. So no skew is harmless, and IdleGap does not bound it: a skew d
+// maps apart the flows that start in a fraction d/Period of the time (NTP's
+// few milliseconds against the default hour: about one start in a
+// million). TestPeriodicClockSkew measures this.
 type Periodic struct {
 	secret    []byte
 	period    int64

@@ -303,7 +303,7 @@ func (f *flowtunTunnel) Counters() map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
 	for _, e := range f.ends {
 		os.Remove(e.stats)
-		if e.cmd.Process.Signal(syscall.SIGUSR1) != nil {
+		if askCounters(e.cmd.Process) != nil {
 			continue
 		}
 		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

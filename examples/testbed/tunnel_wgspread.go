@@ -45,6 +45,7 @@ type wgspreadTunnel struct {
 	bin    string
 	spread bool
 	ends   []*tunnelEnd
+	dir    string // holds the hash key file
 }
 
 // wgspreadEnd is what one end's command lines are made from.
@@ -86,15 +87,16 @@ func wgspreadEnds(topo *Topology, suffix string) [2]wgspreadEnd {
 }
 
 // wgspreadArgs returns the command line of one end's wgspread: the stock
-// bind, or spreading over e.prefix towards e.peerPrefix with hashKey (32
-// hex digits, the same at both ends).
-func wgspreadArgs(e wgspreadEnd, spread bool, hashKey string) []string {
+// bind, or spreading over e.prefix towards e.peerPrefix with the hash key
+// in keyFile (the same at both ends; a file, as the command line is
+// readable by every user).
+func wgspreadArgs(e wgspreadEnd, spread bool, keyFile string) []string {
 	if !spread {
 		return []string{"-stock-bind", e.iface}
 	}
 	return []string{"-prefix", e.prefix.String(),
 		"-peer-prefix", netip.AddrPortFrom(e.peer, wgsPort).String() + "=" + e.peerPrefix.String(),
-		"-hash-key", hashKey, e.iface}
+		"-hash-key-file", keyFile, e.iface}
 }
 
 // wgSetArgs returns the wg command that configures one end, which reads
@@ -118,9 +120,18 @@ func (w *wgspreadTunnel) Start(ctx context.Context, topo *Topology) (InnerPath, 
 		w.Stop()
 		return InnerPath{}, err
 	}
+	dir, err := os.MkdirTemp("", "fstb-wgspread-")
+	if err != nil {
+		return InnerPath{}, err
+	}
+	w.dir = dir
+	keyFile := filepath.Join(dir, "hash-key")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(hashKey[:])+"\n"), 0o600); err != nil {
+		return fail(err)
+	}
 	var private, public [2]string
 	for i, e := range ends {
-		end, err := startTunnelEnd(e.ns, "wgspread", e.side, w.bin, wgsReady, wgspreadArgs(e, w.spread, hex.EncodeToString(hashKey[:])))
+		end, err := startTunnelEnd(e.ns, "wgspread", e.side, w.bin, wgsReady, wgspreadArgs(e, w.spread, keyFile))
 		if err != nil {
 			return fail(err)
 		}
@@ -164,5 +175,9 @@ func (w *wgspreadTunnel) Stop() error {
 		}
 	}
 	w.ends = nil
+	if w.dir != "" {
+		os.RemoveAll(w.dir)
+		w.dir = ""
+	}
 	return errors.Join(errs...)
 }

@@ -158,7 +158,8 @@ func TestWgspreadEnds(t *testing.T) {
 
 func TestWgspreadArgs(t *testing.T) {
 	ends := testWgspreadEnds()
-	const key = "000102030405060708090a0b0c0d0e0f"
+	// The key goes in a file: a command line is readable by every user.
+	const keyFile = "/tmp/fstb-wgspread-1/hash-key"
 	for _, tc := range []struct {
 		name   string
 		end    wgspreadEnd
@@ -168,12 +169,12 @@ func TestWgspreadArgs(t *testing.T) {
 		{"client stock bind", ends[0], false, []string{"-stock-bind", "wgsc0a0b0c"}},
 		{"server stock bind", ends[1], false, []string{"-stock-bind", "wgss0a0b0c"}},
 		{"client spread", ends[0], true, []string{"-prefix", "2001:db8:a:1::/64",
-			"-peer-prefix", "[2001:db8:b::1]:51820=2001:db8:b:1::/64", "-hash-key", key, "wgsc0a0b0c"}},
+			"-peer-prefix", "[2001:db8:b::1]:51820=2001:db8:b:1::/64", "-hash-key-file", keyFile, "wgsc0a0b0c"}},
 		{"server spread", ends[1], true, []string{"-prefix", "2001:db8:b:1::/64",
-			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key", key, "wgss0a0b0c"}},
+			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key-file", keyFile, "wgss0a0b0c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := wgspreadArgs(tc.end, tc.spread, key); !slices.Equal(got, tc.want) {
+			if got := wgspreadArgs(tc.end, tc.spread, keyFile); !slices.Equal(got, tc.want) {
 				t.Errorf("wgspread %q\nwant     %q", got, tc.want)
 			}
 		})

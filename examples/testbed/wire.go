@@ -120,13 +120,16 @@ func wireMain(args []string) int {
 		return 1
 	}
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if countersSignal != nil {
+		signal.Notify(sigs, countersSignal)
+	}
 	go w.run()
 	fmt.Println("ready")
 	enc := json.NewEncoder(os.Stdout)
 	for sig := range sigs {
 		enc.Encode(w.stats())
-		if sig != syscall.SIGUSR1 {
+		if sig != countersSignal {
 			return 0
 		}
 	}
@@ -196,7 +199,7 @@ func startWire(ns netns, self, a, b string) (*wireProcess, error) {
 
 // stats asks the forwarder for its counters.
 func (w *wireProcess) stats() (wireStats, error) {
-	if err := w.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+	if err := askCounters(w.cmd.Process); err != nil {
 		return w.last, errWireGone
 	}
 	return w.readStats()

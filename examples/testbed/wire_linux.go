@@ -178,11 +178,11 @@ const controlBuffer = 64
 // receiveTime returns the kernel's receive timestamp (SCM_TIMESTAMPNS, in
 // Unix nanoseconds) from a received message's control data.
 func receiveTime(h *unix.Msghdr) (int64, bool) {
-	if h.Controllen < uint64(unix.CmsgSpace(16)) || h.Control == nil {
+	if uint64(h.Controllen) < uint64(unix.CmsgSpace(16)) || h.Control == nil {
 		return 0, false
 	}
 	cmsg := (*unix.Cmsghdr)(unsafe.Pointer(h.Control))
-	if cmsg.Level != unix.SOL_SOCKET || cmsg.Type != unix.SCM_TIMESTAMPNS || cmsg.Len < uint64(unix.CmsgLen(16)) {
+	if cmsg.Level != unix.SOL_SOCKET || cmsg.Type != unix.SCM_TIMESTAMPNS || uint64(cmsg.Len) < uint64(unix.CmsgLen(16)) {
 		return 0, false
 	}
 	ts := (*unix.Timespec)(unsafe.Add(unsafe.Pointer(h.Control), unix.CmsgLen(0)))

@@ -24,7 +24,10 @@
 //	                              a peer's canonical endpoint and its spread
 //	                              prefix; repeat it for each peer
 //	-bits 10                      spread over 2^bits addresses of each prefix
-//	-hash-key HEX                 32 hex digits, the same at both ends
+//	-hash-key-file FILE           the flow hash key, 32 hex digits, the same
+//	                              at both ends; or $WGSPREAD_HASH_KEY, or
+//	                              -hash-key HEX, which every local user can
+//	                              read in /proc/PID/cmdline
 //	-symmetric=true               one outer pair for both directions of a flow
 //	-local-route=true             add ip -6 route add local PREFIX dev lo
 //	-stock-bind                   wireguard-go's own StdNetBind, unspread: a
@@ -38,14 +41,14 @@
 // handed to wireguard-go, which authenticates them and roams a peer that
 // moved to its new address, as wireguard-go does; until that address is
 // the peer's -peer-prefix endpoint, traffic to it goes unspread. Both ends
-// must agree on -bits, -hash-key and each other's prefix. fwmark is not
+// must agree on -bits, the hash key and each other's prefix. fwmark is not
 // supported.
 //
 // Between hosts A (2001:db8:ff::1, prefix 2001:db8:a::/64) and B
-// (2001:db8:ff::2, prefix 2001:db8:b::/64), with K the same 32 hex digits
-// at both ends:
+// (2001:db8:ff::2, prefix 2001:db8:b::/64), with k.hex holding the same
+// 32 hex digits at both ends:
 //
-//	A# wgspread -prefix 2001:db8:a::/64 -peer-prefix '[2001:db8:ff::2]:51820=2001:db8:b::/64' -hash-key K wg0
+//	A# wgspread -prefix 2001:db8:a::/64 -peer-prefix '[2001:db8:ff::2]:51820=2001:db8:b::/64' -hash-key-file k.hex wg0
 //	A# wg set wg0 listen-port 51820 private-key a.key peer B_PUB endpoint '[2001:db8:ff::2]:51820' allowed-ips 10.0.0.2/32
 //	A# ip addr add 10.0.0.1/24 dev wg0 && ip link set wg0 up
 //

@@ -44,7 +44,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if opts.randomKey {
-		logger.Print("no -hash-key: using a random one, so the two ends map a flow to different address pairs; give both ends the same -hash-key")
+		logger.Print("no hash key: using a random one, so the two ends map a flow to different address pairs; give both ends the same key with -hash-key-file or $" + hashKeyEnv)
 	}
 	stopProfile, err := startProfile(opts.iface)
 	if err != nil {
@@ -112,7 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
 	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
 	fs.IntVar(&opts.cfg.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
-	hashKey := fs.String("hash-key", "", "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently)")
+	hashKey := fs.String("hash-key", "", "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
+		"every local user can read it in /proc/PID/cmdline: prefer -hash-key-file or $"+hashKeyEnv)
+	hashKeyFile := fs.String("hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
@@ -153,20 +155,57 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
 	}
 	opts.cfg.Peers = peers
-	if *hashKey == "" {
-		k, err := hash.NewKey()
-		if err != nil {
+	k, given, err := readHashKey(*hashKey, *hashKeyFile, os.Getenv(hashKeyEnv))
+	if err != nil {
+		return opts, err
+	}
+	if !given {
+		if k, err = hash.NewKey(); err != nil {
 			return opts, err
 		}
-		opts.cfg.Key, opts.randomKey = k, true
-	} else {
-		k, err := hash.ParseKey(*hashKey)
-		if err != nil {
-			return opts, fmt.Errorf("-hash-key: %w", err)
-		}
-		opts.cfg.Key = k
 	}
+	opts.cfg.Key, opts.randomKey = k, !given
 	return opts, nil
+}
+
+// hashKeyEnv names the environment variable that may hold the hash key:
+// unlike the command line, a process's environment is readable only by
+// its own user and root.
+const hashKeyEnv = "WGSPREAD_HASH_KEY"
+
+// readHashKey returns the hash key from whichever one of the -hash-key
+// flag, the -hash-key-file file and the environment variable gives it;
+// given is false when none does. Two sources are an error, even when
+// they agree: one of them would be forgotten when the key changes.
+func readHashKey(flagKey, file, env string) (k hash.Key, given bool, err error) {
+	var sources []string
+	text, from := "", ""
+	for _, src := range []struct{ name, value string }{
+		{"-hash-key", flagKey}, {"-hash-key-file", file}, {"$" + hashKeyEnv, env},
+	} {
+		if src.value != "" {
+			sources = append(sources, src.name)
+			text, from = src.value, src.name
+		}
+	}
+	switch len(sources) {
+	case 0:
+		return k, false, nil
+	case 1:
+	default:
+		return k, false, fmt.Errorf("the hash key is given %d ways (%s): give it one way only", len(sources), strings.Join(sources, ", "))
+	}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return k, false, fmt.Errorf("-hash-key-file: %w", err)
+		}
+		text = strings.TrimSpace(string(data))
+	}
+	if k, err = hash.ParseKey(text); err != nil {
+		return k, false, fmt.Errorf("%s: %w", from, err)
+	}
+	return k, true, nil
 }
 
 func prefixesOf(peers []conn.Peer) []netip.Prefix {

@@ -3,6 +3,8 @@ package main
 import (
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -87,4 +89,79 @@ func TestRunBadFlags(t *testing.T) {
 	if !strings.Contains(out.String(), "wgspread: ") || !strings.Contains(out.String(), "-peer-prefix") {
 		t.Errorf("message %q does not say what is missing", out.String())
 	}
+}
+
+// TestHashKeySources checks the three ways to give the hash key: the
+// -hash-key flag (visible to every user in /proc/PID/cmdline), a file, and
+// the environment; none means a random key, and two are refused.
+func TestHashKeySources(t *testing.T) {
+	const key = "000102030405060708090a0b0c0d0e0f"
+	const env = "WGSPREAD_HASH_KEY" // as -help and the package doc name it
+	peer := []string{"-peer-prefix", "[2001:db8:ff::2]:51821=2001:db8:b::/64"}
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("key", key+"\n")
+	bad := write("bad", "0011\n")
+	tests := []struct {
+		name    string
+		args    []string
+		env     string
+		wantErr []string // substrings of the error; nil for success with key
+	}{
+		{name: "flag", args: []string{"-hash-key", key}},
+		{name: "file, newline trimmed", args: []string{"-hash-key-file", good}},
+		{name: "environment", env: key},
+		{name: "flag and file", args: []string{"-hash-key", key, "-hash-key-file", good}, wantErr: []string{"-hash-key,", "-hash-key-file", "one way only"}},
+		{name: "file and environment", args: []string{"-hash-key-file", good}, env: key, wantErr: []string{"-hash-key-file", env, "one way only"}},
+		{name: "flag and environment", args: []string{"-hash-key", key}, env: key, wantErr: []string{"-hash-key,", env}},
+		{name: "missing file", args: []string{"-hash-key-file", filepath.Join(dir, "none")}, wantErr: []string{"-hash-key-file", "no such file"}},
+		{name: "short key in file", args: []string{"-hash-key-file", bad}, wantErr: []string{"-hash-key-file"}},
+		{name: "short key in environment", env: "0011", wantErr: []string{env}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(env, tt.env)
+			o, err := parseFlags(append(append(tt.args, peer...), "wg0"), io.Discard)
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error; want one saying %q", tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not say %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.randomKey || o.cfg.Key.String() != key {
+				t.Errorf("key %v (random %v), want %s", o.cfg.Key, o.randomKey, key)
+			}
+		})
+	}
+
+	t.Run("none", func(t *testing.T) {
+		t.Setenv(env, "")
+		o, err := parseFlags(append(peer, "wg0"), io.Discard)
+		if err != nil || !o.randomKey {
+			t.Errorf("error %v, random key %v; want a random key", err, o.randomKey)
+		}
+	})
+	t.Run("help", func(t *testing.T) {
+		var help strings.Builder
+		parseFlags([]string{"-help"}, &help)
+		for _, w := range []string{"-hash-key-file", env, "/proc/PID/cmdline"} {
+			if !strings.Contains(help.String(), w) {
+				t.Errorf("-help does not mention %s:\n%s", w, help.String())
+			}
+		}
+	})
 }
