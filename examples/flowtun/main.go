@@ -177,7 +177,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.BoolVar(&cfg.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
 	statsPath := fs.String("stats", "-", "write counters as JSON to `file` at exit and on SIGUSR1; - for standard error, empty for none")
 	fs.IntVar(&cfg.batch, "batch", 32, "datagrams per read and write batch")
-	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its flow (RFC 6438)")
+	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its outer address pair (RFC 6438)")
 	fs.BoolVar(&cfg.gso, "gso", true, "send runs of one flow as UDP GSO super-datagrams where the kernel can")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
