@@ -1,0 +1,93 @@
+// Package verdict judges whether a tunnel's sparse flow kept its latency
+// under load, from two latency probes sent at the same instants: one
+// inside the tunnel, one beside it on the same path. It compares them
+// pairwise, instant by instant, so that whatever stalls both probes (a
+// busy host, a noisy VM) cancels out, and it says "inconclusive" when the
+// host itself was too busy for any comparison to mean something.
+//
+// It is pure: no I/O, no processes, no plotting. The testbed feeds it
+// probe samples and prints what it returns.
+package verdict
+
+import "time"
+
+// Sample is one probe round trip.
+type Sample struct {
+	// Sent is when the probe left, by the host's wall clock. Both probes
+	// run on one host, so their Sent times are comparable.
+	Sent time.Time
+	// RTT is the round-trip time; meaningless when Lost.
+	RTT  time.Duration
+	Lost bool
+}
+
+// Round is one measurement round of one mode: the two probes under load
+// and, when they ran, the same two probes before the load.
+type Round struct {
+	Inner, Outer         []Sample // under load, sent at the same interval
+	IdleInner, IdleOuter []Sample // before the load; nil if not measured
+}
+
+// Targets are what the inner probe must show against the outer one.
+type Targets struct {
+	// Gap bounds the chosen quantile of the per-instant differences
+	// inner RTT minus outer RTT.
+	Gap time.Duration
+	// Quantile of the differences judged against Gap, e.g. 0.99.
+	Quantile float64
+	// Interval is the probes' send interval: samples of the two probes
+	// sent within half of it of each other are one instant.
+	Interval time.Duration
+}
+
+// Status is a verdict.
+type Status int
+
+const (
+	// Inconclusive: the host was too busy, or the rounds disagreed too
+	// much, to tell; rerun on a quieter host.
+	Inconclusive Status = iota
+	// Met: the inner probe kept within Gap of the outer one.
+	Met
+	// NotMet: the inner probe waited longer than Gap (or lost more) on a
+	// host that was quiet enough to tell.
+	NotMet
+)
+
+// String returns "inconclusive", "met" or "not met".
+func (s Status) String() string {
+	switch s {
+	case Met:
+		return "met"
+	case NotMet:
+		return "not met"
+	}
+	return "inconclusive"
+}
+
+// RoundResult is the judgement of one round.
+type RoundResult struct {
+	Status Status
+	// Pairs is how many instants both probes were answered.
+	Pairs int
+	// DiffP50 and DiffQ are the median and the Targets.Quantile of the
+	// per-instant differences inner minus outer.
+	DiffP50, DiffQ time.Duration
+	// InnerLoss and OuterLoss are the fractions of each probe lost.
+	InnerLoss, OuterLoss float64
+	// Reasons say why the round is not Met, in plain words.
+	Reasons []string
+}
+
+// Result is the judgement of a mode over all its rounds.
+type Result struct {
+	Status Status
+	Rounds []RoundResult
+	// DiffQMin, DiffQMedian and DiffQMax are the spread of the rounds'
+	// DiffQ.
+	DiffQMin, DiffQMedian, DiffQMax time.Duration
+	// Reasons say why the mode is not Met; Advice, for Inconclusive, what
+	// the user can do (close other work, rerun).
+	Reasons []string
+	Advice  string
+}
