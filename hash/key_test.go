@@ -3,6 +3,8 @@ package hash
 import (
 	"encoding/json"
 	"errors"
+	"flag"
+	"io"
 	"strings"
 	"testing"
 )
@@ -111,4 +113,49 @@ func FuzzParseKey(f *testing.F) {
 			t.Fatalf("ParseKey(%q).String() = %q", s, got)
 		}
 	})
+}
+
+// TestKeyFlag checks that a Key is a command-line flag by itself
+// (flag.TextVar): it takes the form String writes, in either case, gives
+// it back through MarshalText, and a bad value is refused with the reason
+// and leaves the key it had.
+func TestKeyFlag(t *testing.T) {
+	random, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{random.String(), strings.ToUpper(random.String()), refKey.String()} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		var k Key
+		fs.TextVar(&k, "key", Key{}, "")
+		if err := fs.Parse([]string{"-key", in}); err != nil {
+			t.Fatalf("-key %s: %v", in, err)
+		}
+		text, err := k.MarshalText()
+		if err != nil || string(text) != strings.ToLower(in) {
+			t.Errorf("-key %s: MarshalText = %q, %v; want the digits back in lower case", in, text, err)
+		}
+		if got := fs.Lookup("key").Value.String(); got != strings.ToLower(in) {
+			t.Errorf("-key %s: the flag shows %q", in, got)
+		}
+	}
+	for _, tt := range []struct {
+		in, errHas string
+	}{
+		{"0011", "exactly 32 hex digits (128 bits): got 4 characters"},
+		{strings.Repeat("0", 31) + "z", "not a hex digit: 'z' at offset 31"},
+		{" " + strings.Repeat("0", 31), "' ' at offset 0"},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		k := refKey
+		fs.TextVar(&k, "key", refKey, "")
+		err := fs.Parse([]string{"-key", tt.in})
+		if err == nil || !strings.Contains(err.Error(), tt.errHas) || !strings.Contains(err.Error(), "-key") {
+			t.Errorf("-key %q: error %v, want one naming -key and saying %q", tt.in, err, tt.errHas)
+		}
+		if k != refKey {
+			t.Errorf("-key %q: a refused value changed the key to %v", tt.in, k)
+		}
+	}
 }

@@ -53,9 +53,11 @@ type options struct {
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("flowmap", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	prefix := fs.String("prefix", "2001:db8::/64", "IPv6 `prefix` the flows are spread over")
+	var o options
+	fs.TextVar(&o.prefix, "prefix", netip.MustParsePrefix("2001:db8::/64"), "IPv6 `prefix` the flows are spread over")
 	bits := fs.Int("bits", 10, "use 2^`bits` addresses of the prefix (1 to 32)")
-	keyHex := fs.String("key", "", "hash key: 32 hex digits (default: a random key, printed on standard error)")
+	fs.TextVar(&o.key, "key", hash.Key{}, "hash `key`: 32 hex digits (default: a random key, printed on standard error)")
+	fs.Lookup("key").DefValue = "" // the zero key is no default
 	layout := fs.String("layout", "contiguous", "address layout: contiguous or scattered")
 	symmetric := fs.Bool("symmetric", false, "map both directions of a flow to one address (canonical keys)")
 	summary := fs.Bool("summary", false, "print a table per bucket instead of one JSON line per packet")
@@ -70,11 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		fs.Usage()
 		return options{}, errors.New("name one capture file")
 	}
-	o := options{bits: *bits, symmetric: *symmetric, summary: *summary, file: fs.Arg(0)}
-	var err error
-	if o.prefix, err = netip.ParsePrefix(*prefix); err != nil {
-		return o, fmt.Errorf("-prefix: %w", err)
-	}
+	o.bits, o.symmetric, o.summary, o.file = *bits, *symmetric, *summary, fs.Arg(0)
 	switch *layout {
 	case "contiguous":
 		o.layout = flowaddr.LayoutContiguous
@@ -83,13 +81,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	default:
 		return o, fmt.Errorf("-layout %q: want contiguous or scattered", *layout)
 	}
-	if *keyHex == "" {
+	keyGiven := false
+	fs.Visit(func(f *flag.Flag) { keyGiven = keyGiven || f.Name == "key" })
+	if !keyGiven {
+		var err error
 		if o.key, err = hash.NewKey(); err != nil {
 			return o, err
 		}
 		fmt.Fprintf(stderr, "flowmap: no -key given, using -key %s\n", o.key)
-	} else if o.key, err = hash.ParseKey(*keyHex); err != nil {
-		return o, fmt.Errorf("-key: %w", err)
 	}
 	return o, nil
 }

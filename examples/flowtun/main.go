@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,7 +20,6 @@ import (
 	"syscall"
 
 	"github.com/flowspread/flowspread/conn"
-	"github.com/flowspread/flowspread/hash"
 )
 
 func main() {
@@ -150,6 +151,7 @@ func (l *prefixList) Set(v string) error {
 }
 
 // parseFlags turns the command line into a config and the -stats path.
+// Addresses, prefixes and keys parse themselves (flag.TextVar).
 func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs := flag.NewFlagSet("flowtun", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -157,18 +159,18 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	var addrs, routes prefixList
 	fs.StringVar(&cfg.name, "name", "tun0", "`name` of the TUN interface to create")
 	port := fs.Uint("listen-port", 51820, "UDP `port` to listen on; the peer's -peer names it")
-	peer := fs.String("peer", "", "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
-	self := fs.String("self", "", "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port); it must be an address of this host and -listen-port, unless -nat")
+	fs.TextVar(&cfg.peer, "peer", netip.AddrPort{}, "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
+	fs.TextVar(&cfg.self, "self", netip.AddrPort{}, "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port); it must be an address of this host and -listen-port, unless -nat")
 	fs.BoolVar(&cfg.nat, "nat", false, "-self is the public address and port a NAT maps us to, not this host's: do not check that it is ours (that check stops a command copied from the peer, which would make both ends seal with one key)")
-	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
-	peerPrefix := fs.String("peer-prefix", "", "the peer's spread `prefix` (its -prefix)")
+	fs.TextVar(&cfg.prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
+	fs.TextVar(&cfg.peerPrefix, "peer-prefix", netip.Prefix{}, "the peer's spread `prefix` (its -prefix)")
 	fs.IntVar(&cfg.bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
 	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's prefix; the peer runs src), both, or auto (from the prefixes given)")
-	psk := secretFlags{what: "the PSK", flag: "psk", env: pskEnv, digits: 2 * PSKSize}
-	fs.StringVar(&psk.value, "psk", "", "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
+	psk := secret{what: "the PSK", flag: "psk", env: pskEnv}
+	secretVar(fs, (*pskText)(&cfg.psk), psk.flag, "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
 	fs.StringVar(&psk.file, "psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
-	hashKey := secretFlags{what: "the hash key", flag: "hash-key", env: hashKeyEnv, digits: 2 * hash.KeySize}
-	fs.StringVar(&hashKey.value, "hash-key", "", "flow hash `key`: 32 hex digits, the same at both ends (default: derived from the PSK). On a command line every user of the host can read it: prefer -hash-key-file or $"+hashKeyEnv)
+	hashKey := secret{what: "the hash key", flag: "hash-key", env: hashKeyEnv}
+	secretVar(fs, &cfg.hashKey, hashKey.flag, "flow hash `key`: 32 hex digits, the same at both ends (default: derived from the PSK). On a command line every user of the host can read it: prefer -hash-key-file or $"+hashKeyEnv)
 	fs.StringVar(&hashKey.file, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`")
 	fs.BoolVar(&cfg.symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.Var(&addrs, "addr", "inner `address/len` of the TUN interface, IPv4 or IPv6; repeat or separate with commas")
@@ -197,34 +199,25 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", fmt.Errorf("-listen-port %d: give a UDP port from 1 to 65535 (the peer must know it)", *port)
 	}
 	cfg.listenPort = uint16(*port)
-	if *peer == "" {
+	if !cfg.peer.IsValid() {
 		return cfg, "", errors.New("-peer is required: the peer's outer address and port, e.g. [2001:db8:ff::2]:51820")
 	}
-	if cfg.peer, err = netip.ParseAddrPort(*peer); err != nil {
-		return cfg, "", fmt.Errorf("-peer: %w", err)
+	if cfg.self.IsValid() && canonicalAddrPort(cfg.self) == canonicalAddrPort(cfg.peer) {
+		return cfg, "", fmt.Errorf("-self and -peer are both %v: -self is this end's address, -peer the other end's", cfg.self)
 	}
-	if *self != "" {
-		if cfg.self, err = netip.ParseAddrPort(*self); err != nil {
-			return cfg, "", fmt.Errorf("-self: %w", err)
-		}
-		if canonicalAddrPort(cfg.self) == canonicalAddrPort(cfg.peer) {
-			return cfg, "", fmt.Errorf("-self and -peer are both %v: -self is this end's address, -peer the other end's", cfg.self)
-		}
-	}
-	if cfg.psk, err = readPSK(psk); err != nil {
+	given, err := psk.load(fs, (*pskText)(&cfg.psk))
+	if err != nil {
 		return cfg, "", err
 	}
-	if cfg.hashKey, err = readHashKey(hashKey, cfg.psk); err != nil {
+	if !given {
+		return cfg, "", fmt.Errorf("-psk-file or $%s is required (or -psk, which other users can read): 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)", pskEnv)
+	}
+	if given, err = hashKey.load(fs, &cfg.hashKey); err != nil {
 		return cfg, "", err
 	}
-	if *prefix != "" {
-		if cfg.prefix, err = netip.ParsePrefix(*prefix); err != nil {
-			return cfg, "", fmt.Errorf("-prefix: %w", err)
-		}
-	}
-	if *peerPrefix != "" {
-		if cfg.peerPrefix, err = netip.ParsePrefix(*peerPrefix); err != nil {
-			return cfg, "", fmt.Errorf("-peer-prefix: %w", err)
+	if !given {
+		if cfg.hashKey, err = hashKeyFromPSK(cfg.psk); err != nil {
+			return cfg, "", err
 		}
 	}
 	if cfg.spread, err = parseSpread(*spread, cfg.prefix.IsValid(), cfg.peerPrefix.IsValid()); err != nil {
@@ -289,79 +282,75 @@ const (
 	hashKeyEnv = "FLOWTUN_HASH_KEY"
 )
 
-// secretFlags are the places one key can come from: its flag (-NAME),
-// its file flag (-NAME-file) and its environment variable. Exactly one
-// may be given: a key given twice is an error rather than a precedence
+// pskText is the pre-shared key as a flag, a file or a variable gives
+// it: 64 hex digits.
+type pskText [PSKSize]byte
+
+func (k pskText) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, k[:]), nil }
+
+func (k *pskText) UnmarshalText(text []byte) error {
+	if len(text) != 2*PSKSize {
+		return fmt.Errorf("the key has %d characters, want %d hex digits", len(text), 2*PSKSize)
+	}
+	_, err := hex.Decode(k[:], text)
+	return err
+}
+
+// secretVar defines the flag -name for a key that parses itself. A key
+// has no default to show in -help: the zero key is no one's key.
+func secretVar(fs *flag.FlagSet, key interface {
+	encoding.TextMarshaler
+	encoding.TextUnmarshaler
+}, name, usage string) {
+	fs.TextVar(key, name, key, usage)
+	fs.Lookup(name).DefValue = ""
+}
+
+// secret is one key and the places it can come from: its flag (-NAME),
+// its file flag (-NAME-file) and its environment variable. At most one
+// may give it: a key given twice is an error rather than a precedence
 // rule, since an operator who set two did not mean both, and a silent
 // pick could run with the stale one.
-type secretFlags struct {
+type secret struct {
 	what, flag, env string // "the PSK", "psk", "FLOWTUN_PSK"
-	digits          int    // hex digits of the key
-	value, file     string // the flags' values
+	file            string // the value of -NAME-file
 }
 
-// text returns the key's hex digits and where they came from, for
-// messages; "" when the key was given nowhere. An empty environment
-// variable counts as unset. The file may end in white space.
-func (s secretFlags) text() (text, from string, err error) {
-	env := os.Getenv(s.env)
-	var given []string
-	if s.value != "" {
-		given = append(given, "-"+s.flag)
-		text, from = s.value, "-"+s.flag
-	}
+// load sets key from its file or its variable (the flag has set it
+// already) and says whether any of the three gave it. An empty variable
+// counts as unset; a file or a variable may end in white space.
+func (s secret) load(fs *flag.FlagSet, key encoding.TextUnmarshaler) (given bool, err error) {
+	var places []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == s.flag {
+			places = append(places, "-"+s.flag)
+		}
+	})
 	if s.file != "" {
-		given = append(given, "-"+s.flag+"-file")
+		places = append(places, "-"+s.flag+"-file")
+	}
+	env := os.Getenv(s.env)
+	if env != "" {
+		places = append(places, "$"+s.env)
+	}
+	if len(places) > 1 {
+		return false, fmt.Errorf("%s is given %d ways (%s): give it one way only, preferably -%s-file or $%s", s.what, len(places), strings.Join(places, ", "), s.flag, s.env)
+	}
+	switch {
+	case s.file != "":
 		b, err := os.ReadFile(s.file)
 		if err != nil {
-			return "", "", fmt.Errorf("-%s-file: %w", s.flag, err)
+			return false, fmt.Errorf("-%s-file: %w", s.flag, err)
 		}
-		text, from = strings.TrimSpace(string(b)), "-"+s.flag+"-file "+s.file
+		if err := key.UnmarshalText(bytes.TrimSpace(b)); err != nil {
+			return false, fmt.Errorf("-%s-file %s: %w", s.flag, s.file, err)
+		}
+	case env != "":
+		if err := key.UnmarshalText([]byte(strings.TrimSpace(env))); err != nil {
+			return false, fmt.Errorf("$%s: %w", s.env, err)
+		}
 	}
-	if env != "" {
-		given = append(given, "$"+s.env)
-		text, from = strings.TrimSpace(env), "$"+s.env
-	}
-	if len(given) > 1 {
-		return "", "", fmt.Errorf("%s is given %d ways (%s): give it one way, preferably -%s-file or $%s", s.what, len(given), strings.Join(given, ", "), s.flag, s.env)
-	}
-	if text != "" && len(text) != s.digits {
-		return "", "", fmt.Errorf("%s: the key has %d characters, want %d hex digits", from, len(text), s.digits)
-	}
-	return text, from, nil
-}
-
-// readPSK takes the pre-shared key from the one place it was given.
-func readPSK(s secretFlags) ([PSKSize]byte, error) {
-	var psk [PSKSize]byte
-	text, from, err := s.text()
-	if err != nil {
-		return psk, err
-	}
-	if text == "" {
-		return psk, fmt.Errorf("-psk-file or $%s is required (or -psk, which other users can read): 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)", pskEnv)
-	}
-	if _, err := hex.Decode(psk[:], []byte(text)); err != nil {
-		return psk, fmt.Errorf("%s: %w", from, err)
-	}
-	return psk, nil
-}
-
-// readHashKey takes the flow hash key from the one place it was given,
-// or derives it from the PSK.
-func readHashKey(s secretFlags, psk [PSKSize]byte) (hash.Key, error) {
-	text, from, err := s.text()
-	if err != nil {
-		return hash.Key{}, err
-	}
-	if text == "" {
-		return hashKeyFromPSK(psk)
-	}
-	k, err := hash.ParseKey(text)
-	if err != nil {
-		return hash.Key{}, fmt.Errorf("%s: %w", from, err)
-	}
-	return k, nil
+	return len(places) == 1, nil
 }
 
 // writeStats writes s as one line of JSON to path ("-": stderr). A file

@@ -242,3 +242,36 @@ func TestWriteStats(t *testing.T) {
 		t.Errorf("stats to stderr: %v, %q", err, stderr.String())
 	}
 }
+
+// TestPSKText checks the PSK's text form, which -psk, -psk-file and
+// $FLOWTUN_PSK all parse: 64 hex digits in, the same digits out.
+func TestPSKText(t *testing.T) {
+	var k pskText
+	if err := k.UnmarshalText([]byte(strings.ToUpper(testPSKHex))); err != nil || [PSKSize]byte(k) != testPSK {
+		t.Fatalf("UnmarshalText: %v, key %x", err, k)
+	}
+	if text, err := k.MarshalText(); err != nil || string(text) != testPSKHex {
+		t.Errorf("MarshalText = %q, %v; want %s", text, err, testPSKHex)
+	}
+	for _, tt := range []struct{ in, errHas string }{
+		{"", "has 0 characters, want 64 hex digits"},
+		{testPSKHex + "00", "has 66 characters"},
+		{strings.Repeat("zz", 32), "invalid byte"},
+	} {
+		if err := k.UnmarshalText([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.errHas) {
+			t.Errorf("UnmarshalText(%q): error %v, want one saying %q", tt.in, err, tt.errHas)
+		}
+	}
+}
+
+// TestHelpShowsNoZeroKey checks that -help gives the keys no default: a
+// zero key printed as one would read as a key to use.
+func TestHelpShowsNoZeroKey(t *testing.T) {
+	var help bytes.Buffer
+	if _, _, err := parseFlags([]string{"-help"}, &help); err == nil {
+		t.Fatal("-help: no flag.ErrHelp")
+	}
+	if !strings.Contains(help.String(), "-hash-key key") || strings.Contains(help.String(), "default 0000") {
+		t.Errorf("-help lists a zero key as a default, or no -hash-key:\n%s", help.String())
+	}
+}

@@ -11,7 +11,7 @@ import (
 // would behind a real cable. A veth pair hands skb->hash from one namespace
 // to the next, and kernel WireGuard sets it from the inner packet before
 // encrypting: without this, the router isolates flows it could not tell
-// apart on a real network (../shared/DESIGN.md has the measurements).
+// apart on a real network (docs/experiment.md has the measurements).
 //
 // It costs nothing per packet beyond one helper call in the kernel, where
 // the copying wire (wire.go) spends a CPU on two syscalls per frame: under

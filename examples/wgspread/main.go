@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding"
 	"errors"
 	"flag"
 	"fmt"
@@ -109,12 +111,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var opts options
 	var peers peerList
-	prefix := fs.String("prefix", "", "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
+	fs.TextVar(&opts.cfg.Prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
 	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
 	fs.IntVar(&opts.cfg.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
-	hashKey := fs.String("hash-key", "", "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
+	hashKey := secret{what: "the hash key", flag: "hash-key", env: hashKeyEnv}
+	secretVar(fs, &opts.cfg.Key, hashKey.flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
 		"every local user can read it in /proc/PID/cmdline: prefer -hash-key-file or $"+hashKeyEnv)
-	hashKeyFile := fs.String("hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
+	fs.StringVar(&hashKey.file, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
@@ -133,11 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(opts.iface) >= 16 || strings.ContainsAny(opts.iface, "/ ") {
 		return opts, fmt.Errorf("interface name %q: use at most 15 characters, no slash or space", opts.iface)
 	}
-	if *prefix != "" {
-		p, err := netip.ParsePrefix(*prefix)
-		if err != nil {
-			return opts, fmt.Errorf("-prefix: %w", err)
-		}
+	if p := opts.cfg.Prefix; p.IsValid() {
 		if !p.Addr().Is6() {
 			return opts, fmt.Errorf("-prefix %v: want an IPv6 prefix", p)
 		}
@@ -155,16 +154,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
 	}
 	opts.cfg.Peers = peers
-	k, given, err := readHashKey(*hashKey, *hashKeyFile, os.Getenv(hashKeyEnv))
+	given, err := hashKey.load(fs, &opts.cfg.Key)
 	if err != nil {
 		return opts, err
 	}
 	if !given {
-		if k, err = hash.NewKey(); err != nil {
+		if opts.cfg.Key, err = hash.NewKey(); err != nil {
 			return opts, err
 		}
 	}
-	opts.cfg.Key, opts.randomKey = k, !given
+	opts.randomKey = !given
 	return opts, nil
 }
 
@@ -173,39 +172,60 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // its own user and root.
 const hashKeyEnv = "WGSPREAD_HASH_KEY"
 
-// readHashKey returns the hash key from whichever one of the -hash-key
-// flag, the -hash-key-file file and the environment variable gives it;
-// given is false when none does. Two sources are an error, even when
-// they agree: one of them would be forgotten when the key changes.
-func readHashKey(flagKey, file, env string) (k hash.Key, given bool, err error) {
-	var sources []string
-	text, from := "", ""
-	for _, src := range []struct{ name, value string }{
-		{"-hash-key", flagKey}, {"-hash-key-file", file}, {"$" + hashKeyEnv, env},
-	} {
-		if src.value != "" {
-			sources = append(sources, src.name)
-			text, from = src.value, src.name
+// secretVar defines the flag -name for a key that parses itself. A key
+// has no default to show in -help: the zero key is no one's key.
+func secretVar(fs *flag.FlagSet, key interface {
+	encoding.TextMarshaler
+	encoding.TextUnmarshaler
+}, name, usage string) {
+	fs.TextVar(key, name, key, usage)
+	fs.Lookup(name).DefValue = ""
+}
+
+// secret is a key and the places it can come from: its flag (-NAME), its
+// file flag (-NAME-file) and its environment variable. Two places are an
+// error, even when they agree: one of them would be forgotten when the
+// key changes.
+type secret struct {
+	what, flag, env string // "the hash key", "hash-key", "WGSPREAD_HASH_KEY"
+	file            string // the value of -NAME-file
+}
+
+// load sets key from its file or its variable (the flag has set it
+// already) and says whether any of the three gave it. An empty variable
+// counts as unset; a file or a variable may end in white space.
+func (s secret) load(fs *flag.FlagSet, key encoding.TextUnmarshaler) (given bool, err error) {
+	var places []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == s.flag {
+			places = append(places, "-"+s.flag)
 		}
+	})
+	if s.file != "" {
+		places = append(places, "-"+s.flag+"-file")
 	}
-	switch len(sources) {
-	case 0:
-		return k, false, nil
-	case 1:
-	default:
-		return k, false, fmt.Errorf("the hash key is given %d ways (%s): give it one way only", len(sources), strings.Join(sources, ", "))
+	env := os.Getenv(s.env)
+	if env != "" {
+		places = append(places, "$"+s.env)
 	}
-	if file != "" {
-		data, err := os.ReadFile(file)
+	if len(places) > 1 {
+		return false, fmt.Errorf("%s is given %d ways (%s): give it one way only, preferably -%s-file or $%s", s.what, len(places), strings.Join(places, ", "), s.flag, s.env)
+	}
+	switch {
+	case s.file != "":
+		b, err := os.ReadFile(s.file)
 		if err != nil {
-			return k, false, fmt.Errorf("-hash-key-file: %w", err)
+			return false, fmt.Errorf("-%s-file: %w", s.flag, err)
 		}
-		text = strings.TrimSpace(string(data))
+		if err := key.UnmarshalText(bytes.TrimSpace(b)); err != nil {
+			return false, fmt.Errorf("-%s-file %s: %w", s.flag, s.file, err)
+		}
+	case env != "":
+		if err := key.UnmarshalText([]byte(strings.TrimSpace(env))); err != nil {
+			return false, fmt.Errorf("$%s: %w", s.env, err)
+		}
 	}
-	if k, err = hash.ParseKey(text); err != nil {
-		return k, false, fmt.Errorf("%s: %w", from, err)
-	}
-	return k, true, nil
+	return len(places) == 1, nil
 }
 
 func prefixesOf(peers []conn.Peer) []netip.Prefix {

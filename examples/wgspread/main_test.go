@@ -165,3 +165,13 @@ func TestHashKeySources(t *testing.T) {
 		}
 	})
 }
+
+// TestHelpShowsNoZeroKey checks that -help gives the hash key no default:
+// a zero key printed as one would read as a key to use.
+func TestHelpShowsNoZeroKey(t *testing.T) {
+	var help strings.Builder
+	parseFlags([]string{"-help"}, &help)
+	if !strings.Contains(help.String(), "-hash-key hex") || strings.Contains(help.String(), "default 0000") {
+		t.Errorf("-help lists a zero key as a default, or no -hash-key:\n%s", help.String())
+	}
+}
