@@ -38,7 +38,8 @@ type scene struct {
 	inner      path
 	outer      path
 	// freezes is how many times the host stops everything for
-	// freezeLen: both probes' packets in flight then wait until it ends,
+	// freezeLen: both probes' packets sent or in flight then wait until
+	// it ends,
 	// each a further random share of freezeSkew (which process the host
 	// runs first).
 	freezes    int
@@ -78,7 +79,7 @@ func (s scene) round(rng *rand.Rand) Round {
 				rtt += uniform(rng, p.stallLen)
 			}
 			for _, f := range freezes {
-				if at >= f.from && at < f.to {
+				if at < f.to && at+rtt > f.from { // sent, or in flight, during it
 					rtt = max(rtt, f.to-at+p.base+uniform(rng, [2]time.Duration{0, s.freezeSkew}))
 				}
 			}
