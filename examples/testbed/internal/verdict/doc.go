@@ -39,7 +39,8 @@
 //     under half of the larger probe's samples.
 //   - Inconclusive when the idle probes (if given) already miss: either
 //     probe's p99 over 20 ms or its loss over 2% with no load, or the
-//     idle differences' quantile above the gap. The host (or the
+//     idle differences' quantile above the gap (or fewer than 50 idle
+//     instants to take it from). The host (or the
 //     tunnel's processes, starved of CPU) then adds delays that no
 //     comparison under load can tell from a queue, and a host that busy
 //     may not even build the queue under test (so no Met either).
@@ -63,6 +64,10 @@
 //   - Met when the quantile of the differences at the instants the host
 //     did not stall is at most the gap; otherwise (the miss depends on
 //     the stalled instants) Inconclusive.
+//
+// The checks of each probe's own round trips use its p99 whatever
+// Targets.Quantile is: they ask whether the host stalled, not whether the
+// tunnel met its target.
 //
 // A round whose differences are small except at instants where both
 // probes stalled is therefore Met, and a round where the inner probe

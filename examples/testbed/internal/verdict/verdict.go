@@ -5,7 +5,9 @@ import "time"
 // Sample is one probe round trip.
 type Sample struct {
 	// Sent is when the probe left, by the host's wall clock. Both probes
-	// run on one host, so their Sent times are comparable.
+	// run on one host, so their Sent times are comparable. irtt gives it
+	// for lost round trips too; a sample without one (zero) counts in its
+	// probe's loss but pairs with nothing.
 	Sent time.Time
 	// RTT is the round-trip time; meaningless when Lost.
 	RTT  time.Duration
@@ -15,8 +17,10 @@ type Sample struct {
 // Round is one measurement round of one mode: the two probes under load
 // and, when they ran, the same two probes before the load.
 type Round struct {
-	Inner, Outer         []Sample // under load, sent at the same interval
-	IdleInner, IdleOuter []Sample // before the load; nil if not measured
+	Inner, Outer []Sample // under load, sent at the same interval
+	// IdleInner and IdleOuter ran before the load; nil if not measured.
+	// Rounds may share one idle measurement of their mode.
+	IdleInner, IdleOuter []Sample
 }
 
 // Targets are what the inner probe must show against the outer one.
