@@ -1,12 +1,3 @@
-// Package verdict judges whether a tunnel's sparse flow kept its latency
-// under load, from two latency probes sent at the same instants: one
-// inside the tunnel, one beside it on the same path. It compares them
-// pairwise, instant by instant, so that whatever stalls both probes (a
-// busy host, a noisy VM) cancels out, and it says "inconclusive" when the
-// host itself was too busy for any comparison to mean something.
-//
-// It is pure: no I/O, no processes, no plotting. The testbed feeds it
-// probe samples and prints what it returns.
 package verdict
 
 import "time"
@@ -14,7 +5,9 @@ import "time"
 // Sample is one probe round trip.
 type Sample struct {
 	// Sent is when the probe left, by the host's wall clock. Both probes
-	// run on one host, so their Sent times are comparable.
+	// run on one host, so their Sent times are comparable. irtt gives it
+	// for lost round trips too; a sample without one (zero) counts in its
+	// probe's loss but pairs with nothing.
 	Sent time.Time
 	// RTT is the round-trip time; meaningless when Lost.
 	RTT  time.Duration
@@ -24,8 +17,10 @@ type Sample struct {
 // Round is one measurement round of one mode: the two probes under load
 // and, when they ran, the same two probes before the load.
 type Round struct {
-	Inner, Outer         []Sample // under load, sent at the same interval
-	IdleInner, IdleOuter []Sample // before the load; nil if not measured
+	Inner, Outer []Sample // under load, sent at the same interval
+	// IdleInner and IdleOuter ran before the load; nil if not measured.
+	// Rounds may share one idle measurement of their mode.
+	IdleInner, IdleOuter []Sample
 }
 
 // Targets are what the inner probe must show against the outer one.
@@ -71,12 +66,27 @@ type RoundResult struct {
 	// Pairs is how many instants both probes were answered.
 	Pairs int
 	// DiffP50 and DiffQ are the median and the Targets.Quantile of the
-	// per-instant differences inner minus outer.
+	// per-instant differences inner minus outer, over the Diffs answered
+	// instants the host did not stall; zero when Diffs is 0.
 	DiffP50, DiffQ time.Duration
 	// InnerLoss and OuterLoss are the fractions of each probe lost.
 	InnerLoss, OuterLoss float64
 	// Reasons say why the round is not Met, in plain words.
 	Reasons []string
+
+	// Instants is how many times both probes were sent at the same
+	// instant (answered or not); Stalled how many of the Pairs were left
+	// out of the differences because the host stalled; Diffs = Pairs -
+	// Stalled.
+	Instants, Stalled, Diffs int
+	// Offset is how much later the outer probe was sent than the inner
+	// one at the same instant, as estimated for pairing.
+	Offset time.Duration
+	// Inner and Outer summarize each probe under load; IdleInner and
+	// IdleOuter the idle probes (zero when not measured), and IdleDiffQ
+	// the Targets.Quantile of their per-instant differences.
+	Inner, Outer, IdleInner, IdleOuter Summary
+	IdleDiffQ                          time.Duration
 }
 
 // Result is the judgement of a mode over all its rounds.
@@ -84,7 +94,8 @@ type Result struct {
 	Status Status
 	Rounds []RoundResult
 	// DiffQMin, DiffQMedian and DiffQMax are the spread of the rounds'
-	// DiffQ.
+	// DiffQ, over the rounds with at least one difference (all zero when
+	// none had any).
 	DiffQMin, DiffQMedian, DiffQMax time.Duration
 	// Reasons say why the mode is not Met; Advice, for Inconclusive, what
 	// the user can do (close other work, rerun).
