@@ -132,8 +132,8 @@ func newAnyIPReceiver(uc *net.UDPConn, disableGRO bool) (receiver, error) {
 
 func (r *anyIPReceiver) caps() recvCaps { return r.c }
 
-func (r *anyIPReceiver) drops() RecvDrops {
-	return RecvDrops{Truncated: r.truncated.Load()}
+func (r *anyIPReceiver) drops() recvDrops {
+	return recvDrops{Truncated: r.truncated.Load()}
 }
 
 func (r *anyIPReceiver) setReadDeadline(t time.Time) error {

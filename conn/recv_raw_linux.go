@@ -164,8 +164,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (r *rawReceiver) caps() recvCaps { return recvCaps{Batch: true} }
 
-func (r *rawReceiver) drops() RecvDrops {
-	return RecvDrops{
+func (r *rawReceiver) drops() recvDrops {
+	return recvDrops{
 		Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load(), BadSource: r.badSource.Load(),
 		LinkDown: r.linkDown.Load(), Rebound: r.rebound.Load(),
 		FragmentsDropped: r.reasm.fragmentsDropped.Load(), Reassembled: r.reasm.reassembled.Load(),

@@ -19,8 +19,8 @@ type socketCaps struct {
 // openSocket opens the conn's UDP socket on [::]:cfg.Port, dual-stack,
 // allowed to send from addresses that are not assigned to any interface
 // (IPV6_FREEBIND or IPV6_TRANSPARENT), with large buffers. It probes UDP
-// GSO. The options are [sockopt.SetSend]'s, which host.Diagnose probes
-// too.
+// GSO. The options are [sockopt.SetSend]'s, which host.Diagnose sets on
+// its probe socket too.
 func openSocket(cfg *Config) (*net.UDPConn, socketCaps, error) {
 	var caps socketCaps
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
