@@ -56,8 +56,9 @@ import (
 //
 // It cannot see whether the upstream network routes the prefix to this
 // host; it says so.
-func Diagnose(c conn.Config) Report {
-	cfg := settingsOf(c)
+func Diagnose(cfg conn.Config) Report { return diagnose(settingsOf(cfg)) }
+
+func diagnose(cfg settings) Report {
 	var r Report
 	add := func(check string, s Severity, fix string, format string, args ...any) {
 		r.Findings = append(r.Findings, Finding{Check: check, Severity: s, Detail: fmt.Sprintf(format, args...), Fix: fix})

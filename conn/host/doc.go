@@ -22,8 +22,10 @@
 // Diagnose does not guess what Listen will find: it sets the very socket
 // options Listen sets (IPV6_FREEBIND or IPV6_TRANSPARENT, the flow label
 // option, the buffers, IPV6_RECVPKTINFO, UDP GSO and GRO), with the same
-// code, on a throwaway socket, and reports what the kernel refused. A
-// kernel that denies Listen something cannot pass Diagnose.
+// code, on a throwaway socket, and reports what the kernel refused: an
+// option the kernel would refuse Listen, it refuses Diagnose too. (The
+// [conn.Raw] mode's AF_PACKET socket is not opened: Diagnose checks its
+// capability and interface instead.)
 //
 // # Local routes
 //
