@@ -36,6 +36,9 @@
 //     default) and key rotation that never moves a flow in mid-burst.
 //   - [github.com/flowspread/flowspread/conn]: FlowSpreadConn, a
 //     [net.PacketConn] for a VPN's UDP socket that spreads its flows.
+//   - [github.com/flowspread/flowspread/conn/host]: the host around it:
+//     Diagnose checks a host for a conn's Config (with the same probe of
+//     socket options Listen uses), AddLocalRoute makes the prefix local.
 //
 // # What an observer learns
 //

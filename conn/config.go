@@ -153,7 +153,8 @@ type AnyIP struct{}
 // needed; a datagram not whole within 5 seconds, or pushed out by newer
 // ones when all 64 are in use, is dropped, as is one with overlapping
 // fragments (RFC 5722). Stats.RecvReassembled and RecvFragmentsDropped
-// count them. Reassembly costs a copy: [Diagnose] warns when the
+// count them. Reassembly costs a copy:
+// [github.com/flowspread/flowspread/conn/host.Diagnose] warns when the
 // interface's MTU makes fragments likely.
 type Raw struct {
 	Interface string

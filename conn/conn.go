@@ -68,7 +68,9 @@ var _ net.PacketConn = (*FlowSpreadConn)(nil)
 //
 // The prefix must reach this host: for the default [AnyIP] backend, add the
 // local route `ip -6 route add local PREFIX dev lo` (or call
-// [AddLocalRoute]); Listen does not check this, [Diagnose] does.
+// [github.com/flowspread/flowspread/conn/host.AddLocalRoute]); Listen does
+// not check this, [github.com/flowspread/flowspread/conn/host.Diagnose]
+// does.
 func Listen(cfg Config) (*FlowSpreadConn, error) {
 	cfg, err := cfg.validate()
 	if err != nil {

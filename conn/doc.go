@@ -47,6 +47,11 @@
 // backend captures the prefix's datagrams on an interface instead (needs
 // CAP_NET_RAW).
 //
+// Package conn is the data path only. Package
+// [github.com/flowspread/flowspread/conn/host] adds the local route
+// (host.AddLocalRoute) and checks a host for a Config before you Listen
+// (host.Diagnose), probing the kernel with the same code Listen uses.
+//
 // # Batches and offloads
 //
 // [FlowSpreadConn.WriteBatch] sends with sendmmsg, and with UDP GSO for

@@ -71,10 +71,10 @@ type recvCaps struct {
 	GRO bool
 }
 
-// RecvDrops counts datagrams a receive backend threw away before
+// recvDrops counts datagrams a receive backend threw away before
 // [FlowSpreadConn] saw them, and the link events it rode out. The
 // counters only grow.
-type RecvDrops struct {
+type recvDrops struct {
 	// Truncated datagrams were longer than the caller's buffer, or frames
 	// shorter than the headers they claim.
 	Truncated uint64
@@ -102,5 +102,5 @@ type RecvDrops struct {
 // dropCounter is the optional ability of a receiver to report what it
 // dropped; FlowSpreadConn finds it by type assertion.
 type dropCounter interface {
-	drops() RecvDrops
+	drops() recvDrops
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flowspread/flowspread/conn/internal/sockopt"
 	"github.com/flowspread/flowspread/flowaddr"
 )
 
@@ -100,30 +101,17 @@ func newAnyIPReceiver(uc *net.UDPConn, disableGRO bool) (receiver, error) {
 		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
 	}
 	r := &anyIPReceiver{uc: uc, rc: rc, localPort: uint16(la.Port)}
-	var pktinfoErr, tclassErr, groErr, batchErr error
-	err = rc.Control(func(fd uintptr) {
-		s := int(fd)
-		pktinfoErr = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-		tclassErr = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1)
-		// IPv4 datagrams on a dual-stack socket carry their ECN as IP_TOS.
-		// A v6-only socket refuses the option and never sees IPv4.
-		_ = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
-		if !disableGRO {
-			groErr = unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
-		}
-		batchErr = probeRecvmmsg(fd)
-	})
+	var sc sockopt.RecvCaps
+	var optErr error
+	err = rc.Control(func(fd uintptr) { sc, optErr = sockopt.SetRecv(int(fd), !disableGRO) })
+	if err == nil {
+		err = optErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
 	}
-	if pktinfoErr != nil {
-		return nil, fmt.Errorf("conn: AnyIP receiver: enable IPV6_RECVPKTINFO (needed to learn which address of the prefix a datagram was sent to): %w", pktinfoErr)
-	}
-	if tclassErr != nil {
-		return nil, fmt.Errorf("conn: AnyIP receiver: enable IPV6_RECVTCLASS (needed for the outer ECN): %w", tclassErr)
-	}
-	r.c.GRO = !disableGRO && groErr == nil
-	r.c.Batch = batchErr == nil
+	r.c.GRO = sc.GROErr == nil
+	r.c.Batch = sc.BatchErr == nil
 	if r.c.GRO {
 		r.groBuf = make([]byte, groSlots*groBufLen)
 	}
@@ -142,23 +130,10 @@ func newAnyIPReceiver(uc *net.UDPConn, disableGRO bool) (receiver, error) {
 	return r, nil
 }
 
-// probeRecvmmsg asks the socket for one datagram with MSG_PEEK, which
-// leaves it queued: it only tells whether the kernel knows recvmmsg(2)
-// (ENOSYS under some sandboxes and emulators).
-func probeRecvmmsg(fd uintptr) error {
-	var h [1]unix.Mmsghdr
-	_, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&h[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	if errno == unix.ENOSYS {
-		return errno
-	}
-	return nil
-}
-
 func (r *anyIPReceiver) caps() recvCaps { return r.c }
 
-func (r *anyIPReceiver) drops() RecvDrops {
-	return RecvDrops{Truncated: r.truncated.Load()}
+func (r *anyIPReceiver) drops() recvDrops {
+	return recvDrops{Truncated: r.truncated.Load()}
 }
 
 func (r *anyIPReceiver) setReadDeadline(t time.Time) error {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +16,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/conn/internal/sockopt"
 )
 
 const (
@@ -125,7 +128,7 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	// The same large buffer as the UDP socket's: with the default, a
 	// burst of a few dozen datagrams overflows it and is lost whole.
-	setSocketBuffers(fd)
+	sockopt.SetBuffers(fd)
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifi.Index}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
@@ -136,8 +139,9 @@ func newRawReceiver(ifname string, prefix netip.Prefix, port uint16) (receiver, 
 		loopback: ifi.Flags&net.FlagLoopback != 0, epoch: time.Now(), reasm: newReassembler(reasmEntries),
 	}
 	r.ifindex.Store(int32(ifi.Index))
-	v, _ := readSysctl("net.ipv6.conf." + ifname + ".drop_unicast_in_l2_multicast")
-	r.l2Multicast = v != "1"
+	// The path, not the dotted sysctl name: a VLAN's name has a dot.
+	v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/" + ifname + "/drop_unicast_in_l2_multicast")
+	r.l2Multicast = strings.TrimSpace(string(v)) != "1"
 	r.f = os.NewFile(uintptr(fd), "packet:"+ifname)
 	if r.rc, err = r.f.SyscallConn(); err != nil {
 		r.f.Close()
@@ -160,8 +164,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (r *rawReceiver) caps() recvCaps { return recvCaps{Batch: true} }
 
-func (r *rawReceiver) drops() RecvDrops {
-	return RecvDrops{
+func (r *rawReceiver) drops() recvDrops {
+	return recvDrops{
 		Truncated: r.truncated.Load(), BadChecksum: r.badChecksum.Load(), BadSource: r.badSource.Load(),
 		LinkDown: r.linkDown.Load(), Rebound: r.rebound.Load(),
 		FragmentsDropped: r.reasm.fragmentsDropped.Load(), Reassembled: r.reasm.reassembled.Load(),

@@ -191,7 +191,7 @@ func TestRawReceiverFromKernelStack(t *testing.T) {
 			t.Errorf("got %v -> %v ECN %d, want %v -> %v ECN 2", m.OuterSrc, m.OuterDst, m.ECN, localAddrPort(send), dst)
 		}
 	})
-	if d := r.drops(); d != (RecvDrops{}) {
+	if d := r.drops(); d != (recvDrops{}) {
 		t.Errorf("drops %+v, want none", d)
 	}
 }

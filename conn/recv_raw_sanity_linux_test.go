@@ -11,6 +11,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/internal/testutil"
 )
 
 // frameSpec is a hostile (or, for the control rows, ordinary) Ethernet
@@ -304,5 +306,23 @@ func TestRawHonoursDropUnicastInL2Multicast(t *testing.T) {
 		if len(got) != 1 {
 			t.Errorf("%T delivered %v, want only the control", recv, got)
 		}
+	}
+}
+
+// TestRawReadsSysctlOfDottedInterface checks that the Raw backend finds
+// drop_unicast_in_l2_multicast of an interface whose name has a dot, as
+// VLANs' names do (eth0.100): the dotted sysctl name would split it.
+func TestRawReadsSysctlOfDottedInterface(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	ns.Run(t, "ip", "link", "add", "v0.1", "type", "veth", "peer", "name", "v1")
+	ns.Run(t, "ip", "link", "set", "v0.1", "up")
+	ns.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/v0.1/drop_unicast_in_l2_multicast")
+	var r receiver
+	if err := ns.Do(func() (err error) { r, err = newRawReceiver("v0.1", testPrefix, testPort); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if r.(*rawReceiver).l2Multicast {
+		t.Error("the receiver accepts unicast in link-layer multicast frames, though the interface's sysctl says to drop them")
 	}
 }

@@ -30,10 +30,6 @@ const (
 	// carry: IPV6_PKTINFO, IPV6_TCLASS (or IP_TOS) and UDP_SEGMENT.
 	ctrlSize  = pktinfoSize + 2*intCmsgSize
 	ctrlWords = (ctrlSize + 7) / 8
-
-	// sockoptFlowinfoSend is IPV6_FLOWINFO_SEND from linux/in6.h: take the
-	// flow label from the destination's sin6_flowinfo.
-	sockoptFlowinfoSend = 33
 )
 
 // sender is the per-conn send state.

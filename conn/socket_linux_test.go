@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flowspread/flowspread/conn/internal/sockopt"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -34,8 +35,8 @@ func TestSocketBuffersEnlarged(t *testing.T) {
 			t.Fatal(gerr)
 		}
 		// The kernel reports twice what was set (it counts its overhead).
-		if got < socketBufferSize {
-			t.Errorf("%s is %d bytes, want at least %d", opt.name, got, socketBufferSize)
+		if got < sockopt.BufferSize {
+			t.Errorf("%s is %d bytes, want at least %d", opt.name, got, sockopt.BufferSize)
 		}
 	}
 }

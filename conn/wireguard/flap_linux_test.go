@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/host"
 	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
 	"github.com/flowspread/flowspread/internal/testutil"
@@ -29,7 +30,7 @@ func newRawTunnel(t *testing.T) (a, b *end, relink func()) {
 		readdress(t, nsA, nsB)
 	}
 	relink()
-	if err := nsA.Do(func() error { _, err := conn.AddLocalRoute(prefixA); return err }); err != nil {
+	if err := nsA.Do(func() error { _, err := host.AddLocalRoute(prefixA); return err }); err != nil {
 		t.Fatalf("local route %v: %v", prefixA, err)
 	}
 	var key hash.Key

@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/host"
 	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
 	"github.com/flowspread/flowspread/internal/testutil"
@@ -72,7 +73,7 @@ func newTunnel(t *testing.T, wrapA func(tun.Device, *Bind) tun.Device) (a, b *en
 		n *testutil.Netns
 		p netip.Prefix
 	}{{nsA, prefixA}, {nsB, prefixB}} {
-		if err := ns.n.Do(func() error { _, err := conn.AddLocalRoute(ns.p); return err }); err != nil {
+		if err := ns.n.Do(func() error { _, err := host.AddLocalRoute(ns.p); return err }); err != nil {
 			t.Fatalf("local route %v: %v", ns.p, err)
 		}
 	}

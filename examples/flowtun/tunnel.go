@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/host"
 	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
 )
@@ -212,7 +213,7 @@ func openTunnel(cfg config, now uint64) (_ *tunnel, err error) {
 		return nil, err
 	}
 	if cfg.spread.ourPrefix() && cfg.localRoute {
-		if t.removeRoute, err = conn.AddLocalRoute(cfg.prefix); err != nil {
+		if t.removeRoute, err = host.AddLocalRoute(cfg.prefix); err != nil {
 			return nil, fmt.Errorf("local route for %v: %w", cfg.prefix, err)
 		}
 	}

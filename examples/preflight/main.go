@@ -16,6 +16,7 @@ import (
 	"os"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/host"
 )
 
 func main() {
@@ -25,7 +26,12 @@ func main() {
 	transparent := flag.Bool("transparent", false, "the VPN's socket uses IPV6_TRANSPARENT instead of IPV6_FREEBIND")
 	flag.Parse()
 
-	cfg := conn.DiagnoseConfig{Interface: *iface, Transparent: *transparent}
+	// The config the VPN would pass to conn.Listen, as far as the host is
+	// concerned.
+	cfg := conn.Config{Transparent: *transparent}
+	if *iface != "" {
+		cfg.Receive = conn.Raw{Interface: *iface}
+	}
 	if *prefix == "" {
 		fmt.Fprintln(os.Stderr, "preflight: -prefix is required, e.g. -prefix 2001:db8:b::/64")
 		os.Exit(2)
@@ -41,7 +47,7 @@ func main() {
 	}
 	cfg.Prefix, cfg.Port = p, uint16(*port)
 
-	r := conn.Diagnose(cfg)
+	r := host.Diagnose(cfg)
 	fmt.Print(r)
 	if r.Blocking() {
 		fmt.Println("\nSpreading will not work until the BLOCK findings are fixed.")

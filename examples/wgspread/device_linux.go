@@ -14,7 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/host"
 	"github.com/flowspread/flowspread/conn/wireguard"
 )
 
@@ -27,7 +27,7 @@ func serve(opts options, logger *log.Logger) (err error) {
 	// interface is up and has a listen port, and spread datagrams must
 	// reach it from then on.
 	if opts.localRoute && opts.cfg.Prefix.IsValid() && !opts.stockBind {
-		remove, err := conn.AddLocalRoute(opts.cfg.Prefix)
+		remove, err := host.AddLocalRoute(opts.cfg.Prefix)
 		if err != nil {
 			return fmt.Errorf("add the local route for %v (ip -6 route add local %v dev lo): %w", opts.cfg.Prefix, opts.cfg.Prefix, err)
 		}

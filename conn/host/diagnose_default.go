@@ -1,9 +1,11 @@
 //go:build !linux
 
-package conn
+package host
+
+import "github.com/flowspread/flowspread/conn"
 
 // Diagnose needs Linux: elsewhere it reports one blocking finding.
-func Diagnose(cfg DiagnoseConfig) Report {
+func Diagnose(cfg conn.Config) Report {
 	return Report{Findings: []Finding{{
 		Check:    CheckConfig,
 		Severity: Block,

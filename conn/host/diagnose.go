@@ -1,24 +1,25 @@
-package conn
+package host
 
 import (
-	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/flowspread/flowspread/conn"
 )
 
-// DiagnoseConfig says what [Diagnose] checks the host for: the settings a
-// [Listen] call would use.
-type DiagnoseConfig struct {
-	// Prefix is our spread prefix, routed to this host.
-	Prefix netip.Prefix
-	// Port is the UDP port the VPN listens on; 0 skips the port check.
-	Port uint16
-	// Interface selects the raw receive mode on that interface (AF_PACKET);
-	// empty means the AnyIP mode (a local route and one UDP socket).
+// settings is what Diagnose reads of a [conn.Config].
+type settings struct {
+	conn.Config
+	// Interface is the [conn.Raw] backend's; empty for [conn.AnyIP].
 	Interface string
-	// Transparent: the socket will use IPV6_TRANSPARENT instead of
-	// IPV6_FREEBIND.
-	Transparent bool
+}
+
+func settingsOf(cfg conn.Config) settings {
+	s := settings{Config: cfg}
+	if r, ok := cfg.Receive.(conn.Raw); ok {
+		s.Interface = r.Interface
+	}
+	return s
 }
 
 // Severity grades a [Finding].
@@ -124,4 +125,8 @@ const (
 	CheckRPFilter     = "reverse path filter"
 	CheckForwarding   = "forwarding"
 	CheckMTU          = "mtu"
+	CheckFlowLabel    = "flow label"
+	CheckBuffers      = "socket buffers"
+	CheckPacketInfo   = "packet info"
+	CheckBatch        = "batch receive"
 )

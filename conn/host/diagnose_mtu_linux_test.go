@@ -1,9 +1,10 @@
-package conn
+package host
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -14,7 +15,7 @@ func TestDiagnoseRawMTU(t *testing.T) {
 	ns.Run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	ns.Run(t, "ip", "link", "set", "v0", "up")
 	ns.Run(t, "ip", "link", "set", "v1", "up")
-	cfg := DiagnoseConfig{Prefix: testPrefix, Port: 51820, Interface: "v0"}
+	cfg := conn.Config{Prefix: testPrefix, Port: 51820, Receive: conn.Raw{Interface: "v0"}}
 
 	wantFinding(t, diagnoseIn(t, ns, cfg), CheckMTU, OK, "")
 

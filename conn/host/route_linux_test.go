@@ -1,10 +1,12 @@
-package conn
+package host
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,18 +37,25 @@ func TestAddLocalRouteAddsAndRemoves(t *testing.T) {
 		t.Fatalf("after adding twice, table local has:\n%s\nwant one %q", out, shown)
 	}
 
-	// The route works: the AnyIP receiver gets datagrams to the prefix.
-	r, port := newTestAnyIP(t, ns, false)
-	dst := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::42"), port)
-	send := dialUDP(t, ns, netip.AddrPort{}, dst)
-	if _, err := send.Write([]byte("via the route")); err != nil {
+	// The route works: a socket on [::] gets datagrams to the prefix.
+	uc := listenUDP(t, ns, netip.AddrPort{})
+	dst := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::42"), localAddrPort(uc).Port())
+	if err := ns.Do(func() error {
+		send, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer send.Close()
+		_, err = send.Write([]byte("via the route"))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	readN(t, r, makeMsgs(2, 1500), 1, func(m Message) {
-		if m.OuterDst != dst {
-			t.Errorf("OuterDst %v, want %v", m.OuterDst, dst)
-		}
-	})
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	if n, _, err := uc.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "via the route" {
+		t.Fatalf("read %q, %v; want the datagram sent to %v", buf[:n], err, dst)
+	}
 
 	// The second add found the route there: its remove leaves it.
 	if err := again(); err != nil {

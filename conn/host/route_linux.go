@@ -1,4 +1,4 @@
-package conn
+package host
 
 import (
 	"errors"
@@ -34,12 +34,12 @@ func AddLocalRoute(prefix netip.Prefix) (remove func() error, err error) {
 	// A handle of our own pins the namespace for remove.
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("conn: add local route for %v: open netlink: %w", prefix, err)
+		return nil, fmt.Errorf("host: add local route for %v: open netlink: %w", prefix, err)
 	}
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("conn: add local route for %v: no loopback interface: %w", prefix, err)
+		return nil, fmt.Errorf("host: add local route for %v: no loopback interface: %w", prefix, err)
 	}
 	route.LinkIndex = lo.Attrs().Index
 	nothing := func() error { return nil }
@@ -77,7 +77,7 @@ func RemoveLocalRoute(prefix netip.Prefix) error {
 	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return fmt.Errorf("conn: remove local route for %v: no loopback interface: %w", prefix, err)
+		return fmt.Errorf("host: remove local route for %v: no loopback interface: %w", prefix, err)
 	}
 	route.LinkIndex = lo.Attrs().Index
 	route.Protocol = 0 // match the route whoever added it
@@ -91,7 +91,7 @@ func RemoveLocalRoute(prefix netip.Prefix) error {
 // without its interface.
 func localRoute(prefix netip.Prefix) (*netlink.Route, error) {
 	if !prefix.IsValid() || !prefix.Addr().Is6() || prefix.Addr().Is4In6() {
-		return nil, fmt.Errorf("conn: local route: prefix %v is not an IPv6 prefix", prefix)
+		return nil, fmt.Errorf("host: local route: prefix %v is not an IPv6 prefix", prefix)
 	}
 	prefix = prefix.Masked()
 	return &netlink.Route{
@@ -120,9 +120,9 @@ func hasLocalRoute(h *netlink.Handle, route *netlink.Route) (bool, error) {
 func routeError(op string, prefix netip.Prefix, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return fmt.Errorf("conn: %s %v needs CAP_NET_ADMIN: run as root or grant it with setcap cap_net_admin+ep: %w", op, prefix, err)
+		return fmt.Errorf("host: %s %v needs CAP_NET_ADMIN: run as root or grant it with setcap cap_net_admin+ep: %w", op, prefix, err)
 	case errors.Is(err, unix.EAFNOSUPPORT):
-		return fmt.Errorf("conn: %s %v: IPv6 is disabled on this host (check sysctl net.ipv6.conf.all.disable_ipv6): %w", op, prefix, err)
+		return fmt.Errorf("host: %s %v: IPv6 is disabled on this host (check sysctl net.ipv6.conf.all.disable_ipv6): %w", op, prefix, err)
 	}
-	return fmt.Errorf("conn: %s %v: %w", op, prefix, err)
+	return fmt.Errorf("host: %s %v: %w", op, prefix, err)
 }

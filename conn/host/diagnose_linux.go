@@ -1,4 +1,4 @@
-package conn
+package host
 
 import (
 	"bufio"
@@ -13,12 +13,18 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/conn/internal/sockopt"
 )
 
-// Diagnose checks whether this host is set up for spreading with cfg, and
-// says, for each thing it checks, what it found and the command that fixes
-// what is wrong. It changes nothing. It looks at the network namespace of
-// the calling thread.
+// Diagnose checks whether this host is set up for [conn.Listen] with cfg,
+// and says, for each thing it checks, what it found and the command that
+// fixes what is wrong. It changes nothing. It looks at the network
+// namespace of the calling thread. It reads cfg's Prefix, Port (0 skips
+// the port check), Receive ([conn.Raw] selects the raw mode),
+// Transparent, FlowLabel, DisableGSO and DisableGRO; the peers and keys
+// are no business of the host.
 //
 // What it checks:
 //   - the configuration itself (an IPv6 prefix, a port);
@@ -32,8 +38,11 @@ import (
 //     again);
 //   - whether the prefix overlaps a subnet on a link, where neighbours
 //     would look each address up by neighbour discovery and get no answer;
-//   - kernel support, by probing a socket: IPV6_FREEBIND (or IP_FREEBIND)
-//     or IPV6_TRANSPARENT, UDP_SEGMENT (GSO), UDP_GRO;
+//   - kernel support, by setting on a fresh socket the options Listen
+//     sets, with the same code: IPV6_FREEBIND (or IP_FREEBIND) or
+//     IPV6_TRANSPARENT, IPV6_FLOWINFO_SEND for a flow label, UDP GSO,
+//     the socket buffers, IPV6_RECVPKTINFO and IPV6_RECVTCLASS, UDP_GRO,
+//     recvmmsg(2);
 //   - that the port is free;
 //   - reverse-path filtering: IPv6 has no rp_filter sysctl
 //     (net.ipv4.conf.*.rp_filter is IPv4 only). A firewall rule can filter
@@ -47,7 +56,9 @@ import (
 //
 // It cannot see whether the upstream network routes the prefix to this
 // host; it says so.
-func Diagnose(cfg DiagnoseConfig) Report {
+func Diagnose(cfg conn.Config) Report { return diagnose(settingsOf(cfg)) }
+
+func diagnose(cfg settings) Report {
 	var r Report
 	add := func(check string, s Severity, fix string, format string, args ...any) {
 		r.Findings = append(r.Findings, Finding{Check: check, Severity: s, Detail: fmt.Sprintf(format, args...), Fix: fix})
@@ -76,7 +87,7 @@ func Diagnose(cfg DiagnoseConfig) Report {
 			checkRawRouting(cfg, add)
 		} else {
 			checkLocalRoute(cfg.Prefix.Masked(), add)
-			if v, _ := readSysctl("net.ipv6.conf.all.forwarding"); v == "1" {
+			if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" {
 				add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
 			}
 		}
@@ -91,12 +102,15 @@ func Diagnose(cfg DiagnoseConfig) Report {
 
 type addFinding func(check string, s Severity, fix string, format string, args ...any)
 
+// readSysctl reads the sysctl under /proc/sys at path, in slashes
+// ("net/ipv6/conf/all/forwarding"): a dotted name would split an
+// interface name that has a dot, as a VLAN's does (eth0.100).
 func readSysctl(path string) (string, error) {
-	b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(path, ".", "/"))
+	b, err := os.ReadFile("/proc/sys/" + path)
 	return strings.TrimSpace(string(b)), err
 }
 
-func checkIPv6(cfg DiagnoseConfig, add addFinding) bool {
+func checkIPv6(cfg settings, add addFinding) bool {
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
 		add(CheckIPv6, Block, "remove ipv6.disable=1 from the kernel command line and reboot",
 			"IPv6 is off in this kernel (no /proc/sys/net/ipv6)")
@@ -108,8 +122,13 @@ func checkIPv6(cfg DiagnoseConfig, add addFinding) bool {
 	}
 	ok := true
 	for _, dev := range devs {
-		key := "net.ipv6.conf." + dev + ".disable_ipv6"
-		if v, err := readSysctl(key); err == nil && v == "1" {
+		// sysctl(8) takes the name in slashes too, which keeps a dot in
+		// an interface name whole.
+		key := "net/ipv6/conf/" + dev + "/disable_ipv6"
+		if !strings.Contains(dev, ".") {
+			key = strings.ReplaceAll(key, "/", ".")
+		}
+		if v, err := readSysctl("net/ipv6/conf/" + dev + "/disable_ipv6"); err == nil && v == "1" {
 			add(CheckIPv6, Block, "sysctl -w "+key+"=0", "IPv6 is disabled (%s = 1)", key)
 			ok = false
 		}
@@ -148,7 +167,7 @@ func parseCapEff(status []byte) (uint64, error) {
 	return 0, errors.New("no CapEff line")
 }
 
-func checkCapabilities(cfg DiagnoseConfig, add addFinding) {
+func checkCapabilities(cfg settings, add addFinding) {
 	caps, err := effectiveCaps()
 	if err != nil {
 		add(CheckCapabilities, Warn, "", "cannot read the capabilities from /proc: %v", err)
@@ -171,7 +190,7 @@ func checkCapabilities(cfg DiagnoseConfig, add addFinding) {
 	}
 	if !has(capNetAdmin) {
 		add(CheckCapabilities, Info, "run as root, or: setcap cap_net_admin+ep /path/to/program",
-			"no CAP_NET_ADMIN: enough to run, but AddLocalRoute and route changes need it")
+			"no CAP_NET_ADMIN: enough to run, but AddLocalRoute and route changes need it, and the socket buffers stay within net.core.rmem_max")
 		return
 	}
 	add(CheckCapabilities, OK, "", "the capabilities this mode needs are there")
@@ -228,7 +247,7 @@ func checkLocalRoute(p netip.Prefix, add addFinding) {
 	}
 }
 
-func checkRawRouting(cfg DiagnoseConfig, add addFinding) {
+func checkRawRouting(cfg settings, add addFinding) {
 	p := cfg.Prefix.Masked()
 	link, err := netlink.LinkByName(cfg.Interface)
 	switch {
@@ -246,7 +265,7 @@ func checkRawRouting(cfg DiagnoseConfig, add addFinding) {
 
 	first, _ := prefixEnds(p)
 	typ, dev, err := routeKind(first)
-	forwarding, _ := readSysctl("net.ipv6.conf.all.forwarding")
+	forwarding, _ := readSysctl("net/ipv6/conf/all/forwarding")
 	switch {
 	case err == nil && typ == unix.RTN_LOCAL:
 		add(CheckLocalRoute, Warn, "ip -6 route del local "+p.String()+" dev lo table local",
@@ -277,8 +296,8 @@ func checkRawMTU(ifname string, mtu int, add addFinding) {
 		return
 	}
 	add(CheckMTU, Warn, fmt.Sprintf("set the VPN's inner MTU to %d at both ends (WireGuard: MTU = %d in the [Interface] section, or ip link set wg0 mtu %d)", mtu-wireguardOverhead, mtu-wireguardOverhead, mtu-wireguardOverhead),
-		"interface %s has MTU %d, below the %d bytes a VPN with WireGuard's default inner MTU of 1420 sends: peers' datagrams arrive as IPv6 fragments. The raw receiver reassembles them (up to %d datagrams at once, %d MiB), but each costs a copy, and one lost fragment loses the datagram",
-		ifname, mtu, usual, reasmEntries, reasmEntries*reasmMaxLen>>20)
+		"interface %s has MTU %d, below the %d bytes a VPN with WireGuard's default inner MTU of 1420 sends: peers' datagrams arrive as IPv6 fragments. The raw receiver reassembles them (within the limits conn.Raw documents), but each costs a copy, and one lost fragment loses the datagram",
+		ifname, mtu, usual)
 }
 
 // checkReachability warns when the prefix is a subnet on a link, and says
@@ -310,9 +329,11 @@ func checkReachability(p netip.Prefix, add addFinding) {
 		"datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p)
 }
 
-// checkSocketFeatures probes a fresh socket for what the kernel supports,
-// and binds the port to see whether it is free.
-func checkSocketFeatures(cfg DiagnoseConfig, add addFinding) {
+// checkSocketFeatures sets on a fresh socket the options Listen sets on
+// its own, with the same functions ([sockopt.SetSend], [sockopt.SetRecv]),
+// reports what the kernel refused, and binds the port to see whether it
+// is free.
+func checkSocketFeatures(cfg settings, add addFinding) {
 	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		add(CheckFreebind, Block, "", "cannot open an IPv6 UDP socket to probe the kernel: %v", err)
@@ -320,39 +341,13 @@ func checkSocketFeatures(cfg DiagnoseConfig, add addFinding) {
 	}
 	defer unix.Close(fd)
 
-	if cfg.Transparent {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1); err != nil {
-			add(CheckFreebind, Block, "run as root or grant CAP_NET_ADMIN, or leave Transparent off",
-				"IPV6_TRANSPARENT refused (%v): cannot send from the prefix's addresses", err)
-		} else {
-			add(CheckFreebind, OK, "", "IPV6_TRANSPARENT works: the socket can send from any address of the prefix")
-		}
-	} else {
-		switch {
-		case unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1) == nil:
-			add(CheckFreebind, OK, "", "IPV6_FREEBIND works: the socket can send from any address of the prefix")
-		case unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1) == nil:
-			add(CheckFreebind, OK, "", "IP_FREEBIND works (this kernel predates IPV6_FREEBIND, Linux 4.15)")
-		default:
-			add(CheckFreebind, Block, "run as root and set Transparent (IPV6_TRANSPARENT)",
-				"neither IPV6_FREEBIND nor IP_FREEBIND is accepted: the socket cannot send from the prefix's addresses")
-		}
-	}
-
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1200); err != nil {
-		add(CheckGSO, Warn, "a Linux 4.18 or newer kernel",
-			"UDP GSO (UDP_SEGMENT) unsupported (%v): sending works, one system call per datagram", err)
-	} else {
-		add(CheckGSO, OK, "", "UDP GSO (UDP_SEGMENT) works: runs of one flow go out in one system call")
-	}
-	if cfg.Interface == "" {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1); err != nil {
-			add(CheckGRO, Warn, "a Linux 5.0 or newer kernel",
-				"UDP GRO unsupported (%v): receiving works, one datagram at a time from the kernel", err)
-		} else {
-			add(CheckGRO, OK, "", "UDP GRO works: the kernel hands over runs of one flow at once")
-		}
-	}
+	send, err := sockopt.SetSend(fd, sockopt.SendOptions{Transparent: cfg.Transparent, FlowLabel: cfg.FlowLabel})
+	reportSend(cfg, send, err, add)
+	checkBuffers(send.Buffers, add)
+	// Listen reads the raw mode's unspread datagrams from the socket
+	// without GRO.
+	recv, err := sockopt.SetRecv(fd, cfg.Interface == "" && !cfg.DisableGRO)
+	reportRecv(cfg, recv, err, add)
 
 	if cfg.Port != 0 {
 		err := unix.Bind(fd, &unix.SockaddrInet6{Port: int(cfg.Port)})
@@ -365,6 +360,81 @@ func checkSocketFeatures(cfg DiagnoseConfig, add addFinding) {
 		default:
 			add(CheckPort, OK, "", "UDP port %d is free", cfg.Port)
 		}
+	}
+}
+
+// reportSend turns what [sockopt.SetSend] found into findings.
+func reportSend(cfg settings, c sockopt.SendCaps, err error, add addFinding) {
+	var opt *sockopt.Error
+	errors.As(err, &opt)
+	switch {
+	case opt != nil && opt.Option == "IPV6_TRANSPARENT":
+		add(CheckFreebind, Block, "run as root or grant CAP_NET_ADMIN, or leave Transparent off",
+			"IPV6_TRANSPARENT refused (%v): cannot send from the prefix's addresses", opt.Err)
+	case opt != nil && opt.Option == "IPV6_FREEBIND":
+		add(CheckFreebind, Block, "run as root and set Transparent (IPV6_TRANSPARENT)",
+			"neither IPV6_FREEBIND nor IP_FREEBIND is accepted (%v): the socket cannot send from the prefix's addresses", opt.Err)
+	case err != nil && opt == nil:
+		add(CheckFreebind, Block, "", "cannot set the socket's options: %v", err)
+	case c.Source == sockopt.FreebindIPv4Option:
+		add(CheckFreebind, OK, "", "IP_FREEBIND works (this kernel predates IPV6_FREEBIND, Linux 4.15)")
+	default:
+		add(CheckFreebind, OK, "", "%v works: the socket can send from any address of the prefix", c.Source)
+	}
+	if cfg.FlowLabel && c.Source != sockopt.NoSource {
+		if opt != nil && opt.Option == "IPV6_FLOWINFO_SEND" {
+			add(CheckFlowLabel, Block, "leave FlowLabel off, or use a Linux 3.7 or newer kernel",
+				"IPV6_FLOWINFO_SEND refused (%v): the socket cannot set the flow label", opt.Err)
+		} else {
+			add(CheckFlowLabel, OK, "", "IPV6_FLOWINFO_SEND works: each datagram carries the flow label of its address pair")
+		}
+	}
+	switch {
+	case cfg.DisableGSO:
+		add(CheckGSO, Info, "", "UDP GSO is off (DisableGSO): one system call per datagram")
+	case c.GSOErr != nil:
+		add(CheckGSO, Warn, "a Linux 4.18 or newer kernel",
+			"UDP GSO (UDP_SEGMENT) unsupported (%v): sending works, one system call per datagram", c.GSOErr)
+	default:
+		add(CheckGSO, OK, "", "UDP GSO (UDP_SEGMENT) works: runs of one flow go out in one system call")
+	}
+}
+
+// checkBuffers warns when the kernel granted smaller socket buffers than
+// Listen asks for: bursts beyond them are dropped whole.
+func checkBuffers(b sockopt.Buffers, add addFinding) {
+	if b.Recv >= sockopt.BufferSize && b.Send >= sockopt.BufferSize {
+		add(CheckBuffers, OK, "", "the socket gets the %d MiB send and receive buffers it asks for", sockopt.BufferSize>>20)
+		return
+	}
+	add(CheckBuffers, Warn,
+		fmt.Sprintf("run with CAP_NET_ADMIN (root, or setcap cap_net_admin+ep), which may exceed the limits, or raise them: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d", sockopt.BufferSize, sockopt.BufferSize),
+		"the socket asks for %d KiB buffers and gets %d KiB to receive and %d KiB to send (net.core.rmem_max and wmem_max): a burst beyond them is dropped whole, which the inner TCP sees as loss",
+		sockopt.BufferSize>>10, b.Recv>>10, b.Send>>10)
+}
+
+// reportRecv turns what [sockopt.SetRecv] found into findings.
+func reportRecv(cfg settings, c sockopt.RecvCaps, err error, add addFinding) {
+	if err != nil {
+		add(CheckPacketInfo, Block, "", "%v: the socket cannot tell which address of the prefix a datagram was sent to, or its ECN", err)
+		return
+	}
+	add(CheckPacketInfo, OK, "", "IPV6_RECVPKTINFO and IPV6_RECVTCLASS work: the socket learns which address of the prefix each datagram was sent to, and its ECN")
+	if cfg.Interface == "" {
+		switch {
+		case cfg.DisableGRO:
+			add(CheckGRO, Info, "", "UDP GRO is off (DisableGRO): one datagram at a time from the kernel")
+		case c.GROErr != nil:
+			add(CheckGRO, Warn, "a Linux 5.0 or newer kernel",
+				"UDP GRO unsupported (%v): receiving works, one datagram at a time from the kernel", c.GROErr)
+		default:
+			add(CheckGRO, OK, "", "UDP GRO works: the kernel hands over runs of one flow at once")
+		}
+	}
+	if c.BatchErr != nil {
+		add(CheckBatch, Warn, "", "recvmmsg(2) is missing (%v; some sandboxes and emulators lack it): receiving works, one datagram per system call", c.BatchErr)
+	} else {
+		add(CheckBatch, OK, "", "recvmmsg(2) works: many datagrams per system call")
 	}
 }
 

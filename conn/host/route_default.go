@@ -1,6 +1,6 @@
 //go:build !linux
 
-package conn
+package host
 
 import (
 	"errors"
@@ -11,11 +11,11 @@ import (
 // AddLocalRoute needs Linux; elsewhere it returns an error wrapping
 // [errors.ErrUnsupported].
 func AddLocalRoute(prefix netip.Prefix) (remove func() error, err error) {
-	return nil, fmt.Errorf("conn: local routes for %v need Linux: %w", prefix, errors.ErrUnsupported)
+	return nil, fmt.Errorf("host: local routes for %v need Linux: %w", prefix, errors.ErrUnsupported)
 }
 
 // RemoveLocalRoute needs Linux; elsewhere it returns an error wrapping
 // [errors.ErrUnsupported].
 func RemoveLocalRoute(prefix netip.Prefix) error {
-	return fmt.Errorf("conn: local routes for %v need Linux: %w", prefix, errors.ErrUnsupported)
+	return fmt.Errorf("host: local routes for %v need Linux: %w", prefix, errors.ErrUnsupported)
 }
