@@ -110,3 +110,62 @@ func BenchmarkAcceptPeers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOuterForPeers measures what a send does per datagram to find
+// its outer address pair (outerFor), as the peer table grows: 1024
+// datagrams of 1024 flows, flow i to peer i*benchPeerStride mod n, so with
+// 10,000 peers each goes to another peer. It isolates the lookup that
+// BenchmarkSend/spread-batch/peers=N runs under the system calls.
+func BenchmarkOuterForPeers(b *testing.B) {
+	for _, n := range benchPeerCounts {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			c := scaleConn(b, n)
+			rng := rand.New(rand.NewPCG(3, 4))
+			peers := make([]netip.AddrPort, 1024)
+			flows := make([]Flow, len(peers))
+			for i := range peers {
+				peers[i] = c.peers.peers[i*benchPeerStride%n].addr
+				flows[i] = Flow{Hash: rng.Uint64(), ECN: flowaddr.ECT0, Valid: true}
+			}
+			b.ReportAllocs()
+			var o outerHdr
+			var memo peerMemo
+			k := 0
+			for b.Loop() {
+				if bucket, err := c.outerFor(peers[k], flows[k], &o, &memo); err != nil || bucket < 0 {
+					b.Fatalf("outerFor(%v) = %d, %v", peers[k], bucket, err)
+				}
+				k = (k + 1) % len(peers)
+			}
+		})
+	}
+}
+
+// BenchmarkPeerSetup measures what Listen does with the peer list before
+// it opens a socket, as the list grows: validate (which checks that no
+// two prefixes overlap) and building the peer table.
+func BenchmarkPeerSetup(b *testing.B) {
+	for _, n := range benchPeerCounts {
+		cfg := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: benchPeerList(n, 51820)}
+		b.Run(fmt.Sprintf("validate/peers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := cfg.validate(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("table/peers=%d", n), func(b *testing.B) {
+			valid, err := cfg.validate()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := newPeerTable(&valid); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

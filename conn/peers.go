@@ -31,6 +31,31 @@ type peerEntry struct {
 	hostsOthers bool
 }
 
+// peerRoute is what a send to a configured peer needs, kept in the
+// canonical-address map itself: with thousands of peers the one probe
+// that finds a destination peer usually misses the cache, and it should
+// be the only miss, not the first of three (the map, the peer's entry,
+// its Mapper).
+type peerRoute struct {
+	// firstHi, firstLo: with dst == routeContiguous, the first address
+	// of the peer's range; bucket b's address is first + b.
+	firstHi, firstLo uint64
+	index            int32  // in peerTable.peers, or -1: no such peer
+	scope            uint32 // interface index of a link-local address's zone
+	shift            uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
+	dst              uint8
+}
+
+// Kinds of peerRoute.dst: how a spread send finds the peer's address.
+const (
+	routeCanonical  = iota // the peer is not spread
+	routeContiguous        // first + bucket
+	routeMapper            // the peer entry's Mapper (the scattered layout)
+)
+
+// noRoute is the peerRoute of a destination that is not a peer.
+var noRoute = peerRoute{index: -1}
+
 // endpointKey is an address (v4 as v4-mapped, zone dropped) and a port: a
 // packed map key, cheaper to hash than a netip.AddrPort.
 type endpointKey [18]byte
@@ -64,8 +89,9 @@ type prefixGroup struct {
 // next to /56s of the same /48, say) is resolved by probing the groups of
 // the lengths found in it.
 type peerTable struct {
-	peers     []peerEntry
-	byAddr    map[endpointKey]int32
+	peers []peerEntry
+	// byAddr maps canonical addresses to peers, with what a send needs.
+	byAddr    map[endpointKey]peerRoute
 	blockMask uint64 // keeps the first blockBits bits of an address's first half
 	// blocks gives the peer whose prefix is the only one in a block, or
 	// -1-k when several are: shared[k] has a bit set for each length
@@ -78,7 +104,7 @@ type peerTable struct {
 func newPeerTable(cfg *Config) (*peerTable, error) {
 	t := &peerTable{
 		peers:  make([]peerEntry, len(cfg.Peers)),
-		byAddr: make(map[endpointKey]int32, len(cfg.Peers)),
+		byAddr: make(map[endpointKey]peerRoute, len(cfg.Peers)),
 		blocks: make(map[uint64]int32),
 	}
 	blockBits := 64
@@ -101,7 +127,7 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 			blockBits = min(blockBits, p.Prefix.Bits())
 		}
 		t.peers[i] = e
-		t.byAddr[keyOf(p.Addr)] = int32(i)
+		t.byAddr[keyOf(p.Addr)] = e.route(int32(i))
 	}
 	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
 	for i, p := range cfg.Peers {
@@ -154,13 +180,27 @@ func (t *peerTable) groupOf(bits int) *prefixGroup {
 	return nil
 }
 
-// byCanonical returns the index of the peer whose canonical address is ap,
-// or -1.
-func (t *peerTable) byCanonical(ap netip.AddrPort) int32 {
-	if i, ok := t.byAddr[keyOf(ap)]; ok {
-		return i
+// route returns what a send to peer i, whose entry e is, needs.
+func (e *peerEntry) route(i int32) peerRoute {
+	r := peerRoute{index: i, scope: e.scope}
+	switch {
+	case e.mapper == nil:
+		r.dst = routeCanonical
+	case e.contiguous:
+		r.dst, r.firstHi, r.firstLo, r.shift = routeContiguous, e.firstHi, e.firstLo, 64-e.rangeBits
+	default:
+		r.dst = routeMapper
 	}
-	return -1
+	return r
+}
+
+// byCanonical returns the route to the peer whose canonical address is
+// ap, or noRoute.
+func (t *peerTable) byCanonical(ap netip.AddrPort) peerRoute {
+	if r, ok := t.byAddr[keyOf(ap)]; ok {
+		return r
+	}
+	return noRoute
 }
 
 // bySource returns the index of the peer that an outer source address
@@ -181,8 +221,8 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 			return t.spreadFrom(i, hi, lo, port)
 		}
 	}
-	if j, ok := t.byAddr[keyOf(src)]; ok {
-		return j, false
+	if r, ok := t.byAddr[keyOf(src)]; ok {
+		return r.index, false
 	}
 	if i < 0 {
 		return -1, false

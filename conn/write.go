@@ -88,22 +88,25 @@ const (
 // belongs to one call; its zero value remembers nothing.
 type peerMemo struct {
 	addr  netip.AddrPort
-	index int32
+	route peerRoute
 	valid bool
 }
 
-// byCanonical returns the index of the peer whose canonical address is ap,
-// or -1, as peerTable.byCanonical does.
-func (m *peerMemo) byCanonical(t *peerTable, ap netip.AddrPort) int32 {
+// byCanonical returns the route to the peer whose canonical address is
+// ap, or noRoute, as peerTable.byCanonical does.
+func (m *peerMemo) byCanonical(t *peerTable, ap netip.AddrPort) *peerRoute {
 	if !m.valid || m.addr != ap {
-		m.addr, m.index, m.valid = ap, t.byCanonical(ap), true
+		m.addr, m.route, m.valid = ap, t.byCanonical(ap), true
 	}
-	return m.index
+	return &m.route
 }
 
 // outerFor fills o for a datagram of flow f to peer and returns the
 // bucket of its source address, or -1 when it goes out unspread. memo
 // carries the peer lookup from one message of a batch to the next.
+//
+// With a contiguous range (the default) it reads only the peer's route,
+// found with one map probe, and our own Mapper, which stays in the cache.
 func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo *peerMemo) (int32, error) {
 	if !peer.IsValid() || peer.Port() == 0 {
 		return -1, errBadPeer
@@ -114,33 +117,47 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		o.kind = outerIPv4
 		return -1, nil
 	}
-	pi := int32(-1)
+	r := &noRoute
 	if f.Valid || addr.Zone() != "" {
-		pi = memo.byCanonical(c.peers, peer)
+		r = memo.byCanonical(c.peers, peer)
 	}
 	if addr.Zone() != "" {
-		if pi >= 0 {
-			o.scope = c.peers.peers[pi].scope
+		if r.index >= 0 {
+			o.scope = r.scope
 		} else {
 			o.scope = zoneIndex(addr.Zone())
 		}
 	}
-	if !f.Valid || pi < 0 {
+	if !f.Valid || r.index < 0 {
 		return -1, nil
 	}
-	if m := c.peers.peers[pi].mapper; m != nil {
-		o.dst = m.Addr16(m.Bucket(f.Hash))
+	switch r.dst {
+	case routeContiguous:
+		// A contiguous range never crosses a /64 boundary, so the low
+		// half does not carry (flowaddr.Mapper.AddrWords).
+		putWords(&o.dst, r.firstHi, r.firstLo+f.Hash>>r.shift)
+	case routeMapper:
+		m := c.peers.peers[r.index].mapper
+		hi, lo := m.AddrWords(m.Bucket(f.Hash))
+		putWords(&o.dst, hi, lo)
 	}
 	b := int32(-1)
 	if c.local != nil {
 		b = int32(c.local.Bucket(f.Hash))
-		o.src = c.local.Addr16(uint32(b))
+		hi, lo := c.local.AddrWords(uint32(b))
+		putWords(&o.src, hi, lo)
 		o.kind = outerSpread
 	}
 	if c.flowLabel {
 		o.label = flowLabel(&o.src, &o.dst)
 	}
 	return b, nil
+}
+
+// putWords stores an address given as two big-endian halves in a.
+func putWords(a *[16]byte, hi, lo uint64) {
+	binary.BigEndian.PutUint64(a[:8], hi)
+	binary.BigEndian.PutUint64(a[8:], lo)
 }
 
 // flowLabel derives a nonzero 20-bit IPv6 flow label (RFC 6438: the same
