@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -33,11 +34,21 @@ func Add(name string) (Namespace, error) {
 	return Namespace(name), nil
 }
 
-// Delete kills every process left in n, which would keep it alive after
-// `ip netns del`, then deletes it with every interface in it.
+// Delete kills every other process left in n, which would keep it alive
+// after `ip netns del`, then deletes it with every interface in it. This
+// process is spared: a thread of it that entered n (a test's Do on the
+// main thread) makes `ip netns pids` list it.
 func (n Namespace) Delete() error {
-	if out, _ := exec.Command("ip", "netns", "pids", string(n)).Output(); len(bytes.TrimSpace(out)) > 0 {
-		exec.Command("kill", append([]string{"-KILL"}, strings.Fields(string(out))...)...).Run()
+	out, _ := exec.Command("ip", "netns", "pids", string(n)).Output()
+	self := strconv.Itoa(os.Getpid())
+	var pids []string
+	for _, pid := range strings.Fields(string(out)) {
+		if pid != self {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) > 0 {
+		exec.Command("kill", append([]string{"-KILL"}, pids...)...).Run()
 	}
 	if out, err := exec.Command("ip", "netns", "del", string(n)).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns del %s: %w: %s", n, err, bytes.TrimSpace(out))
