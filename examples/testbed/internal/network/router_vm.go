@@ -141,21 +141,21 @@ func startRouterVM(opts VMOptions, self, clientTap, serverTap string, progress f
 		return nil, err
 	}
 	// The VM hides the host's /tmp (where `go run` builds): the agent's
-	// binary travels in the shared directory.
+	// binary travels in the shared directory. It is loaded at once, and
+	// goes when the agent is ready or has failed.
 	pid := strconv.Itoa(os.Getpid())
 	bin := filepath.Join(out, ".testbed-router-"+pid)
 	if err := CopyFile(self, bin); err != nil {
 		return nil, fmt.Errorf("copy this program into %s for the router VM: %w", out, err)
 	}
+	defer os.Remove(bin)
 	dir := filepath.Join(out, ".router-"+pid)
 	os.RemoveAll(dir)
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		os.Remove(bin)
 		return nil, err
 	}
 	log, err := os.CreateTemp("", "fstb-router-vm-*.log")
 	if err != nil {
-		os.Remove(bin)
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -167,7 +167,6 @@ func startRouterVM(opts VMOptions, self, clientTap, serverTap string, progress f
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		os.Remove(log.Name())
-		os.Remove(bin)
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("run %s: %w", opts.Runner, err)
 	}
@@ -177,29 +176,31 @@ func startRouterVM(opts VMOptions, self, clientTap, serverTap string, progress f
 		close(r.exited)
 	}()
 	progress("booting the router VM (Debian's stock kernel under scripts/vm)")
-	// The binary is loaded at once; it goes when the agent is ready or
-	// has failed.
-	defer os.Remove(bin)
-	const bootTimeout = 3 * time.Minute
-	deadline := time.Now().Add(bootTimeout)
+	if err := r.waitReady(3 * time.Minute); err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// waitReady waits until the agent says the router is set up, or that it
+// failed, or the VM stops, or timeout passes.
+func (r *vmRouter) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for {
-		if _, err := os.Stat(filepath.Join(dir, agentReady)); err == nil {
-			return r, nil
+		if _, err := os.Stat(filepath.Join(r.dir, agentReady)); err == nil {
+			return nil
 		}
-		if why, err := os.ReadFile(filepath.Join(dir, agentFailed)); err == nil {
-			r.stop()
-			return nil, fmt.Errorf("the router VM could not set the router up: %s", why)
+		if why, err := os.ReadFile(filepath.Join(r.dir, agentFailed)); err == nil {
+			return fmt.Errorf("the router VM could not set the router up: %s", why)
 		}
 		select {
 		case <-r.exited:
-			msg := r.tail()
-			r.stop()
-			return nil, fmt.Errorf("the router VM stopped before it was ready: %s", msg)
+			return fmt.Errorf("the router VM stopped before it was ready: %s", r.tail())
 		default:
 		}
 		if time.Now().After(deadline) {
-			r.stop()
-			return nil, fmt.Errorf("the router VM was not ready after %v", bootTimeout)
+			return fmt.Errorf("the router VM was not ready after %v", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -89,31 +89,50 @@ func RunInVM(r VMRun, stdout, stderr io.Writer) (int, error) {
 		"-t", strconv.Itoa(int(r.Timeout / time.Second)), "--", "./" + bin}
 	vmArgs = append(vmArgs, r.Args...)
 	vmArgs = append(vmArgs, "-vm=never", "-out=.")
-	for _, flag := range slices.Sorted(maps.Keys(r.Programs)) {
-		prog := struct{ flag, bin string }{flag, r.Programs[flag]}
-		if prog.bin == "" {
+	progArgs, copies, err := carryPrograms(r.Programs, out)
+	defer func() {
+		for _, c := range copies {
+			os.Remove(c)
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	vmArgs = append(vmArgs, progArgs...)
+	return runForwardingSignals(exec.Command(r.Runner, vmArgs...), out, stdout, stderr)
+}
+
+// carryPrograms puts each of programs (by flag) into the shared directory
+// out, which is the VM's working directory, and returns the flags that
+// name them there and the copies it made.
+func carryPrograms(programs map[string]string, out string) (args, copies []string, err error) {
+	for _, flag := range slices.Sorted(maps.Keys(programs)) {
+		bin := programs[flag]
+		if bin == "" {
 			continue
 		}
-		// Built into the shared directory, which is the VM's working
-		// directory.
-		name := filepath.Base(prog.bin)
-		if filepath.Dir(prog.bin) != out {
-			name = "." + prog.flag + "-vm-" + strconv.Itoa(os.Getpid())
-			if err := CopyFile(prog.bin, filepath.Join(out, name)); err != nil {
-				return 0, fmt.Errorf("copy %s into %s for the VM: %w", prog.bin, out, err)
+		name := filepath.Base(bin) // built into out already
+		if filepath.Dir(bin) != out {
+			name = "." + flag + "-vm-" + strconv.Itoa(os.Getpid())
+			if err := CopyFile(bin, filepath.Join(out, name)); err != nil {
+				return args, copies, fmt.Errorf("copy %s into %s for the VM: %w", bin, out, err)
 			}
-			defer os.Remove(filepath.Join(out, name))
+			copies = append(copies, filepath.Join(out, name))
 		}
-		vmArgs = append(vmArgs, "-"+prog.flag+"=./"+name)
+		args = append(args, "-"+flag+"=./"+name)
 	}
-	cmd := exec.Command(r.Runner, vmArgs...)
-	cmd.Dir = out
+	return args, copies, nil
+}
+
+// runForwardingSignals runs cmd in dir and returns its exit status. A
+// signal to this program stops the VM too, which the runner does when it
+// gets the signal (a terminal's Ctrl-C reaches both anyway).
+func runForwardingSignals(cmd *exec.Cmd, dir string, stdout, stderr io.Writer) (int, error) {
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("run %s: %w", r.Runner, err)
+		return 0, fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
-	// A signal to this program stops the VM too, which the runner does
-	// when it gets the signal (a terminal's Ctrl-C reaches both anyway).
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -122,13 +141,13 @@ func RunInVM(r VMRun, stdout, stderr io.Writer) (int, error) {
 			cmd.Process.Signal(sig)
 		}
 	}()
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		return exit.ExitCode(), nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("run %s: %w", r.Runner, err)
+		return 0, fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
 	return 0, nil
 }

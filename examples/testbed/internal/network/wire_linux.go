@@ -102,73 +102,105 @@ func (w *wire) run() {
 }
 
 func (w *wire) forward(from, to packetSocket, frames, bytes *atomic.Uint64) {
-	var (
-		recv, send       [wireBatch]unix.Mmsghdr
-		recvIov, sendIov [wireBatch]unix.Iovec
-		control          [wireBatch][controlBuffer]byte
-	)
-	bufs := make([]byte, wireBatch*frameBuffer)
-	for i := range recv {
-		recvIov[i].Base = &bufs[i*frameBuffer]
-		recvIov[i].SetLen(frameBuffer)
-		recv[i].Hdr.Iov = &recvIov[i]
-		recv[i].Hdr.SetIovlen(1)
-		recv[i].Hdr.Control = &control[i][0]
-		send[i].Hdr.Iov = &sendIov[i]
-		send[i].Hdr.SetIovlen(1)
-	}
+	b := newBatch()
 	for {
-		for i := range recv {
-			recv[i].Hdr.SetControllen(controlBuffer)
-		}
-		// Block for the first frame, then take whatever else is queued
-		// (MSG_WAITFORONE). MSG_TRUNC reports a frame's real length even
-		// when the buffer was too small. Nothing is allocated per frame.
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(from.fd),
-			uintptr(unsafe.Pointer(&recv[0])), wireBatch, unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
+		n, ok := b.receive(from)
+		if !ok {
 			// A socket error is persistent: stop this direction; the
 			// counters show that nothing more crossed.
 			return
 		}
-		now := time.Now().UnixNano()
-		count := 0
-		for i := range int(n) {
-			if at, ok := receiveTime(&recv[i].Hdr); ok {
-				w.delays[delayBucket(now-at)].Add(1)
-			}
-			size := recv[i].Len
-			if recv[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > frameBuffer {
-				w.oversize.Add(1)
-				continue
-			}
-			sendIov[count].Base = recvIov[i].Base
-			sendIov[count].SetLen(int(size))
-			send[count].Len = 0
-			count++
+		count := w.queue(b, n)
+		w.sendAll(b, to, count, frames, bytes)
+	}
+}
+
+// batch is one direction's message headers and frame buffers, set up once:
+// nothing is allocated per frame.
+type batch struct {
+	recv, send       [wireBatch]unix.Mmsghdr
+	recvIov, sendIov [wireBatch]unix.Iovec
+	control          [wireBatch][controlBuffer]byte
+	bufs             []byte
+}
+
+func newBatch() *batch {
+	b := &batch{bufs: make([]byte, wireBatch*frameBuffer)}
+	for i := range b.recv {
+		b.recvIov[i].Base = &b.bufs[i*frameBuffer]
+		b.recvIov[i].SetLen(frameBuffer)
+		b.recv[i].Hdr.Iov = &b.recvIov[i]
+		b.recv[i].Hdr.SetIovlen(1)
+		b.recv[i].Hdr.Control = &b.control[i][0]
+		b.send[i].Hdr.Iov = &b.sendIov[i]
+		b.send[i].Hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// receive blocks for the first frame, then takes whatever else is queued
+// (MSG_WAITFORONE). MSG_TRUNC reports a frame's real length even when the
+// buffer was too small. It returns false on a socket error.
+func (b *batch) receive(from packetSocket) (int, bool) {
+	for {
+		for i := range b.recv {
+			b.recv[i].Hdr.SetControllen(controlBuffer)
 		}
-		for sent := 0; sent < count; {
-			m, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(to.fd),
-				uintptr(unsafe.Pointer(&send[sent])), uintptr(count-sent), 0, 0, 0)
-			switch {
-			case errno == unix.EINTR:
-				continue
-			case errno != 0:
-				// The frame at send[sent] was refused (too big for the
-				// link, no buffer): count it and go on with the rest.
-				w.sendErrors.Add(1)
-				sent++
-				continue
-			}
-			for i := sent; i < sent+int(m); i++ {
-				frames.Add(1)
-				bytes.Add(uint64(sendIov[i].Len))
-			}
-			sent += int(m)
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(from.fd),
+			uintptr(unsafe.Pointer(&b.recv[0])), wireBatch, unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), true
+		case unix.EINTR:
+			continue
 		}
+		return 0, false
+	}
+}
+
+// queue times the n frames received and lines up those that fit to be
+// sent on, counting the oversize ones; it returns how many it lined up.
+func (w *wire) queue(b *batch, n int) int {
+	now := time.Now().UnixNano()
+	count := 0
+	for i := range n {
+		if at, ok := receiveTime(&b.recv[i].Hdr); ok {
+			w.delays[delayBucket(now-at)].Add(1)
+		}
+		size := b.recv[i].Len
+		if b.recv[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > frameBuffer {
+			w.oversize.Add(1)
+			continue
+		}
+		b.sendIov[count].Base = b.recvIov[i].Base
+		b.sendIov[count].SetLen(int(size))
+		b.send[count].Len = 0
+		count++
+	}
+	return count
+}
+
+// sendAll sends the count frames lined up, counting what went out and
+// what the kernel refused.
+func (w *wire) sendAll(b *batch, to packetSocket, count int, frames, bytes *atomic.Uint64) {
+	for sent := 0; sent < count; {
+		m, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(to.fd),
+			uintptr(unsafe.Pointer(&b.send[sent])), uintptr(count-sent), 0, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno != 0:
+			// The frame at send[sent] was refused (too big for the
+			// link, no buffer): count it and go on with the rest.
+			w.sendErrors.Add(1)
+			sent++
+			continue
+		}
+		for i := sent; i < sent+int(m); i++ {
+			frames.Add(1)
+			bytes.Add(uint64(b.sendIov[i].Len))
+		}
+		sent += int(m)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"slices"
 
+	"github.com/flowspread/flowspread/examples/testbed/internal/load"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -75,6 +76,42 @@ func cdfPoints(samples []float64) plotter.XYs {
 	return pts
 }
 
+// addFlowBars draws one mode's flows from x0 on: the inner ones (the
+// tunnel's) in one color, then the outer ones in another; legend adds
+// the colors to the legend.
+func addFlowBars(p *plot.Plot, flows []load.Flow, x0 float64, legend bool) error {
+	var in, out plotter.Values
+	for _, f := range flows {
+		if f.Path == "inner" {
+			in = append(in, f.GoodputMbit)
+		} else {
+			out = append(out, f.GoodputMbit)
+		}
+	}
+	for _, b := range []struct {
+		v     plotter.Values
+		xmin  float64
+		color color.Color
+		label string
+	}{{in, x0, plotutil.Color(0), "inside the tunnel"}, {out, x0 + float64(len(in)), plotutil.Color(1), "outside"}} {
+		if len(b.v) == 0 {
+			continue
+		}
+		bars, err := plotter.NewBarChart(b.v, vg.Points(14))
+		if err != nil {
+			return err
+		}
+		bars.XMin = b.xmin
+		bars.Color = b.color
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+		if legend {
+			p.Legend.Add(b.label, bars)
+		}
+	}
+	return nil
+}
+
 // plotThroughput draws every bulk flow's goodput, grouped by mode: inner
 // flows (the tunnel's) in one color, outer ones in another, with the
 // equal share of the bottleneck as a line.
@@ -84,7 +121,6 @@ func plotThroughput(rep *Report, path string) error {
 	p.Y.Label.Text = "goodput (Mbit/s)"
 	p.Y.Min = 0
 	p.Add(plotter.NewGrid())
-	innerColor, outerColor := plotutil.Color(0), plotutil.Color(1)
 	flows := rep.Config.InnerFlows + rep.Config.OuterFlows
 	group := float64(flows + 1) // one empty slot between modes
 	var ticks []plot.Tick
@@ -98,34 +134,8 @@ func plotThroughput(rep *Report, path string) error {
 			top = max(top, f.GoodputMbit)
 		}
 		x0 := float64(drawn) * group
-		var in, out plotter.Values
-		for _, f := range r.Flows {
-			if f.Path == "inner" {
-				in = append(in, f.GoodputMbit)
-			} else {
-				out = append(out, f.GoodputMbit)
-			}
-		}
-		for _, b := range []struct {
-			v     plotter.Values
-			xmin  float64
-			color color.Color
-			label string
-		}{{in, x0, innerColor, "inside the tunnel"}, {out, x0 + float64(len(in)), outerColor, "outside"}} {
-			if len(b.v) == 0 {
-				continue
-			}
-			bars, err := plotter.NewBarChart(b.v, vg.Points(14))
-			if err != nil {
-				return err
-			}
-			bars.XMin = b.xmin
-			bars.Color = b.color
-			bars.LineStyle.Width = 0
-			p.Add(bars)
-			if drawn == 0 {
-				p.Legend.Add(b.label, bars)
-			}
+		if err := addFlowBars(p, r.Flows, x0, drawn == 0); err != nil {
+			return err
 		}
 		ticks = append(ticks, plot.Tick{Value: x0 + float64(len(r.Flows)-1)/2, Label: r.Mode})
 		drawn++
