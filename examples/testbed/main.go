@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/examples/testbed/internal/report"
 	"github.com/flowspread/flowspread/examples/testbed/internal/tunnel"
 )
 
@@ -174,7 +175,16 @@ func runHere(cfg *config, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "testbed:", werr)
 		return exitNotMet
 	}
-	if !rep.Valid || err != nil {
+	if err != nil {
+		return exitNotMet
+	}
+	return exitStatus(rep, cfg, stderr)
+}
+
+// exitStatus is the exit status of a run that went to its end, saying
+// on stderr why it is not exitMet.
+func exitStatus(rep *report.Report, cfg *config, stderr io.Writer) int {
+	if !rep.Valid {
 		return exitNotMet
 	}
 	if !cfg.RequireTargets {

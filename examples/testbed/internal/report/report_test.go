@@ -374,4 +374,3 @@ func TestWriteTableNamesTheVPN(t *testing.T) {
 		t.Errorf("table lacks %q:\n%s", want, b.String())
 	}
 }
-
