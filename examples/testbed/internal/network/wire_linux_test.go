@@ -82,14 +82,7 @@ func TestWireForwardsBothWays(t *testing.T) {
 // a client connected to it from namespace a; both close when tb ends.
 func dialEcho(tb testing.TB, a, b *testutil.Netns, server netip.AddrPort) *net.UDPConn {
 	tb.Helper()
-	var srv *net.UDPConn
-	if err := b.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(server))
-		return err
-	}); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { srv.Close() })
+	srv := b.ListenUDP(tb, server)
 	go func() {
 		buf := make([]byte, 2048)
 		for {
@@ -100,15 +93,7 @@ func dialEcho(tb testing.TB, a, b *testutil.Netns, server netip.AddrPort) *net.U
 			srv.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(server))
-		return err
-	}); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cli.Close() })
-	return cli
+	return a.DialUDP(tb, server)
 }
 
 // echoAcross runs a UDP echo server at server in namespace b, sends
@@ -162,14 +147,7 @@ func TestWireCountsOversizeFrames(t *testing.T) {
 	}
 	t.Cleanup(func() { proc.stop() })
 
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := a.DialUDP(t, netip.MustParseAddrPort("[2001:db8:1::2]:9000"))
 	if _, err := cli.Write(make([]byte, 6000)); err != nil { // one 6062-byte frame
 		t.Fatal(err)
 	}

@@ -28,15 +28,6 @@ import (
 // The binary is built on the host, before the testbed re-executes itself
 // in the VM: compiling under emulation would take minutes.
 
-var (
-	// Each end spreads over a /64 of its site, which the router routes to
-	// it; flowtun makes the /64 local with an AnyIP route.
-	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
-	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
-	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
-	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
-)
-
 const (
 	ftIf   = "ft0"
 	ftPort = 51820
@@ -46,6 +37,15 @@ const (
 	// ftStartTimeout bounds a flowtun start, which under emulation takes
 	// a few hundred milliseconds.
 	ftStartTimeout = 20 * time.Second
+)
+
+var (
+	// Each end spreads over a /64 of its site, which the router routes to
+	// it; flowtun makes the /64 local with an AnyIP route.
+	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
+	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
+	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
+	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
 )
 
 // FlowtunPackage is the import path go build makes the tunnel from.

@@ -16,15 +16,15 @@ import (
 // 5-tuple; the kernel computes skb->hash from the inner packet before
 // encrypting (commit c78a0b4a), which is why the testbed needs its wire.
 
+const (
+	wgIf   = "wg0"
+	wgPort = 51820
+)
+
 var (
 	wgInnerNet    = netip.MustParsePrefix("2001:db8:f::/64")
 	wgInnerClient = netip.MustParseAddr("2001:db8:f::a")
 	wgInnerServer = netip.MustParseAddr("2001:db8:f::b")
-)
-
-const (
-	wgIf   = "wg0"
-	wgPort = 51820
 )
 
 // WireGuard is kernel WireGuard between the two hosts' own addresses.
