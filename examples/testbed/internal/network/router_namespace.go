@@ -41,7 +41,11 @@ func (r *namespaceRouter) namespaces(t *Topology) ([]netns.Namespace, string) {
 }
 
 func (r *namespaceRouter) link(t *Topology, progress func(string)) error {
-	progress("linking client-router-server")
+	path := "client-router-server"
+	if r.copying() {
+		path = "client-wire-router-server"
+	}
+	progress("linking " + path)
 	if err := r.linkVeths(t); err != nil {
 		return err
 	}
