@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,8 +21,10 @@ type Flow struct {
 	Path        string  `json:"path"` // "inner" (the tunnel's position) or "outer"
 	GoodputMbit float64 `json:"goodput_mbit"`
 	Retransmits int     `json:"retransmits"`
-	// Intervals are what the sender sent in each of iperf3's one-second
-	// reports of the measured time, to cut the run into rounds.
+	// Intervals are what the receiver got in each of iperf3's one-second
+	// reports of the measured time (what the sender sent, when the
+	// client's output lacks the server's report), to cut the run into
+	// rounds.
 	Intervals []Interval `json:"-"`
 }
 
@@ -70,6 +74,10 @@ type iperf3Report struct {
 		} `json:"streams"`
 	} `json:"end"`
 	Error string `json:"error"`
+	// ServerOutputText is the server's report (--get-server-output),
+	// as text: iperf3 sends the server's JSON only when the server runs
+	// with -J, which would hide the line the testbed waits for.
+	ServerOutputText string `json:"server_output_text"`
 }
 
 var errNoStreams = errors.New("iperf3 reported no streams")
@@ -98,18 +106,59 @@ func parseIperf3(data []byte, path, prefix string) ([]Flow, error) {
 		}
 	}
 	for _, iv := range r.Intervals {
-		for i, s := range iv.Streams {
-			if s.Omitted || i >= len(flows) {
+		for i, st := range iv.Streams {
+			if st.Omitted || i >= len(flows) {
 				continue
 			}
 			flows[i].Intervals = append(flows[i].Intervals, Interval{
-				Start: time.Duration(s.Start * float64(time.Second)),
-				End:   time.Duration(s.End * float64(time.Second)),
-				Bytes: s.Bytes,
-			})
+				Start: seconds64(st.Start), End: seconds64(st.End), Bytes: st.Bytes})
+		}
+	}
+	if received := parseServerIntervals(r.ServerOutputText); len(received) == len(flows) {
+		for i := range flows {
+			flows[i].Intervals = received[i]
 		}
 	}
 	return flows, nil
+}
+
+func seconds64(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// serverInterval is one stream's line of the server's text report:
+//
+//	[  5]   1.00-2.00   sec  6.00 MBytes  50.3 Mbits/sec
+var serverInterval = regexp.MustCompile(`^\[\s*(\d+)\]\s+([\d.]+)-([\d.]+)\s+sec\s+\S+ \S+\s+([\d.]+) ([KMG]?)bits/sec\s*(.*)$`)
+
+// parseServerIntervals reads the receiver's measured intervals of each
+// stream from the server's text report, in the order the streams
+// connected (the client's order). Warm-up lines ("(omitted)") and the
+// totals ("receiver") are left out. It returns nil for text it cannot
+// read.
+func parseServerIntervals(text string) [][]Interval {
+	var order []string
+	byID := map[string][]Interval{}
+	for line := range strings.Lines(text) {
+		m := serverInterval.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil || strings.TrimSpace(m[6]) != "" {
+			continue
+		}
+		start, err1 := strconv.ParseFloat(m[2], 64)
+		end, err2 := strconv.ParseFloat(m[3], 64)
+		rate, err3 := strconv.ParseFloat(m[4], 64)
+		if err1 != nil || err2 != nil || err3 != nil || end <= start {
+			return nil
+		}
+		rate *= map[string]float64{"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[m[5]]
+		if _, seen := byID[m[1]]; !seen {
+			order = append(order, m[1])
+		}
+		byID[m[1]] = append(byID[m[1]], Interval{Start: seconds64(start), End: seconds64(end), Bytes: uint64(math.Round(rate * (end - start) / 8))})
+	}
+	out := make([][]Interval, len(order))
+	for i, id := range order {
+		out[i] = byID[id]
+	}
+	return out
 }
 
 // StartIperf3Server starts an iperf3 server in ns bound to addr:port. It
@@ -133,7 +182,7 @@ type Bulk struct {
 // RunIperf3 runs b from ns.
 func RunIperf3(ctx context.Context, ns netns.Namespace, b Bulk) ([]Flow, error) {
 	args := []string{"iperf3", "-c", b.Server.String(), "-p", strconv.Itoa(b.Port),
-		"-P", strconv.Itoa(b.Streams), "-t", seconds(b.Duration), "-J"}
+		"-P", strconv.Itoa(b.Streams), "-t", seconds(b.Duration), "-J", "--get-server-output"}
 	if b.Omit > 0 {
 		args = append(args, "-O", seconds(b.Omit))
 	}

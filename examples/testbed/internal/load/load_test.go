@@ -292,3 +292,47 @@ func FuzzParseIrtt(f *testing.F) {
 		}
 	})
 }
+
+// TestIperf3ServerIntervals: with the server's report (--get-server-output)
+// the rounds are cut from what the receiver got, not from what the sender
+// handed its socket, which over a short round includes what waits in
+// socket buffers.
+func TestIperf3ServerIntervals(t *testing.T) {
+	// 2 streams at 50 Mbit/s each on loopback, with -O 1 (iperf 3.12).
+	flows, err := parseIperf3(fixture(t, "iperf3-loopback-P2-server-output.json"), "inner", "inner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{50.3, 50.3, 49.3} // the server's lines, after the warm-up
+	for _, f := range flows {
+		if len(f.Intervals) != len(want) {
+			t.Fatalf("%s: %d intervals, want %d", f.Name, len(f.Intervals), len(want))
+		}
+		for i, w := range want {
+			got := f.GoodputBetween(time.Duration(i)*time.Second, time.Duration(i+1)*time.Second)
+			if math.Abs(got-w) > 0.01 {
+				t.Errorf("%s: second %d at %.3f Mbit/s, want %.1f (the receiver's)", f.Name, i, got, w)
+			}
+		}
+	}
+}
+
+func TestParseServerIntervals(t *testing.T) {
+	text := "[  5] local ::1 port 5299 connected to ::1 port 49858\n" +
+		"[  5]   0.00-1.00   sec  6.00 MBytes  50.3 Mbits/sec                  (omitted)\n" +
+		"[  7]   0.00-1.00   sec   500 KBytes  4.10 Mbits/sec\n" +
+		"[  5]   0.00-1.00   sec   250 KBytes  2.05 Mbits/sec\n" +
+		"[SUM]   0.00-1.00   sec   750 KBytes  6.15 Mbits/sec\n" +
+		"[  5]   0.00-3.00   sec  17.9 MBytes  49.9 Mbits/sec                  receiver\n"
+	got := parseServerIntervals(text)
+	if len(got) != 2 || len(got[0]) != 1 || len(got[1]) != 1 {
+		t.Fatalf("intervals %+v, want one for each of 2 streams", got)
+	}
+	// Streams in the order they first appear: 7, then 5.
+	if got[0][0].Bytes != 4_100_000/8 || got[1][0].Bytes != 2_050_000/8 {
+		t.Errorf("bytes %d and %d, want %d and %d", got[0][0].Bytes, got[1][0].Bytes, 4_100_000/8, 2_050_000/8)
+	}
+	if got := parseServerIntervals("iperf3: error - the server is busy"); len(got) != 0 {
+		t.Errorf("garbage gave %+v", got)
+	}
+}
