@@ -43,6 +43,6 @@ func TestTinyExperiment(t *testing.T) {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	var table bytes.Buffer
-	rep.writeTable(&table)
+	rep.WriteTable(&table)
 	checkDirectAndControl(t, rep, table.String()+log.String())
 }

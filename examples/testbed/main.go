@@ -13,100 +13,147 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/examples/testbed/internal/report"
+	"github.com/flowspread/flowspread/examples/testbed/internal/tunnel"
 )
 
-// interruptSignal asks a tool to stop early and still print what it has.
-var interruptSignal = os.Interrupt
+// Exit statuses.
+const (
+	exitMet          = 0 // the report is valid (and, with -require-targets, the targets met)
+	exitNotMet       = 1 // invalid, failed, or a target missed
+	exitRefused      = 2 // refused to start: a flag, root or a tool
+	exitInconclusive = 3 // -require-targets: the host was too busy to judge the latency
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run is the program, returning its exit status: 0 when the report is
-// valid, 1 when it is not or the run failed, 2 when it refused to start.
+// helpers are the subcommands this program runs itself as: the copying
+// wire, the hash-clearing tc program, the router VM's agent.
+var helpers = map[string]func([]string) int{
+	"wire":         network.WireMain,
+	"clear-hash":   network.ClearHashMain,
+	"router-agent": network.RouterAgentMain,
+}
+
+// run is the program, returning its exit status (exitMet and so on).
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "wire" {
-		return wireMain(args[1:])
-	}
-	if len(args) > 0 && args[0] == "clear-hash" {
-		return clearHashMain(args[1:])
-	}
-	if len(args) > 0 && args[0] == "router-agent" {
-		return routerAgentMain(args[1:])
+	if len(args) > 0 {
+		if helper, ok := helpers[args[0]]; ok {
+			return helper(args[1:])
+		}
 	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return exitMet
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed:", err)
-		return 2
+		return exitRefused
 	}
+	if code, ok := prepare(cfg, stderr); !ok {
+		return code
+	}
+	if cfg.built != "" {
+		defer os.Remove(cfg.built)
+	}
+	place, code, ok := placeExperiment(cfg, stderr)
+	if !ok {
+		return code
+	}
+	if place == placeVM {
+		return runWholeInVM(cfg, args, stdout, stderr)
+	}
+	return runHere(cfg, stdout, stderr)
+}
+
+// prepare checks that the experiment can run here and builds the tunnel
+// program it needs; false with the exit status when it cannot.
+func prepare(cfg *config, stderr io.Writer) (int, bool) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "testbed: needs root to create network namespaces and qdiscs: run it as root (sudo)")
-		return 2
+		return exitRefused, false
 	}
 	if missing := missingTools(cfg); len(missing) > 0 {
 		fmt.Fprintf(stderr, "testbed: missing %s: run scripts/install-deps (it installs them with apt-get)\n", strings.Join(missing, ", "))
-		return 2
+		return exitRefused, false
 	}
-
-	if pkg, bin := tunnelProgram(cfg); usesTunnelProgram(cfg) && *bin == "" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
-		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-			fmt.Fprintln(stderr, "testbed:", err)
-			return 1
-		}
-		built, err := buildProgram(cfg.OutDir, pkg)
-		if err != nil {
-			fmt.Fprintln(stderr, "testbed:", err)
-			return 2
-		}
-		defer os.Remove(built)
-		*bin = built
+	pkg, bin := tunnelProgram(cfg)
+	if !usesTunnelProgram(cfg) || *bin != "" || os.Getenv("FLOWSPREAD_IN_VM") == "1" {
+		return exitMet, true
 	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		fmt.Fprintln(stderr, "testbed:", err)
+		return exitNotMet, false
+	}
+	built, err := tunnel.Build(cfg.OutDir, pkg)
+	if err != nil {
+		fmt.Fprintln(stderr, "testbed:", err)
+		return exitRefused, false
+	}
+	*bin, cfg.built = built, built
+	return exitMet, true
+}
 
+// placeExperiment decides where the experiment runs (vmPlan) and says
+// so; false with the exit status when it cannot run.
+func placeExperiment(cfg *config, stderr io.Writer) (string, int, bool) {
 	place, reason, err := vmPlan(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed:", err)
-		return 1
+		return "", exitNotMet, false
 	}
-	if place == placeRouterVM {
-		runner, err := findVMRunner(cfg.VMRunner)
+	switch place {
+	case placeRouterVM:
+		runner, err := network.FindVMRunner(cfg.VMRunner)
 		if err != nil {
 			fmt.Fprintln(stderr, "testbed:", err)
-			return 2
+			return "", exitRefused, false
 		}
 		cfg.VMRunner, cfg.RouterVM = runner, true
 		fmt.Fprintf(stderr, "testbed: %s: the router runs in a VM with Debian's stock kernel (scripts/vm), the hosts and their tunnels here\n", why(reason))
 		if cfg.VM == "auto" {
 			fmt.Fprintln(stderr, "testbed: (-vm=always runs everything in the VM, -vm=never refuses)")
 		}
-	}
-	if place == placeVM {
+	case placeVM:
 		fmt.Fprintf(stderr, "testbed: %s: running the experiment in a VM with Debian's stock kernel (scripts/vm; boot takes about 10 s)\n", why(reason))
 		if cfg.VM == "auto" {
 			fmt.Fprintln(stderr, "testbed: (-vm=never refuses instead)")
 		}
-		start := time.Now()
-		code, err := runInVM(cfg, args, stdout, stderr)
-		if err != nil {
-			fmt.Fprintln(stderr, "testbed:", err)
-			return 1
-		}
-		fmt.Fprintf(stderr, "testbed: the VM run took %.0f s in all, boot included; results in %s\n", time.Since(start).Seconds(), cfg.OutDir)
-		return code
-	}
-	if cfg.VM == "never" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
-		if lack, err := hostLacks(cfg); err == nil && lack != "" {
-			fmt.Fprintf(stderr, "testbed: this kernel lacks %s, and -vm=never forbids the VM: run with -vm=auto\n", lack)
-			return 2
+	default:
+		if cfg.VM == "never" && os.Getenv("FLOWSPREAD_IN_VM") != "1" {
+			if lack, err := hostLacks(cfg); err == nil && lack != "" {
+				fmt.Fprintf(stderr, "testbed: this kernel lacks %s, and -vm=never forbids the VM: run with -vm=auto\n", lack)
+				return "", exitRefused, false
+			}
 		}
 	}
+	return place, exitMet, true
+}
 
+// runWholeInVM runs this program with args in the VM and returns its
+// exit status.
+func runWholeInVM(cfg *config, args []string, stdout, stderr io.Writer) int {
+	start := time.Now()
+	code, err := runInVM(cfg, args, stdout, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "testbed:", err)
+		return exitNotMet
+	}
+	fmt.Fprintf(stderr, "testbed: the VM run took %.0f s in all, boot included; results in %s\n", time.Since(start).Seconds(), cfg.OutDir)
+	return code
+}
+
+// runHere runs the experiment on this machine (the router perhaps in a
+// VM), prints the table, writes the outputs and returns the exit status.
+func runHere(cfg *config, stdout, stderr io.Writer) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed: cannot find this program, which runs the wire:", err)
-		return 1
+		return exitNotMet
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -114,30 +161,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep, err := e.run(ctx)
 	if rep == nil {
 		fmt.Fprintln(stderr, "testbed:", err)
-		return 1
+		return exitNotMet
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "testbed: stopped early:", err)
 	}
-	rep.writeTable(stdout)
-	files, werr := rep.writeOutputs(cfg.OutDir, cfg.Plots)
+	rep.WriteTable(stdout)
+	files, werr := rep.WriteOutputs(cfg.OutDir, cfg.Plots)
 	if len(files) > 0 {
 		fmt.Fprintf(stderr, "testbed: wrote %s\n", strings.Join(files, ", "))
 	}
 	if werr != nil {
 		fmt.Fprintln(stderr, "testbed:", werr)
-		return 1
+		return exitNotMet
 	}
-	if !rep.Valid || err != nil {
-		return 1
+	if err != nil {
+		return exitNotMet
 	}
-	if cfg.RequireTargets {
-		if missed := rep.missedTargets(cfg.LatencyTarget); missed != "" {
-			fmt.Fprintln(stderr, "testbed:", missed)
-			return 1
-		}
+	return exitStatus(rep, cfg, stderr)
+}
+
+// exitStatus is the exit status of a run that went to its end, saying
+// on stderr why it is not exitMet.
+func exitStatus(rep *report.Report, cfg *config, stderr io.Writer) int {
+	if !rep.Valid {
+		return exitNotMet
 	}
-	return 0
+	if !cfg.RequireTargets {
+		return exitMet
+	}
+	missed, inconclusive := rep.Missed(cfg.LatencyTarget)
+	switch {
+	case inconclusive:
+		fmt.Fprintln(stderr, "testbed:", missed)
+		return exitInconclusive
+	case missed != "":
+		fmt.Fprintln(stderr, "testbed:", missed)
+		return exitNotMet
+	}
+	return exitMet
 }
 
 // why turns vmPlan's reason into words: a flag, or what the kernel lacks.
@@ -146,106 +208,6 @@ func why(reason string) string {
 		return "as " + reason + " asks"
 	}
 	return "this kernel lacks " + reason
-}
-
-// parseFlags reads the command line into a config and checks it.
-func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	fs := flag.NewFlagSet("testbed", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := &config{}
-	qdisc := fs.String("qdisc", string(qdiscFQCodel), "bottleneck qdisc: fq_codel (under HTB), cake-flows, cake-triple, or fifo (the control with no isolation)")
-	fs.Float64Var(&cfg.RateMbit, "rate", 20, "bottleneck rate in Mbit/s, each way")
-	fs.DurationVar(&cfg.Duration, "d", 20*time.Second, "measured time of each mode")
-	fs.DurationVar(&cfg.Omit, "warmup", 2*time.Second, "warm-up before each mode's measured time, left out of the results")
-	fs.IntVar(&cfg.InnerFlows, "n", 4, "bulk TCP flows in the tunnel's position (inside it, when there is one)")
-	fs.IntVar(&cfg.OuterFlows, "m", 4, "bulk TCP flows outside the tunnel")
-	fs.DurationVar(&cfg.ProbeInterval, "probe", 10*time.Millisecond, "interval of the irtt latency probes")
-	fs.DurationVar(&cfg.Idle, "idle", 3*time.Second, "probe both paths for this long before each mode's load, to measure each path's own delay with no queue (what the tunnel itself costs); 0 skips it")
-	modeList := fs.String("modes", strings.Join(modeNames(), ","), "modes to run, in order, comma-separated")
-	fs.StringVar(&cfg.OutDir, "out", "testbed-results", "directory for results.json and the plots")
-	wire := fs.String("wire", "both", "where the hash-clearing wire sits: both (client-router and router-server links), client (the client-router link only: ACKs and probe replies then reach the router with the server's hash), or none (plain veths, which leak the flow hash: a diagnostic the control run fails); only where the router is a namespace, not with the router in a VM, whose network cards are real wires")
-	kind := fs.String("wire-kind", string(wireClearHash), "what the wire is: clear-hash (a tc program on the router's ingress clears the flow hash; free) or copy (a forwarder copies every frame into a fresh packet, as a cable does; costs a CPU under emulation)")
-	fs.BoolVar(&cfg.Plots, "plots", true, "draw latency-cdf.png and throughput.png")
-	fs.StringVar(&cfg.VM, "vm", "auto", "where to use a VM with Debian's stock kernel: router (only the router in the VM; the hosts, tunnels and loads here), always (everything in the VM), never, or auto (router when this kernel lacks the qdisc, always when it lacks only WireGuard for the control)")
-	fs.StringVar(&cfg.VMRunner, "vm-runner", "", "path of scripts/vm (default: found from the working directory)")
-	fs.IntVar(&cfg.VMMemMB, "vm-mem", 2048, "VM memory in MiB")
-	fs.BoolVar(&cfg.RequireTargets, "require-targets", false, "exit with status 1 also when the spread mode ran and missed its targets (inner probe p99 within 2 ms of the outer's, Jain >= 0.95), or the one-flow mode ran and was not squeezed")
-	fs.BoolVar(&cfg.LatencyTarget, "latency-target", true, "with -require-targets, require the spread mode's latency target too; false reports it without requiring it (under software emulation each pass through a user-space tunnel end costs about half a millisecond with no load, and a round trip makes four: more than the target allows)")
-	fs.StringVar(&cfg.VPN, "vpn", vpnFlowtun, "the VPN of the one-flow and spread modes: flowtun (examples/flowtun), or wireguard (examples/wgspread: wireguard-go with its own StdNetBind for one-flow, spreading for spread)")
-	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes with -vpn flowtun (default: go build it into -out)")
-	fs.StringVar(&cfg.Wgspread, "wgspread", "", "path of a built examples/wgspread for the one-flow and spread modes with -vpn wireguard (default: go build it into -out)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
-
-Measures how a VPN's inner flows fare at a flow-queueing bottleneck: bulk
-TCP flows (iperf3) and a latency probe (irtt) inside and outside a tunnel,
-through a router that shapes with fq_codel, cake or a FIFO. Needs root.
-Modes: %s.
-
-`, strings.Join(modeNames(), ", "))
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags only; see -help)", fs.Arg(0))
-	}
-	var err error
-	if cfg.Qdisc, err = parseQdiscKind(*qdisc); err != nil {
-		return nil, err
-	}
-	switch w := wirePlacement(*wire); w {
-	case wireClient, wireBoth, wireNone:
-		cfg.Wire = w
-	default:
-		return nil, fmt.Errorf("-wire %q: want client, both or none", *wire)
-	}
-	switch k := wireKind(*kind); k {
-	case wireClearHash, wireCopy:
-		cfg.WireKind = k
-	default:
-		return nil, fmt.Errorf("-wire-kind %q: want clear-hash or copy", *kind)
-	}
-	switch cfg.VPN {
-	case vpnFlowtun, vpnWireGuard:
-	default:
-		return nil, fmt.Errorf("-vpn %q: want flowtun or wireguard", cfg.VPN)
-	}
-	switch cfg.VM {
-	case "auto", "always", "never", "router":
-	default:
-		return nil, fmt.Errorf("-vm %q: want auto, router, always or never", cfg.VM)
-	}
-	for _, name := range strings.Split(*modeList, ",") {
-		name = strings.TrimSpace(name)
-		if _, ok := findMode(name); !ok {
-			return nil, fmt.Errorf("unknown mode %q: want some of %s", name, strings.Join(modeNames(), ","))
-		}
-		if slices.Contains(cfg.Modes, name) {
-			return nil, fmt.Errorf("mode %q listed twice", name)
-		}
-		cfg.Modes = append(cfg.Modes, name)
-	}
-	switch {
-	case cfg.RateMbit <= 0 || cfg.RateMbit > 10000:
-		return nil, fmt.Errorf("-rate %g: want a rate in Mbit/s above 0 and at most 10000", cfg.RateMbit)
-	case cfg.Duration < 2*time.Second:
-		return nil, fmt.Errorf("-d %v: want at least 2s", cfg.Duration)
-	case cfg.Omit < 0:
-		return nil, fmt.Errorf("-warmup %v: want 0 or more", cfg.Omit)
-	case cfg.InnerFlows < 1 || cfg.InnerFlows > 64:
-		return nil, fmt.Errorf("-n %d: want 1 to 64 flows", cfg.InnerFlows)
-	case cfg.OuterFlows < 0 || cfg.OuterFlows > 64:
-		return nil, fmt.Errorf("-m %d: want 0 to 64 flows", cfg.OuterFlows)
-	case cfg.ProbeInterval < time.Millisecond:
-		return nil, fmt.Errorf("-probe %v: want at least 1ms", cfg.ProbeInterval)
-	case cfg.Idle != 0 && cfg.Idle < time.Second:
-		return nil, fmt.Errorf("-idle %v: want 0 (skip) or at least 1s", cfg.Idle)
-	case cfg.VMMemMB < 512:
-		return nil, fmt.Errorf("-vm-mem %d: want at least 512 MiB", cfg.VMMemMB)
-	}
-	return cfg, nil
 }
 
 // toolPackages maps each program the testbed runs to its Debian package.

@@ -7,13 +7,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/examples/testbed/internal/shaping"
 )
 
 // TestMain lets the test binary stand in for the testbed binary as the
-// wire forwarder, which the tests start as `testbed.test wire -a IF -b IF`.
+// wire forwarder and the other helpers, which the tests start as
+// `testbed.test wire -a IF -b IF` and so on.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "wire" {
-		os.Exit(wireMain(os.Args[2:]))
+	if len(os.Args) > 1 {
+		if helper, ok := helpers[os.Args[1]]; ok {
+			os.Exit(helper(os.Args[2:]))
+		}
 	}
 	os.Exit(m.Run())
 }
@@ -23,8 +29,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Qdisc != qdiscFQCodel || cfg.RateMbit != 20 || cfg.Duration != 20*time.Second ||
-		cfg.InnerFlows != 4 || cfg.OuterFlows != 4 || cfg.VM != "auto" || cfg.Wire != wireBoth {
+	if cfg.Qdisc != shaping.FQCodel || cfg.RateMbit != 20 || cfg.Duration != 20*time.Second ||
+		cfg.InnerFlows != 4 || cfg.OuterFlows != 4 || cfg.VM != "auto" || cfg.Wire != network.WireBoth {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if !slices.Equal(cfg.Modes, []string{"direct", "one-flow", "spread", "control"}) {
@@ -39,11 +45,11 @@ func TestParseFlags(t *testing.T) {
 		wantErr string // empty: must parse
 		check   func(*config) bool
 	}{
-		{"cake triple-isolate", []string{"-qdisc", "cake-triple"}, "", func(c *config) bool { return c.Qdisc == qdiscCakeTriple }},
+		{"cake triple-isolate", []string{"-qdisc", "cake-triple"}, "", func(c *config) bool { return c.Qdisc == shaping.CakeTriple }},
 		{"modes in the given order", []string{"-modes", "control,direct"}, "", func(c *config) bool { return slices.Equal(c.Modes, []string{"control", "direct"}) }},
-		{"wire on the client side only", []string{"-wire", "client"}, "", func(c *config) bool { return c.Wire == wireClient }},
-		{"copying wire", []string{"-wire-kind", "copy"}, "", func(c *config) bool { return c.WireKind == wireCopy }},
-		{"hash-clearing wire by default", nil, "", func(c *config) bool { return c.WireKind == wireClearHash && c.LatencyTarget }},
+		{"wire on the client side only", []string{"-wire", "client"}, "", func(c *config) bool { return c.Wire == network.WireClient }},
+		{"copying wire", []string{"-wire-kind", "copy"}, "", func(c *config) bool { return c.WireKind == network.WireCopy }},
+		{"hash-clearing wire by default", nil, "", func(c *config) bool { return c.WireKind == network.WireClearHash && c.LatencyTarget }},
 		{"unknown wire kind", []string{"-wire-kind", "fibre"}, "-wire-kind", nil},
 		{"latency target reported only", []string{"-require-targets", "-latency-target=false"}, "", func(c *config) bool { return c.RequireTargets && !c.LatencyTarget }},
 		{"no outside flows", []string{"-m", "0"}, "", func(c *config) bool { return c.OuterFlows == 0 }},
@@ -106,26 +112,11 @@ func TestMissingToolsNamesPackages(t *testing.T) {
 	}
 }
 
-func TestWireStatsDelays(t *testing.T) {
-	var s wireStats
-	s.Delays = make([]uint64, delayBuckets)
-	for _, ns := range []int64{500, 3_000, 3_500, 900_000} { // 0.5 µs, 3 µs, 3.5 µs, 900 µs
-		s.Delays[delayBucket(ns)]++
+// testConfig is the default experiment.
+func testConfig() *config {
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		panic(err)
 	}
-	if got := s.DelayPercentile(50); got != 0.004 {
-		t.Errorf("median bound %v ms, want 0.004", got)
-	}
-	if got := s.DelayPercentile(99); got != 1.024 {
-		t.Errorf("p99 bound %v ms, want 1.024", got)
-	}
-	if got := delayBucket(100 * 1e9); got != delayBuckets-1 {
-		t.Errorf("100 s lands in bucket %d, want the last", got)
-	}
-	earlier := wireStats{AToBFrames: 1, Delays: make([]uint64, delayBuckets)}
-	earlier.Delays[delayBucket(3_000)] = 1
-	s.AToBFrames = 5
-	d := s.since(earlier)
-	if d.AToBFrames != 4 || d.Delays[delayBucket(3_000)] != 1 || s.Delays[delayBucket(3_000)] != 2 {
-		t.Errorf("since: %+v (and the original changed: %v)", d, s.Delays)
-	}
+	return cfg
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flowspread/flowspread/examples/testbed/internal/report"
 )
 
 // vmRunner is the project's VM runner, from this package's directory.
@@ -93,7 +95,7 @@ func TestExperimentInVM(t *testing.T) {
 // and its progress (stderr). It skips the test unless
 // FLOWSPREAD_VM_EXPERIMENT=1 (saying skipWhy), it runs as root, not with
 // -short, and with every tool the modes of need use.
-func runTestbedInVM(t *testing.T, need *config, skipWhy string, args ...string) (rep *report, stdout, stderr string) {
+func runTestbedInVM(t *testing.T, need *config, skipWhy string, args ...string) (rep *report.Report, stdout, stderr string) {
 	t.Helper()
 	if os.Getenv("FLOWSPREAD_VM_EXPERIMENT") != "1" {
 		t.Skip(skipWhy)
@@ -126,7 +128,7 @@ func runTestbedInVM(t *testing.T, need *config, skipWhy string, args ...string) 
 		// 1 is an invalid report, judged by the caller; anything else is a failure.
 		t.Fatalf("testbed: %v\nstdout:\n%s\nstderr:\n%s", err, outBuf.String(), errBuf.String())
 	}
-	rep, err = readReport(filepath.Join(out, "results.json"))
+	rep, err = report.Read(filepath.Join(out, "results.json"))
 	if err != nil {
 		t.Fatalf("%v\nstderr:\n%s", err, errBuf.String())
 	}
@@ -144,14 +146,14 @@ func runTestbedInVM(t *testing.T, need *config, skipWhy string, args ...string) 
 // checkDirectAndControl asserts what the direct and control modes must
 // show at a flow-queueing bottleneck behind the wire: direct flows are
 // fair, WireGuard's are squeezed into about one flow's share.
-func checkDirectAndControl(t *testing.T, rep *report, table string) {
+func checkDirectAndControl(t *testing.T, rep *report.Report, table string) {
 	t.Helper()
 	if len(rep.Modes) != 2 {
 		t.Fatalf("%d modes in the report, want 2\n%s", len(rep.Modes), table)
 	}
 	direct, control := rep.Modes[0], rep.Modes[1]
 	for _, r := range rep.Modes {
-		if r.Status != statusOK && r.Status != statusInvalid {
+		if r.Status != report.StatusOK && r.Status != report.StatusInvalid {
 			t.Fatalf("mode %s: %s: %q\n%s", r.Mode, r.Status, r.Reasons, table)
 		}
 		if len(r.Flows) != rep.Config.InnerFlows+rep.Config.OuterFlows {
@@ -167,8 +169,8 @@ func checkDirectAndControl(t *testing.T, rep *report, table string) {
 	// The shares say something only when the bottleneck decided them: on
 	// a machine too busy to fill the link (other jobs taking the CPU from
 	// the emulated one) the flows were limited before the router.
-	saturated := func(r modeResult) bool {
-		return float64(r.TotalMbit) >= minShareOfRate*rep.Config.RateMbit
+	saturated := func(r report.ModeResult) bool {
+		return float64(r.TotalMbit) >= report.MinShareOfRate*rep.Config.RateMbit
 	}
 	if !saturated(direct) || !saturated(control) {
 		t.Skipf("the machine was too busy to fill the %g Mbit/s link (direct %.1f, control %.1f Mbit/s): the shares prove nothing; rerun on a quieter machine\n%s",
@@ -181,7 +183,7 @@ func checkDirectAndControl(t *testing.T, rep *report, table string) {
 	if share := float64(control.TunnelShare); share > 0.35 {
 		t.Errorf("WireGuard's flows got %.2f of the goodput: the router isolated them, so the wire leaks the hash\n%s", share, table)
 	}
-	if control.Status != statusOK || direct.Status != statusOK {
+	if control.Status != report.StatusOK || direct.Status != report.StatusOK {
 		t.Errorf("direct %s %q, control %s %q; want both ok\n%s", direct.Status, direct.Reasons, control.Status, control.Reasons, table)
 	}
 }

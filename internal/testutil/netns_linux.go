@@ -1,8 +1,6 @@
 package testutil
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	labns "github.com/flowspread/flowspread/internal/netns"
 )
 
 // SkipUnlessRoot skips t unless it runs as root with the ip command at
@@ -29,6 +29,7 @@ func SkipUnlessRoot(t testing.TB) {
 // test ends, whether it passed or not.
 type Netns struct {
 	Name   string
+	ns     labns.Namespace
 	handle netns.NsHandle
 }
 
@@ -38,22 +39,20 @@ type Netns struct {
 func NewNetns(t testing.TB) *Netns {
 	t.Helper()
 	SkipUnlessRoot(t)
-	var b [4]byte
-	rand.Read(b[:])
-	name := "fs-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	h, err := netns.GetFromName(name)
+	ns, err := labns.Add("fs-" + labns.RandomID())
 	if err != nil {
-		exec.Command("ip", "netns", "del", name).Run()
-		t.Fatalf("open namespace %s: %v", name, err)
+		t.Fatal(err)
 	}
-	n := &Netns{Name: name, handle: h}
+	h, err := netns.GetFromName(string(ns))
+	if err != nil {
+		ns.Delete()
+		t.Fatalf("open namespace %s: %v", ns, err)
+	}
+	n := &Netns{Name: string(ns), ns: ns, handle: h}
 	t.Cleanup(func() {
 		h.Close()
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := ns.Delete(); err != nil {
+			t.Error(err)
 		}
 	})
 	n.Run(t, "ip", "link", "set", "lo", "up")
@@ -92,16 +91,16 @@ func (n *Netns) Run(t testing.TB, args ...string) string {
 // Output runs a command inside the namespace and returns its combined
 // output and error.
 func (n *Netns) Output(args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := n.ns.Command(args...).CombinedOutput()
 	return string(out), err
 }
 
 // Command returns an unstarted command that runs inside the namespace,
 // for programs a test keeps running in the background.
-func (n *Netns) Command(args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
-}
+func (n *Netns) Command(args ...string) *exec.Cmd { return n.ns.Command(args...) }
+
+// Namespace is n for code outside tests, which takes a labns.Namespace.
+func (n *Netns) Namespace() labns.Namespace { return n.ns }
 
 // Veth connects namespaces a and b with a veth pair named aName (in a) and
 // bName (in b), both up. Deleting either namespace removes the pair.

@@ -1,7 +1,6 @@
 package testutil
 
 import (
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -21,22 +20,8 @@ func TestNetnsIsolatedAndConnected(t *testing.T) {
 		t.Fatal("namespace b sees a's interface va")
 	}
 
-	var srv *net.UDPConn
-	if err := b.Do(func() (err error) {
-		srv, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var cli *net.UDPConn
-	if err := a.Do(func() (err error) {
-		cli, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:1::2]:9000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv := b.ListenUDP(t, netip.MustParseAddrPort("[2001:db8:1::2]:9000"))
+	cli := a.DialUDP(t, netip.MustParseAddrPort("[2001:db8:1::2]:9000"))
 	if _, err := cli.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,306 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/internal/netns"
+)
+
+// flowtun, the tunnel under test (examples/flowtun), in its two modes:
+// spreading each inner flow over its own outer address pair, and off (one
+// outer flow between the two hosts' own addresses, as any VPN sends).
+//
+// The binary is built on the host, before the testbed re-executes itself
+// in the VM: compiling under emulation would take minutes.
+
+const (
+	ftIf   = "ft0"
+	ftPort = 51820
+	// ftReady is what flowtun logs once its device is up and its socket
+	// bound: traffic may flow after it.
+	ftReady = " up, MTU "
+	// ftStartTimeout bounds a flowtun start, which under emulation takes
+	// a few hundred milliseconds.
+	ftStartTimeout = 20 * time.Second
+)
+
+var (
+	// Each end spreads over a /64 of its site, which the router routes to
+	// it; flowtun makes the /64 local with an AnyIP route.
+	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
+	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
+	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
+	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
+)
+
+// FlowtunPackage is the import path go build makes the tunnel from.
+const FlowtunPackage = "github.com/flowspread/flowspread/examples/flowtun"
+
+// Build builds the command pkg of this module into dir, from the
+// checkout that holds the working directory (or this program), and
+// returns the binary's path.
+func Build(dir, pkg string) (string, error) {
+	goTool, err := findGo()
+	if err != nil {
+		return "", err
+	}
+	root, err := findCheckout()
+	if err != nil {
+		return "", err
+	}
+	bin, err := filepath.Abs(filepath.Join(dir, "."+path.Base(pkg)+"-"+strconv.Itoa(os.Getpid())))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goTool, "build", "-o", bin, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the tunnel (go build %s in %s): %w: %s", pkg, root, err, strings.TrimSpace(string(out)))
+	}
+	return bin, nil
+}
+
+// findGo returns the go command: on PATH, else where Go installs itself,
+// else in the toolchain this program was built with.
+func findGo() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/local/go/bin/go", filepath.Join(runtime.GOROOT(), "bin", "go")} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("the one-flow and spread modes need Go to build their tunnel (examples/flowtun or examples/wgspread), and no go command was found: install Go, or pass -flowtun or -wgspread PATH of a built one")
+}
+
+// findCheckout returns the directory of flowspread's go.mod, going up from
+// the working directory, then from this program's directory.
+func findCheckout() (string, error) {
+	runner, err := network.FindVMRunner("")
+	if err == nil {
+		root := filepath.Dir(filepath.Dir(runner))
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			return root, nil
+		}
+	}
+	return "", errors.New("cannot find the flowspread checkout to build the tunnel: run the testbed from inside it, or pass -flowtun (or -wgspread) PATH")
+}
+
+// Flowtun is one flowtun end in the client namespace and one in the
+// server namespace.
+type Flowtun struct {
+	Bin    string
+	Spread bool
+	dir    string // PSK and counters
+	ends   []*tunnelEnd
+}
+
+// tunnelEnd is one running end of a tunnel program (flowtun or wgspread).
+type tunnelEnd struct {
+	side  string
+	p     *netns.Process
+	stats string // flowtun's counters file
+}
+
+// NewFlowtun returns flowtun as the binary bin runs it, spreading or not.
+func NewFlowtun(bin string, spread bool) (*Flowtun, error) {
+	if bin == "" {
+		return nil, errors.New("no flowtun binary: the testbed builds it before the run (-flowtun PATH names one)")
+	}
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("flowtun binary: %w", err)
+	}
+	return &Flowtun{Bin: bin, Spread: spread}, nil
+}
+
+// Start runs flowtun at both ends.
+func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath, error) {
+	dir, err := os.MkdirTemp("", "fstb-flowtun-")
+	if err != nil {
+		return InnerPath{}, err
+	}
+	f.dir = dir
+	var key [32]byte
+	rand.Read(key[:])
+	psk := filepath.Join(dir, "psk")
+	if err := os.WriteFile(psk, []byte(hex.EncodeToString(key[:])+"\n"), 0o600); err != nil {
+		f.Stop()
+		return InnerPath{}, err
+	}
+	spread := "off"
+	if f.Spread {
+		spread = "both"
+	}
+	ends := []struct {
+		side               string
+		ns                 netns.Namespace
+		self, peer         netip.Addr
+		prefix, peerPrefix netip.Prefix
+		inner              netip.Addr
+	}{
+		{"client", topo.Client, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, ftInnerClient},
+		{"server", topo.Server, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, ftInnerServer},
+	}
+	for _, e := range ends {
+		args := []string{"-name", ftIf, "-listen-port", strconv.Itoa(ftPort),
+			"-peer", netip.AddrPortFrom(e.peer, ftPort).String(),
+			"-self", netip.AddrPortFrom(e.self, ftPort).String(),
+			"-spread", spread, "-psk-file", psk,
+			"-addr", e.inner.String() + "/64",
+			"-stats", filepath.Join(dir, e.side+".json")}
+		if f.Spread {
+			args = append(args, "-prefix", e.prefix.String(), "-peer-prefix", e.peerPrefix.String())
+		}
+		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.Bin, ftReady, args)
+		if err != nil {
+			f.Stop()
+			return InnerPath{}, err
+		}
+		end.stats = filepath.Join(dir, e.side+".json")
+		f.ends = append(f.ends, end)
+		// The tunnel's own device queue is where inner packets wait
+		// when the tunnel cannot send at once. Hosts default to
+		// fq_codel there (systemd sets net.core.default_qdisc); the VM
+		// has no systemd and would leave a 500-packet FIFO, in which
+		// the inner probe waits behind the inner bulk flows before the
+		// tunnel even sees it.
+		if err := queueTunnelDevice(e.ns, ftIf); err != nil {
+			f.Stop()
+			return InnerPath{}, err
+		}
+	}
+	return InnerPath{Client: ftInnerClient, Server: ftInnerServer}, nil
+}
+
+// queueTunnelDevice puts fq_codel on a tunnel's device, where inner
+// packets wait when the tunnel cannot send at once. Where this kernel has
+// no fq_codel (the hosts of -vm router on a build machine), the device
+// keeps its default queue: the tunnel runs natively there and keeps up
+// with the bottleneck, so next to nothing waits in it.
+func queueTunnelDevice(ns netns.Namespace, dev string) error {
+	err := ns.Run("tc", "qdisc", "replace", "dev", dev, "root", "fq_codel")
+	if err != nil && strings.Contains(err.Error(), "qdisc kind is unknown") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fq_codel on the tunnel's device: %w", err)
+	}
+	return nil
+}
+
+// startTunnelEnd starts one end of program bin and waits until it logs a
+// line containing ready.
+func startTunnelEnd(ns netns.Namespace, program, side, bin, ready string, args []string) (*tunnelEnd, error) {
+	// The highest priority, as the wire's: a real VPN end has a CPU of its
+	// own, and under emulation a tunnel at normal priority waits behind
+	// the load generators it carries.
+	cmd := ns.Command(append([]string{"nice", "-n", "-20", bin}, args...)...)
+	p, err := netns.Start(cmd, program+" ("+side+")", ready, 1, ftStartTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &tunnelEnd{side: side, p: p}, nil
+}
+
+// stop ends the process with SIGTERM (it then removes its device and
+// route and writes its counters), or kills it if it does not end.
+func (e *tunnelEnd) stop() error { return e.p.Stop(10 * time.Second) }
+
+// Stop ends both flowtun processes.
+func (f *Flowtun) Stop() error {
+	var errs []error
+	for _, e := range f.ends {
+		if err := e.stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	f.ends = nil
+	if f.dir != "" {
+		os.RemoveAll(f.dir)
+		f.dir = ""
+	}
+	return errors.Join(errs...)
+}
+
+// Counters asks each end for its counters (SIGUSR1 makes flowtun write
+// them) and returns them by side, as flowtun wrote them.
+func (f *Flowtun) Counters() map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	for _, e := range f.ends {
+		os.Remove(e.stats)
+		if network.AskCounters(e.p) != nil {
+			continue
+		}
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			data, err := os.ReadFile(e.stats)
+			if err == nil && json.Valid(data) {
+				out[e.side] = trimCounters(data)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Drops sums the datagrams the ends dropped, from their counters.
+func Drops(counters map[string]json.RawMessage) (dropped, auth uint64) {
+	for _, raw := range counters {
+		var s struct {
+			Malformed uint64 `json:"dropped_malformed"`
+			Auth      uint64 `json:"dropped_auth"`
+			Replay    uint64 `json:"dropped_replay"`
+			TooOld    uint64 `json:"dropped_too_old"`
+			BadInner  uint64 `json:"dropped_bad_inner"`
+			SendErrs  uint64 `json:"send_errors"`
+			TunErrs   uint64 `json:"tun_write_errors"`
+		}
+		if json.Unmarshal(raw, &s) != nil {
+			continue
+		}
+		dropped += s.Malformed + s.Auth + s.Replay + s.TooOld + s.BadInner + s.SendErrs + s.TunErrs
+		auth += s.Auth
+	}
+	return dropped, auth
+}
+
+// trimCounters drops the per-address datagram counts from flowtun's
+// counters: one number per address of the range, too long for the report.
+func trimCounters(data []byte) json.RawMessage {
+	var s map[string]json.RawMessage
+	if json.Unmarshal(data, &s) != nil {
+		return json.RawMessage(data)
+	}
+	var c map[string]json.RawMessage
+	if json.Unmarshal(s["conn"], &c) == nil {
+		delete(c, "SentPerAddress")
+		if b, err := json.Marshal(c); err == nil {
+			s["conn"] = b
+		}
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return json.RawMessage(data)
+	}
+	return b
+}

@@ -1,0 +1,102 @@
+package tunnel
+
+import (
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+)
+
+// testWgspreadEnds are the two ends on the testbed's own address plan.
+func testWgspreadEnds() [2]wgspreadEnd {
+	return wgspreadEnds(&network.Topology{Client: "fstb-1-client", Server: "fstb-1-server",
+		ClientHost: netip.MustParseAddr("2001:db8:a::1"), ServerHost: netip.MustParseAddr("2001:db8:b::1")}, "0a0b0c")
+}
+
+func TestWgspreadEnds(t *testing.T) {
+	ends := testWgspreadEnds()
+	if ends[0].iface == ends[1].iface {
+		t.Errorf("both ends name their interface %q: their UAPI sockets would clash", ends[0].iface)
+	}
+	for _, e := range ends {
+		if len(e.iface) > 15 {
+			t.Errorf("%s: interface name %q longer than IFNAMSIZ-1", e.side, e.iface)
+		}
+	}
+	c, s := ends[0], ends[1]
+	if c.ns != "fstb-1-client" || s.ns != "fstb-1-server" || c.self != s.peer || c.peer != s.self ||
+		c.prefix != s.peerPrefix || c.peerPrefix != s.prefix || c.inner != s.peerInner || c.peerInner != s.inner {
+		t.Errorf("the ends do not mirror each other:\nclient %+v\nserver %+v", c, s)
+	}
+	// The spread prefixes are flowtun's, inside each side's site, so the
+	// router routes them and both VPNs are measured on one address plan.
+	if c.prefix != ftClientSpread || s.prefix != ftServerSpread || !netip.MustParsePrefix("2001:db8:a::/48").Overlaps(c.prefix) || !netip.MustParsePrefix("2001:db8:b::/48").Overlaps(s.prefix) {
+		t.Errorf("spread prefixes %v and %v, want %v and %v inside the sites", c.prefix, s.prefix, ftClientSpread, ftServerSpread)
+	}
+}
+
+func TestWgspreadArgs(t *testing.T) {
+	ends := testWgspreadEnds()
+	// The key goes in a file: a command line is readable by every user.
+	const keyFile = "/tmp/fstb-wgspread-1/hash-key"
+	for _, tc := range []struct {
+		name   string
+		end    wgspreadEnd
+		spread bool
+		want   []string
+	}{
+		{"client stock bind", ends[0], false, []string{"-stock-bind", "wgsc0a0b0c"}},
+		{"server stock bind", ends[1], false, []string{"-stock-bind", "wgss0a0b0c"}},
+		{"client spread", ends[0], true, []string{"-prefix", "2001:db8:a:1::/64",
+			"-peer-prefix", "[2001:db8:b::1]:51820=2001:db8:b:1::/64", "-hash-key-file", keyFile, "wgsc0a0b0c"}},
+		{"server spread", ends[1], true, []string{"-prefix", "2001:db8:b:1::/64",
+			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key-file", keyFile, "wgss0a0b0c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wgspreadArgs(tc.end, tc.spread, keyFile); !slices.Equal(got, tc.want) {
+				t.Errorf("wgspread %q\nwant     %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWgSetArgs(t *testing.T) {
+	ends := testWgspreadEnds()
+	for _, tc := range []struct {
+		name string
+		end  wgspreadEnd
+		want []string
+	}{
+		{"client", ends[0], []string{"wg", "set", "wgsc0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+			"peer", "PEERPUB=", "endpoint", "[2001:db8:b::1]:51820", "allowed-ips", "2001:db8:d::b/128"}},
+		{"server", ends[1], []string{"wg", "set", "wgss0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+			"peer", "PEERPUB=", "endpoint", "[2001:db8:a::1]:51820", "allowed-ips", "2001:db8:d::a/128"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wgSetArgs(tc.end, "PEERPUB="); !slices.Equal(got, tc.want) {
+				t.Errorf("wg set %q\nwant   %q", got, tc.want)
+			}
+		})
+	}
+	// The canonical endpoint must be the peer host's own address, which
+	// the peer's -peer-prefix names: wgspread drops datagrams from any
+	// other source outside the peer's prefix.
+	if ep := netip.AddrPortFrom(ends[0].peer, wgsPort); !strings.Contains(wgspreadArgs(ends[0], true, "k")[3], ep.String()+"=") {
+		t.Errorf("the client's -peer-prefix does not name the endpoint %v it gives wg", ep)
+	}
+}
+
+func TestFlowtunCounters(t *testing.T) {
+	raw := `{"tun_packets":10,"dropped_auth":2,"dropped_replay":1,"send_errors":3,"conn":{"Sent":10,"SentPerAddress":[0,1,2]}}`
+	trimmed := trimCounters([]byte(raw))
+	if strings.Contains(string(trimmed), "SentPerAddress") || !strings.Contains(string(trimmed), `"Sent":10`) {
+		t.Errorf("trimCounters = %s, want the per-address counts gone and the rest kept", trimmed)
+	}
+	dropped, auth := Drops(map[string]json.RawMessage{"client": trimmed, "server": json.RawMessage(`{"dropped_malformed":4}`)})
+	if dropped != 10 || auth != 2 {
+		t.Errorf("Drops = %d, %d; want 10, 2", dropped, auth)
+	}
+}
