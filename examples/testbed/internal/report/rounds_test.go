@@ -59,11 +59,12 @@ func TestMeasureRounds(t *testing.T) {
 		r.InnerProbe, r.OuterProbe = NewProbeSummary(in), NewProbeSummary(out)
 		return r
 	}
-	// A busy host stalls both probes at the same instants: 1 in 20
-	// instants of every round waits 80 ms more on each side.
+	// A busy host stalls for 60 ms once a second: both probes sent
+	// during the stall wait for its end, the first 60 ms more, the next
+	// 50, and so on, on each side alike.
 	stall := func(i int) time.Duration {
-		if i%20 == 7 {
-			return 80 * ms
+		if k := i % 100; k >= 7 && k < 13 {
+			return time.Duration(60-10*(k-7)) * ms
 		}
 		return 0
 	}
@@ -81,6 +82,15 @@ func TestMeasureRounds(t *testing.T) {
 		{"spread on a host that stalls both probes", "spread",
 			withIntervals(measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), nil, nil), 2.35),
 			roundsOf(3, func(r, i int) (time.Duration, time.Duration) { return 3*ms + stall(i), 3*ms + stall(i) }), "met", true},
+		{"spread on a host that stalls half the time", "spread",
+			withIntervals(measuredRow("spread", repeat(2.35, 4), repeat(2.35, 4), nil, nil), 2.35),
+			roundsOf(3, func(r, i int) (time.Duration, time.Duration) {
+				d := time.Duration(0)
+				if i%20 < 10 {
+					d = time.Duration(60-6*(i%20)) * ms
+				}
+				return 3*ms + d + 500*time.Microsecond, 3*ms + d
+			}), "inconclusive", false},
 		{"one-flow squeezed and slow", "one-flow",
 			withIntervals(measuredRow("one-flow", repeat(0.9, 4), repeat(3.6, 4), nil, nil), 0.9),
 			roundsOf(3, func(r, i int) (time.Duration, time.Duration) { return 25 * ms, 3 * ms }), "not met", false},
