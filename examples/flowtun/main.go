@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/internal/secretflag"
 )
 
 func main() {
@@ -166,12 +165,12 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.TextVar(&cfg.peerPrefix, "peer-prefix", netip.Prefix{}, "the peer's spread `prefix` (its -prefix)")
 	fs.IntVar(&cfg.bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
 	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's prefix; the peer runs src), both, or auto (from the prefixes given)")
-	psk := secret{what: "the PSK", flag: "psk", env: pskEnv}
-	secretVar(fs, (*pskText)(&cfg.psk), psk.flag, "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
-	fs.StringVar(&psk.file, "psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
-	hashKey := secret{what: "the hash key", flag: "hash-key", env: hashKeyEnv}
-	secretVar(fs, &cfg.hashKey, hashKey.flag, "flow hash `key`: 32 hex digits, the same at both ends (default: derived from the PSK). On a command line every user of the host can read it: prefer -hash-key-file or $"+hashKeyEnv)
-	fs.StringVar(&hashKey.file, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`")
+	psk := secretflag.Secret{What: "the PSK", Flag: "psk", Env: pskEnv}
+	secretflag.Var(fs, (*pskText)(&cfg.psk), psk.Flag, "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
+	fs.StringVar(&psk.File, "psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
+	hashKey := secretflag.Secret{What: "the hash key", Flag: "hash-key", Env: hashKeyEnv}
+	secretflag.Var(fs, &cfg.hashKey, hashKey.Flag, "flow hash `key`: 32 hex digits, the same at both ends (default: derived from the PSK). On a command line every user of the host can read it: prefer -hash-key-file or $"+hashKeyEnv)
+	fs.StringVar(&hashKey.File, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`")
 	fs.BoolVar(&cfg.symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.Var(&addrs, "addr", "inner `address/len` of the TUN interface, IPv4 or IPv6; repeat or separate with commas")
 	fs.Var(&routes, "route", "inner `prefix` to route through the tunnel; repeat or separate with commas")
@@ -205,14 +204,14 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	if cfg.self.IsValid() && canonicalAddrPort(cfg.self) == canonicalAddrPort(cfg.peer) {
 		return cfg, "", fmt.Errorf("-self and -peer are both %v: -self is this end's address, -peer the other end's", cfg.self)
 	}
-	given, err := psk.load(fs, (*pskText)(&cfg.psk))
+	given, err := psk.Load(fs, (*pskText)(&cfg.psk))
 	if err != nil {
 		return cfg, "", err
 	}
 	if !given {
 		return cfg, "", fmt.Errorf("-psk-file or $%s is required (or -psk, which other users can read): 64 hex digits shared by both ends (make one with: head -c 32 /dev/urandom | xxd -p -c 32)", pskEnv)
 	}
-	if given, err = hashKey.load(fs, &cfg.hashKey); err != nil {
+	if given, err = hashKey.Load(fs, &cfg.hashKey); err != nil {
 		return cfg, "", err
 	}
 	if !given {
@@ -294,63 +293,6 @@ func (k *pskText) UnmarshalText(text []byte) error {
 	}
 	_, err := hex.Decode(k[:], text)
 	return err
-}
-
-// secretVar defines the flag -name for a key that parses itself. A key
-// has no default to show in -help: the zero key is no one's key.
-func secretVar(fs *flag.FlagSet, key interface {
-	encoding.TextMarshaler
-	encoding.TextUnmarshaler
-}, name, usage string) {
-	fs.TextVar(key, name, key, usage)
-	fs.Lookup(name).DefValue = ""
-}
-
-// secret is one key and the places it can come from: its flag (-NAME),
-// its file flag (-NAME-file) and its environment variable. At most one
-// may give it: a key given twice is an error rather than a precedence
-// rule, since an operator who set two did not mean both, and a silent
-// pick could run with the stale one.
-type secret struct {
-	what, flag, env string // "the PSK", "psk", "FLOWTUN_PSK"
-	file            string // the value of -NAME-file
-}
-
-// load sets key from its file or its variable (the flag has set it
-// already) and says whether any of the three gave it. An empty variable
-// counts as unset; a file or a variable may end in white space.
-func (s secret) load(fs *flag.FlagSet, key encoding.TextUnmarshaler) (given bool, err error) {
-	var places []string
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == s.flag {
-			places = append(places, "-"+s.flag)
-		}
-	})
-	if s.file != "" {
-		places = append(places, "-"+s.flag+"-file")
-	}
-	env := os.Getenv(s.env)
-	if env != "" {
-		places = append(places, "$"+s.env)
-	}
-	if len(places) > 1 {
-		return false, fmt.Errorf("%s is given %d ways (%s): give it one way only, preferably -%s-file or $%s", s.what, len(places), strings.Join(places, ", "), s.flag, s.env)
-	}
-	switch {
-	case s.file != "":
-		b, err := os.ReadFile(s.file)
-		if err != nil {
-			return false, fmt.Errorf("-%s-file: %w", s.flag, err)
-		}
-		if err := key.UnmarshalText(bytes.TrimSpace(b)); err != nil {
-			return false, fmt.Errorf("-%s-file %s: %w", s.flag, s.file, err)
-		}
-	case env != "":
-		if err := key.UnmarshalText([]byte(strings.TrimSpace(env))); err != nil {
-			return false, fmt.Errorf("$%s: %w", s.env, err)
-		}
-	}
-	return len(places) == 1, nil
 }
 
 // writeStats writes s as one line of JSON to path ("-": stderr). A file

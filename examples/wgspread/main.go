@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/hash"
+	"github.com/flowspread/flowspread/internal/secretflag"
 )
 
 func main() {
@@ -114,10 +113,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.TextVar(&opts.cfg.Prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
 	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
 	fs.IntVar(&opts.cfg.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
-	hashKey := secret{what: "the hash key", flag: "hash-key", env: hashKeyEnv}
-	secretVar(fs, &opts.cfg.Key, hashKey.flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
+	hashKey := secretflag.Secret{What: "the hash key", Flag: "hash-key", Env: hashKeyEnv}
+	secretflag.Var(fs, &opts.cfg.Key, hashKey.Flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
 		"every local user can read it in /proc/PID/cmdline: prefer -hash-key-file or $"+hashKeyEnv)
-	fs.StringVar(&hashKey.file, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
+	fs.StringVar(&hashKey.File, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
@@ -154,7 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
 	}
 	opts.cfg.Peers = peers
-	given, err := hashKey.load(fs, &opts.cfg.Key)
+	given, err := hashKey.Load(fs, &opts.cfg.Key)
 	if err != nil {
 		return opts, err
 	}
@@ -171,62 +170,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // unlike the command line, a process's environment is readable only by
 // its own user and root.
 const hashKeyEnv = "WGSPREAD_HASH_KEY"
-
-// secretVar defines the flag -name for a key that parses itself. A key
-// has no default to show in -help: the zero key is no one's key.
-func secretVar(fs *flag.FlagSet, key interface {
-	encoding.TextMarshaler
-	encoding.TextUnmarshaler
-}, name, usage string) {
-	fs.TextVar(key, name, key, usage)
-	fs.Lookup(name).DefValue = ""
-}
-
-// secret is a key and the places it can come from: its flag (-NAME), its
-// file flag (-NAME-file) and its environment variable. Two places are an
-// error, even when they agree: one of them would be forgotten when the
-// key changes.
-type secret struct {
-	what, flag, env string // "the hash key", "hash-key", "WGSPREAD_HASH_KEY"
-	file            string // the value of -NAME-file
-}
-
-// load sets key from its file or its variable (the flag has set it
-// already) and says whether any of the three gave it. An empty variable
-// counts as unset; a file or a variable may end in white space.
-func (s secret) load(fs *flag.FlagSet, key encoding.TextUnmarshaler) (given bool, err error) {
-	var places []string
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == s.flag {
-			places = append(places, "-"+s.flag)
-		}
-	})
-	if s.file != "" {
-		places = append(places, "-"+s.flag+"-file")
-	}
-	env := os.Getenv(s.env)
-	if env != "" {
-		places = append(places, "$"+s.env)
-	}
-	if len(places) > 1 {
-		return false, fmt.Errorf("%s is given %d ways (%s): give it one way only, preferably -%s-file or $%s", s.what, len(places), strings.Join(places, ", "), s.flag, s.env)
-	}
-	switch {
-	case s.file != "":
-		b, err := os.ReadFile(s.file)
-		if err != nil {
-			return false, fmt.Errorf("-%s-file: %w", s.flag, err)
-		}
-		if err := key.UnmarshalText(bytes.TrimSpace(b)); err != nil {
-			return false, fmt.Errorf("-%s-file %s: %w", s.flag, s.file, err)
-		}
-	case env != "":
-		if err := key.UnmarshalText([]byte(strings.TrimSpace(env))); err != nil {
-			return false, fmt.Errorf("$%s: %w", s.env, err)
-		}
-	}
-	return len(places) == 1, nil
-}
 
 func prefixesOf(peers []conn.Peer) []netip.Prefix {
 	ps := make([]netip.Prefix, len(peers))
