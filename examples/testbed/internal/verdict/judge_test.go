@@ -390,3 +390,37 @@ func TestJudgeSpread(t *testing.T) {
 		t.Errorf("two narrow misses and one met: %v, want not met: %q", res.Status, res.Reasons)
 	}
 }
+
+// TestJudgeIndependentJitter is the direct mode's case: two probes on one
+// path, each waiting its own 0-12 ms behind the bulk flows' packets. The
+// plain p99 of their differences is several ms (a quiet host showed 2.7
+// to 6 ms), yet nothing is wrong, so the round must be Met; the same
+// probes with the inner one queueing 40 ms at one instant in 20, as
+// behind a bulk flow in its queue, must be NotMet.
+func TestJudgeIndependentJitter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	jitter := func() time.Duration { return time.Duration(rng.ExpFloat64() * float64(2*time.Millisecond)) }
+	var quiet, queued Round
+	for k := range 1000 {
+		at := t0.Add(time.Duration(k) * interval)
+		in, out := time.Millisecond+jitter(), time.Millisecond+jitter()
+		quiet.Inner = append(quiet.Inner, Sample{Sent: at, RTT: in})
+		quiet.Outer = append(quiet.Outer, Sample{Sent: at.Add(3 * time.Millisecond), RTT: out})
+		if k%20 == 3 {
+			in += 40 * time.Millisecond
+		}
+		queued.Inner = append(queued.Inner, Sample{Sent: at, RTT: in})
+		queued.Outer = append(queued.Outer, Sample{Sent: at.Add(3 * time.Millisecond), RTT: out})
+	}
+	got := Judge([]Round{quiet}, targets).Rounds[0]
+	if got.Status != Met {
+		t.Errorf("independent jitter alone: %v (DiffQ %v), want met: %q", got.Status, got.DiffQ, got.Reasons)
+	}
+	diffs := pairProbes(stamp(quiet.Inner, t0), stamp(quiet.Outer, t0), int64(interval), int64(stallOver)).diffs
+	if plain := time.Duration(quantile(diffs, targets.Quantile)); plain <= targets.Gap {
+		t.Fatalf("the plain p99 of the differences is %v: the case does not test the jitter", plain)
+	}
+	if got := Judge([]Round{queued}, targets).Rounds[0]; got.Status != NotMet {
+		t.Errorf("inner probe queueing at 1 instant in 20: %v (DiffQ %v), want not met", got.Status, got.DiffQ)
+	}
+}

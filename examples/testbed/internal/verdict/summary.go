@@ -82,3 +82,16 @@ func quantileAbove(sorted []float64, below int, q float64) float64 {
 	}
 	return a + (rank-float64(lo))*(b-a)
 }
+
+// tailExcess is how far the q-quantile of the per-instant differences
+// (sorted, ascending) lies beyond what the two probes' own jitter gives:
+// the q-quantile plus the (1-q)-quantile less the median. Two probes on
+// one path jitter independently, so their differences spread both ways
+// alike, and the plain p99 of the differences of two identical paths is
+// several ms (the direct mode showed 2.7-6 ms on a quiet host). For such
+// symmetric noise around a shift D the figure is D; a tunnel that makes
+// its probe queue now and then stretches the upper tail only, and the
+// figure grows by that stretch.
+func tailExcess(sorted []float64, q float64) float64 {
+	return quantile(sorted, q) + quantile(sorted, 1-q) - quantile(sorted, 0.5)
+}

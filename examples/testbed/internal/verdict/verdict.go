@@ -65,9 +65,11 @@ type RoundResult struct {
 	Status Status
 	// Pairs is how many instants both probes were answered.
 	Pairs int
-	// DiffP50 and DiffQ are the median and the Targets.Quantile of the
-	// per-instant differences inner minus outer, over the Diffs answered
-	// instants the host did not stall; zero when Diffs is 0.
+	// DiffP50 is the median of the per-instant differences inner minus
+	// outer, over the Diffs answered instants the host did not stall;
+	// DiffQ is their Targets.Quantile less what the two probes' own
+	// jitter gives (see the package doc: the figure judged). Both are
+	// zero when Diffs is 0.
 	DiffP50, DiffQ time.Duration
 	// InnerLoss and OuterLoss are the fractions of each probe lost.
 	InnerLoss, OuterLoss float64
