@@ -89,7 +89,7 @@
 // # Rounds
 //
 // A mode is Met when more than half of its rounds are Met and the others
-// are Inconclusive or missed narrowly (by at most twice the gap, with no
+// are Inconclusive or missed narrowly (by at most five times the gap, with no
 // loss miss); NotMet when more than half of its rounds are NotMet and
 // none of the Met rounds contradicts a wide miss; and Inconclusive
 // otherwise: too many inconclusive rounds, or Met rounds beside rounds

@@ -377,11 +377,11 @@ func TestJudgeSpread(t *testing.T) {
 	}
 	// Narrow misses among Met rounds do not spoil a Met majority; a wide
 	// one does.
-	res = Judge([]Round{mk(time.Millisecond), mk(time.Millisecond), mk(3 * time.Millisecond)}, targets)
+	res = Judge([]Round{mk(time.Millisecond), mk(time.Millisecond), mk(9 * time.Millisecond)}, targets)
 	if res.Status != Met {
 		t.Errorf("two met and one narrow miss: %v, want met: %q", res.Status, res.Reasons)
 	}
-	res = Judge([]Round{mk(time.Millisecond), mk(time.Millisecond), mk(5 * time.Millisecond)}, targets)
+	res = Judge([]Round{mk(time.Millisecond), mk(time.Millisecond), mk(11 * time.Millisecond)}, targets)
 	if res.Status != Inconclusive {
 		t.Errorf("two met and one wide miss: %v, want inconclusive: %q", res.Status, res.Reasons)
 	}
