@@ -171,7 +171,7 @@ func judgeRound(r Round, t Targets) (RoundResult, cause) {
 	enough := len(p.diffs) >= minDiffs(t.Quantile)
 	// The stalled instants count as passes in the upper quantile, so that
 	// leaving them out can only lower a miss.
-	if enough && quantileAbove(p.diffs, p.stalled, t.Quantile)+quantile(p.diffs, 1-t.Quantile)-quantile(p.diffs, 0.5) > float64(t.Gap) {
+	if enough && tailExcessAbove(p.diffs, p.stalled, t.Quantile) > float64(t.Gap) {
 		misses = append(misses, fmt.Sprintf("the inner probe waited %s more than the outer one at %s of the instants both were answered, beyond what the two probes' own jitter explains (at most %s): it queued where the outer probe did not",
 			ms(res.DiffQ), q, ms(t.Gap)))
 	}

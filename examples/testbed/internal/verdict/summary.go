@@ -93,5 +93,12 @@ func quantileAbove(sorted []float64, below int, q float64) float64 {
 // its probe queue now and then stretches the upper tail only, and the
 // figure grows by that stretch.
 func tailExcess(sorted []float64, q float64) float64 {
-	return quantile(sorted, q) + quantile(sorted, 1-q) - quantile(sorted, 0.5)
+	return tailExcessAbove(sorted, 0, q)
+}
+
+// tailExcessAbove is tailExcess with below more values, all lower than
+// any of sorted, counted under its upper quantile only (see quantileAbove):
+// Judge counts the stalled instants so, as passes.
+func tailExcessAbove(sorted []float64, below int, q float64) float64 {
+	return quantileAbove(sorted, below, q) + quantile(sorted, 1-q) - quantile(sorted, 0.5)
 }
