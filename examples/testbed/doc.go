@@ -76,8 +76,9 @@
 // round, at the same instants, so that a probe that shared a bulk flow's
 // queue does so for one round only. The latency verdict
 // (examples/testbed/internal/verdict) pairs the two probes instant by
-// instant and judges the per-instant differences, inner minus outer,
-// round by round: whatever stalls both probes (a busy host) cancels out.
+// instant and judges the inner probe's p99 against the outer probe's over
+// the same instants, round by round, leaving out the instants where the
+// host stalled both (a busy host).
 // When the host itself was the problem (the idle probes or the outer path
 // already miss, the rounds disagree) the verdict is "inconclusive", never
 // a false "not met" or "met".
@@ -108,8 +109,8 @@
 // could not keep up), the copying wire dropped frames, a probe got no
 // reply, or the control shows that the wire leaks the hash. With
 // -require-targets the exit status is 1 also when the spread mode misses
-// its targets (inner probe within 2 ms of the outer probe at the 99th
-// percentile of their per-instant differences, Jain's index >= 0.95) or
+// its targets (inner probe's p99 within 2 ms of the outer probe's, over
+// the same instants, Jain's index >= 0.95) or
 // the one-flow mode was not squeezed towards one flow's share, as
 // scripts/experiment asks, and 3 when the latency verdict was
 // inconclusive: the host was too busy to tell, and the message says what

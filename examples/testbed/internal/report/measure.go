@@ -127,13 +127,13 @@ func (r *ModeResult) judgeRounds(rounds []Round, t verdict.Targets) verdict.Stat
 		if i < len(res.Rounds) {
 			v := res.Rounds[i]
 			rr.Latency, rr.Pairs, rr.Reasons = v.Status.String(), v.Pairs, v.Reasons
-			rr.DiffP50Ms, rr.DiffQMs = ms(v.DiffP50), ms(v.DiffQ)
+			rr.DiffP50Ms, rr.GapQMs = ms(v.DiffP50), ms(v.GapQ)
 			rr.InnerLoss, rr.OuterLoss = v.InnerLoss, v.OuterLoss
 		}
 	}
 	r.Verdict = &Verdict{
 		Status: res.Status.String(), Quantile: t.Quantile, GapMs: float64(ms(t.Gap)),
-		DiffQMinMs: ms(res.DiffQMin), DiffQMedianMs: ms(res.DiffQMedian), DiffQMaxMs: ms(res.DiffQMax),
+		GapQMinMs: ms(res.GapQMin), GapQMedianMs: ms(res.GapQMedian), GapQMaxMs: ms(res.GapQMax),
 		Reasons: res.Reasons, Advice: res.Advice,
 	}
 	return res.Status
@@ -297,8 +297,8 @@ func (rep *Report) missedOneFlow(r ModeResult) string {
 // latencyWords says the row's latency figures against the target.
 func (r ModeResult) latencyWords() string {
 	if r.Verdict != nil {
-		return fmt.Sprintf("inner probe %.1f ms above the outer's at the %g quantile of per-instant differences (median round; rounds %.1f to %.1f; at most %g)",
-			float64(r.Verdict.DiffQMedianMs), r.Verdict.Quantile, float64(r.Verdict.DiffQMinMs), float64(r.Verdict.DiffQMaxMs), r.Verdict.GapMs)
+		return fmt.Sprintf("inner probe's %g quantile %.1f ms above the outer's over the same instants (median round; rounds %.1f to %.1f; at most %g)",
+			r.Verdict.Quantile, float64(r.Verdict.GapQMedianMs), float64(r.Verdict.GapQMinMs), float64(r.Verdict.GapQMaxMs), r.Verdict.GapMs)
 	}
 	return fmt.Sprintf("inner probe p99 %.1f ms above the outer's (at most %g)", float64(r.Targets.P99GapMs), targetGapMs)
 }

@@ -27,9 +27,9 @@ const (
 
 // Targets of the spreading tunnel (the issue's acceptance figures).
 const (
-	// TargetGap bounds the inner probe's delay beyond the outer's: the
-	// 99th percentile of their per-instant differences (and, for runs
-	// without send times, the difference of their p99s).
+	// TargetGap bounds the inner probe's p99 beyond the outer's, over
+	// the instants both were answered (and, for runs without send times,
+	// over all their samples).
 	TargetGap      = 2 * time.Millisecond
 	targetGapMs    = 2.0
 	TargetQuantile = 0.99
@@ -177,11 +177,12 @@ type RoundResult struct {
 	TunnelShare number `json:"tunnel_share"`
 	Latency     string `json:"latency"` // met, not met, inconclusive
 	// Pairs is how many instants both probes were answered; DiffP50Ms
-	// and DiffQMs the median and the target quantile of the per-instant
-	// differences inner minus outer.
+	// the median of the per-instant differences inner minus outer, and
+	// GapQMs the inner probe's target quantile less the outer's over the
+	// same instants (the figure judged).
 	Pairs     int      `json:"pairs"`
 	DiffP50Ms number   `json:"diff_p50_ms"`
-	DiffQMs   number   `json:"diff_q_ms"`
+	GapQMs    number   `json:"gap_q_ms"`
 	InnerLoss float64  `json:"inner_loss"`
 	OuterLoss float64  `json:"outer_loss"`
 	Reasons   []string `json:"reasons,omitempty"`
@@ -192,13 +193,13 @@ type Verdict struct {
 	Status   string  `json:"status"` // met, not met, inconclusive
 	Quantile float64 `json:"quantile"`
 	GapMs    float64 `json:"gap_ms"` // the target
-	// DiffQ*Ms are the spread over the rounds of each round's quantile
-	// of the per-instant differences.
-	DiffQMinMs    number   `json:"diff_q_min_ms"`
-	DiffQMedianMs number   `json:"diff_q_median_ms"`
-	DiffQMaxMs    number   `json:"diff_q_max_ms"`
-	Reasons       []string `json:"reasons,omitempty"`
-	Advice        string   `json:"advice,omitempty"`
+	// GapQ*Ms are the spread over the rounds of each round's gap at the
+	// target quantile.
+	GapQMinMs    number   `json:"gap_q_min_ms"`
+	GapQMedianMs number   `json:"gap_q_median_ms"`
+	GapQMaxMs    number   `json:"gap_q_max_ms"`
+	Reasons      []string `json:"reasons,omitempty"`
+	Advice       string   `json:"advice,omitempty"`
 }
 
 // WriteJSON writes the report to path.

@@ -112,7 +112,7 @@ func TestMeasureRounds(t *testing.T) {
 					t.Errorf("round %d: share %v, Jain %v; the whole run %v, %v", i, rr.TunnelShare, rr.Jain, r.TunnelShare, r.Jain)
 				}
 			}
-			if r.Verdict.DiffQMinMs > r.Verdict.DiffQMedianMs || r.Verdict.DiffQMedianMs > r.Verdict.DiffQMaxMs {
+			if r.Verdict.GapQMinMs > r.Verdict.GapQMedianMs || r.Verdict.GapQMedianMs > r.Verdict.GapQMaxMs {
 				t.Errorf("spread of the rounds out of order: %+v", r.Verdict)
 			}
 		})

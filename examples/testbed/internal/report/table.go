@@ -139,11 +139,11 @@ func latencyCell(p ProbeSummary) string {
 }
 
 // verdictCell is the row's latency verdict with the spread of the
-// rounds' quantiles of the per-instant differences: "met 0.3 (0.1..0.5)".
+// rounds' gaps at the target quantile: "met 0.3 (0.1..0.5)".
 func verdictCell(r ModeResult) string {
 	if r.Verdict == nil {
 		return r.Targets.Latency
 	}
-	return fmt.Sprintf("%s %.1f (%.1f..%.1f)", r.Targets.Latency, float64(r.Verdict.DiffQMedianMs),
-		float64(r.Verdict.DiffQMinMs), float64(r.Verdict.DiffQMaxMs))
+	return fmt.Sprintf("%s %.1f (%.1f..%.1f)", r.Targets.Latency, float64(r.Verdict.GapQMedianMs),
+		float64(r.Verdict.GapQMinMs), float64(r.Verdict.GapQMaxMs))
 }

@@ -95,8 +95,8 @@ func FuzzJudge(f *testing.F) {
 		if len(res.Rounds) != len(rounds) {
 			t.Fatalf("%d round results for %d rounds", len(res.Rounds), len(rounds))
 		}
-		if !(res.DiffQMin <= res.DiffQMedian && res.DiffQMedian <= res.DiffQMax) {
-			t.Fatalf("DiffQ spread %v %v %v", res.DiffQMin, res.DiffQMedian, res.DiffQMax)
+		if !(res.GapQMin <= res.GapQMedian && res.GapQMedian <= res.GapQMax) {
+			t.Fatalf("GapQ spread %v %v %v", res.GapQMin, res.GapQMedian, res.GapQMax)
 		}
 		if res.Status != Met && len(res.Reasons) == 0 {
 			t.Fatalf("%v with no reason", res.Status)
@@ -115,8 +115,8 @@ func FuzzJudge(f *testing.F) {
 				r.Instants > min(len(rounds[k].Inner), len(rounds[k].Outer)) {
 				t.Fatalf("round %d: %d instants, %d pairs, %d stalled, %d diffs", k, r.Instants, r.Pairs, r.Stalled, r.Diffs)
 			}
-			if r.Status == Met && (r.DiffQ > tg.Gap || r.Diffs == 0) {
-				t.Fatalf("round %d: met with DiffQ %v over %d diffs", k, r.DiffQ, r.Diffs)
+			if r.Status == Met && (r.GapQ > tg.Gap || r.Diffs == 0) {
+				t.Fatalf("round %d: met with GapQ %v over %d diffs", k, r.GapQ, r.Diffs)
 			}
 			if !(r.InnerLoss >= 0 && r.InnerLoss <= 1 && r.OuterLoss >= 0 && r.OuterLoss <= 1) {
 				t.Fatalf("round %d: loss %g %g", k, r.InnerLoss, r.OuterLoss)

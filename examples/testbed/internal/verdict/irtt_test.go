@@ -99,8 +99,8 @@ func TestJudgeRealTrace(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			res := Judge([]Round{{Inner: derive(tt.extra), Outer: outer}}, tg)
 			rr := res.Rounds[0]
-			t.Logf("%v: %d instants, %d stalled, offset %v, DiffQ %v, outer p99 %v; %s",
-				rr.Status, rr.Instants, rr.Stalled, rr.Offset, rr.DiffQ, rr.Outer.P99, strings.Join(rr.Reasons, "; "))
+			t.Logf("%v: %d instants, %d stalled, offset %v, GapQ %v, outer p99 %v; %s",
+				rr.Status, rr.Instants, rr.Stalled, rr.Offset, rr.GapQ, rr.Outer.P99, strings.Join(rr.Reasons, "; "))
 			if rr.Status != tt.want {
 				t.Errorf("%v, want %v", rr.Status, tt.want)
 			}

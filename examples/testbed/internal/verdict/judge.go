@@ -90,7 +90,7 @@ func Judge(rounds []Round, t Targets) Result {
 		res.Rounds[k], c = judgeRound(r, t)
 		causes |= c
 	}
-	res.DiffQMin, res.DiffQMedian, res.DiffQMax = spread(res.Rounds)
+	res.GapQMin, res.GapQMedian, res.GapQMax = spread(res.Rounds)
 	c := res.decide(t)
 	if res.Status == Inconclusive {
 		res.Advice = (c | causes).advice()
@@ -131,7 +131,7 @@ func judgeRound(r Round, t Targets) (RoundResult, cause) {
 	res.Instants, res.Pairs, res.Stalled, res.Diffs = p.instants, p.pairs(), p.stalled, len(p.diffs)
 	if len(p.diffs) > 0 {
 		res.DiffP50 = time.Duration(quantile(p.diffs, 0.5))
-		res.DiffQ = time.Duration(tailExcess(p.diffs, t.Quantile))
+		res.GapQ = time.Duration(pairedGap(p.inner, p.outer, p.stalled, t.Quantile))
 	}
 	q := quantileName(t.Quantile)
 
@@ -169,11 +169,9 @@ func judgeRound(r Round, t Targets) (RoundResult, cause) {
 			100*res.Inner.Loss, 100*res.Outer.Loss))
 	}
 	enough := len(p.diffs) >= minDiffs(t.Quantile)
-	// The stalled instants count as passes in the upper quantile, so that
-	// leaving them out can only lower a miss.
-	if enough && tailExcessAbove(p.diffs, p.stalled, t.Quantile) > float64(t.Gap) {
-		misses = append(misses, fmt.Sprintf("the inner probe waited %s more than the outer one at %s of the instants both were answered, beyond what the two probes' own jitter explains (at most %s): it queued where the outer probe did not",
-			ms(res.DiffQ), q, ms(t.Gap)))
+	if enough && res.GapQ > t.Gap {
+		misses = append(misses, fmt.Sprintf("at the instants both probes were answered outside host stalls, the inner probe's %s was %s above the outer one's (at most %s): it queued where the outer probe did not",
+			q, ms(res.GapQ), ms(t.Gap)))
 	}
 	if len(misses) > 0 {
 		if res.Outer.P99 > stallOver {
@@ -188,11 +186,6 @@ func judgeRound(r Round, t Targets) (RoundResult, cause) {
 	if !enough {
 		inconclusive(causeFew, "only %d instants had both probes answered outside host stalls (at least %d needed for a %s)",
 			len(p.diffs), minDiffs(t.Quantile), q)
-		return res, causes
-	}
-	if res.DiffQ > t.Gap {
-		inconclusive(causeBusy, "at the instants the host did not stall the inner probe waited %s more than the outer one at %s beyond the probes' own jitter (at most %s), but the host stalled at %d instants, enough to decide that figure",
-			ms(res.DiffQ), q, ms(t.Gap), p.stalled)
 		return res, causes
 	}
 	res.Status = Met
@@ -223,10 +216,10 @@ func judgeIdle(res *RoundResult, r Round, t Targets, inconclusive func(cause, st
 			len(p.diffs), minInstants)
 		return
 	}
-	res.IdleDiffQ = time.Duration(tailExcess(p.diffs, t.Quantile))
-	if res.IdleDiffQ > t.Gap {
-		inconclusive(causeBusy, "with no load the inner probe already waited %s more than the outer one at %s (at most %s): the tunnel's processes did not get the CPU in time, so the host was too busy to judge the tunnel under load",
-			ms(res.IdleDiffQ), quantileName(t.Quantile), ms(t.Gap))
+	res.IdleGapQ = time.Duration(pairedGap(p.inner, p.outer, 0, t.Quantile))
+	if res.IdleGapQ > t.Gap {
+		inconclusive(causeBusy, "with no load the inner probe's %s was already %s above the outer one's (at most %s): the tunnel's processes did not get the CPU in time, so the host was too busy to judge the tunnel under load",
+			quantileName(t.Quantile), ms(res.IdleGapQ), ms(t.Gap))
 	}
 }
 
@@ -246,7 +239,7 @@ func lossMissed(inner, outer Summary) bool {
 
 // wide reports whether a NotMet round missed widely.
 func (r RoundResult) wide(t Targets) bool {
-	return r.DiffQ > wideMissFactor*t.Gap || lossMissed(r.Inner, r.Outer)
+	return r.GapQ > wideMissFactor*t.Gap || lossMissed(r.Inner, r.Outer)
 }
 
 // decide sets the mode's Status and Reasons from its rounds, and returns
@@ -302,13 +295,13 @@ func (res *Result) decide(t Targets) cause {
 	return c
 }
 
-// spread returns the least, median and greatest DiffQ of the rounds that
+// spread returns the least, median and greatest GapQ of the rounds that
 // had a difference to take it from.
 func spread(rounds []RoundResult) (lo, mid, hi time.Duration) {
 	var qs []float64
 	for _, r := range rounds {
 		if r.Diffs > 0 {
-			qs = append(qs, float64(r.DiffQ))
+			qs = append(qs, float64(r.GapQ))
 		}
 	}
 	if len(qs) == 0 {
@@ -318,14 +311,14 @@ func spread(rounds []RoundResult) (lo, mid, hi time.Duration) {
 	return time.Duration(qs[0]), time.Duration(quantile(qs, 0.5)), time.Duration(qs[len(qs)-1])
 }
 
-// diffRange returns the least and greatest DiffQ of rounds.
+// diffRange returns the least and greatest GapQ of rounds.
 func diffRange(rounds []RoundResult) (lo, hi time.Duration) {
 	for k, r := range rounds {
-		if k == 0 || r.DiffQ < lo {
-			lo = r.DiffQ
+		if k == 0 || r.GapQ < lo {
+			lo = r.GapQ
 		}
-		if k == 0 || r.DiffQ > hi {
-			hi = r.DiffQ
+		if k == 0 || r.GapQ > hi {
+			hi = r.GapQ
 		}
 	}
 	return lo, hi

@@ -47,7 +47,7 @@ func TestJudgeScenes(t *testing.T) {
 			name:   "one-flow on a moderately busy host",
 			rounds: func(rng *rand.Rand) []Round { return busyOneFlow().rounds(rng, 5) },
 			want:   []Status{NotMet},
-			reason: "more than the outer one at p99",
+			reason: "the inner probe's p99 was",
 		},
 		{
 			name: "one-flow with no loss, latency alone",
@@ -57,7 +57,7 @@ func TestJudgeScenes(t *testing.T) {
 				return s.rounds(rng, 5)
 			},
 			want:   []Status{NotMet},
-			reason: "more than the outer one at p99",
+			reason: "the inner probe's p99 was",
 		},
 		{
 			// The tunnel's processes starved: the inner probe alone
@@ -178,8 +178,8 @@ func TestJudgeScenes(t *testing.T) {
 				res := Judge(tt.rounds(rng), targets)
 				counts[res.Status]++
 				if !slicesContains(tt.want, res.Status) {
-					t.Errorf("seed %d: %v, want one of %v; DiffQ %v..%v..%v; reasons:\n%s",
-						seed, res.Status, tt.want, res.DiffQMin, res.DiffQMedian, res.DiffQMax, strings.Join(res.Reasons, "\n"))
+					t.Errorf("seed %d: %v, want one of %v; GapQ %v..%v..%v; reasons:\n%s",
+						seed, res.Status, tt.want, res.GapQMin, res.GapQMedian, res.GapQMax, strings.Join(res.Reasons, "\n"))
 					continue
 				}
 				if tt.reason != "" && !strings.Contains(strings.Join(res.Reasons, "\n"), tt.reason) {
@@ -230,7 +230,7 @@ func TestJudgeSharedStallsMet(t *testing.T) {
 		// What the old verdict did: p99 minus p99 of separate samples.
 		if seed == 0 {
 			t.Logf("inner p99 %v - outer p99 %v = %v; pairwise p99 %v over %d instants, %d stalled",
-				rr.Inner.P99, rr.Outer.P99, rr.Inner.P99-rr.Outer.P99, rr.DiffQ, rr.Diffs, rr.Stalled)
+				rr.Inner.P99, rr.Outer.P99, rr.Inner.P99-rr.Outer.P99, rr.GapQ, rr.Diffs, rr.Stalled)
 		}
 	}
 }
@@ -250,13 +250,13 @@ func TestJudgeRoundFigures(t *testing.T) {
 	rr := Judge([]Round{r}, targets).Rounds[0]
 	want := RoundResult{
 		Status: Met, Pairs: n - n/125, Instants: n, Diffs: n - n/125,
-		DiffP50: 500 * time.Microsecond, DiffQ: 500 * time.Microsecond,
+		DiffP50: 500 * time.Microsecond, GapQ: 500 * time.Microsecond,
 		InnerLoss: 0.008, Offset: 2 * time.Millisecond,
 	}
 	got := rr
 	got.Reasons, got.Inner, got.Outer = nil, Summary{}, Summary{}
 	if got.Status != want.Status || got.Pairs != want.Pairs || got.Instants != want.Instants || got.Diffs != want.Diffs ||
-		got.DiffP50 != want.DiffP50 || got.DiffQ != want.DiffQ || got.InnerLoss != want.InnerLoss || got.Offset != want.Offset || got.Stalled != 0 {
+		got.DiffP50 != want.DiffP50 || got.GapQ != want.GapQ || got.InnerLoss != want.InnerLoss || got.Offset != want.Offset || got.Stalled != 0 {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 	if rr.Inner.Lost != n/125 || rr.Outer.Samples != n || rr.Outer.Max != 1600*time.Microsecond {
@@ -300,9 +300,9 @@ func TestJudgePhases(t *testing.T) {
 			}
 			res := Judge([]Round{r}, targets)
 			rr := res.Rounds[0]
-			if res.Status != Met || rr.Instants < n-4 || rr.DiffQ != 500*time.Microsecond || rr.DiffP50 != 500*time.Microsecond {
-				t.Errorf("%v: %d instants, DiffP50 %v, DiffQ %v, offset %v; want met, %d instants or more, both 500µs; %s",
-					res.Status, rr.Instants, rr.DiffP50, rr.DiffQ, rr.Offset, n-4, strings.Join(res.Reasons, "; "))
+			if res.Status != Met || rr.Instants < n-4 || rr.GapQ != 500*time.Microsecond || rr.DiffP50 != 500*time.Microsecond {
+				t.Errorf("%v: %d instants, DiffP50 %v, GapQ %v, offset %v; want met, %d instants or more, both 500µs; %s",
+					res.Status, rr.Instants, rr.DiffP50, rr.GapQ, rr.Offset, n-4, strings.Join(res.Reasons, "; "))
 			}
 			if d := rr.Offset - offset; d < -time.Millisecond || d > time.Millisecond {
 				t.Errorf("offset %v, want about %v", rr.Offset, offset)
@@ -360,7 +360,7 @@ func TestJudgeInvalidTargets(t *testing.T) {
 
 func nan() float64 { return math.NaN() }
 
-// TestJudgeSpread checks the mode's spread of DiffQ over its rounds.
+// TestJudgeSpread checks the mode's spread of GapQ over its rounds.
 func TestJudgeSpread(t *testing.T) {
 	mk := func(gap time.Duration) Round {
 		var r Round
@@ -372,8 +372,8 @@ func TestJudgeSpread(t *testing.T) {
 		return r
 	}
 	res := Judge([]Round{mk(1500 * time.Microsecond), mk(300 * time.Microsecond), mk(time.Millisecond)}, targets)
-	if res.Status != Met || res.DiffQMin != 300*time.Microsecond || res.DiffQMedian != time.Millisecond || res.DiffQMax != 1500*time.Microsecond {
-		t.Errorf("%v: spread %v %v %v, want met, 300µs 1ms 1.5ms", res.Status, res.DiffQMin, res.DiffQMedian, res.DiffQMax)
+	if res.Status != Met || res.GapQMin != 300*time.Microsecond || res.GapQMedian != time.Millisecond || res.GapQMax != 1500*time.Microsecond {
+		t.Errorf("%v: spread %v %v %v, want met, 300µs 1ms 1.5ms", res.Status, res.GapQMin, res.GapQMedian, res.GapQMax)
 	}
 	// Narrow misses among Met rounds do not spoil a Met majority; a wide
 	// one does.
@@ -414,13 +414,13 @@ func TestJudgeIndependentJitter(t *testing.T) {
 	}
 	got := Judge([]Round{quiet}, targets).Rounds[0]
 	if got.Status != Met {
-		t.Errorf("independent jitter alone: %v (DiffQ %v), want met: %q", got.Status, got.DiffQ, got.Reasons)
+		t.Errorf("independent jitter alone: %v (GapQ %v), want met: %q", got.Status, got.GapQ, got.Reasons)
 	}
 	diffs := pairProbes(stamp(quiet.Inner, t0), stamp(quiet.Outer, t0), int64(interval), int64(stallOver)).diffs
 	if plain := time.Duration(quantile(diffs, targets.Quantile)); plain <= targets.Gap {
 		t.Fatalf("the plain p99 of the differences is %v: the case does not test the jitter", plain)
 	}
 	if got := Judge([]Round{queued}, targets).Rounds[0]; got.Status != NotMet {
-		t.Errorf("inner probe queueing at 1 instant in 20: %v (DiffQ %v), want not met", got.Status, got.DiffQ)
+		t.Errorf("inner probe queueing at 1 instant in 20: %v (GapQ %v), want not met", got.Status, got.GapQ)
 	}
 }

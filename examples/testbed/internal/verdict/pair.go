@@ -63,6 +63,9 @@ type pairing struct {
 	// instants left out.
 	diffs   []float64
 	stalled int
+	// inner and outer are each probe's RTTs at the same instants as
+	// diffs, in ns, each ascending.
+	inner, outer []float64
 }
 
 // pairs returns the answered pairs (stalled and not).
@@ -106,8 +109,12 @@ func pairProbes(inner, outer probe, interval, stallOver int64) pairing {
 			continue
 		}
 		pr.diffs = append(pr.diffs, float64(in.rtt)-float64(out.rtt))
+		pr.inner = append(pr.inner, float64(in.rtt))
+		pr.outer = append(pr.outer, float64(out.rtt))
 	}
 	slices.Sort(pr.diffs)
+	slices.Sort(pr.inner)
+	slices.Sort(pr.outer)
 	return pr
 }
 

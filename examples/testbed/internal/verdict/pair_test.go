@@ -126,28 +126,54 @@ func TestStallWindows(t *testing.T) {
 	}
 }
 
-func TestQuantileAbove(t *testing.T) {
+func TestQuantile(t *testing.T) {
 	s := []float64{1, 2, 3, 4, 5}
 	tests := []struct {
 		sorted []float64
-		below  int
 		q      float64
 		want   float64
 	}{
-		{nil, 0, 0.5, 0},
-		{s, 0, 0, 1},
-		{s, 0, 0.5, 3},
-		{s, 0, 1, 5},
-		{s, 0, 0.9, 4.6},
-		{s, 5, 1, 5},
-		{s, 5, 0.5, math.Inf(-1)}, // rank 4.5 of -Inf x5, 1..5: between -Inf and 1
-		{s, 5, 0.9, 4.1},          // rank 8.1: 4 + 0.1
-		{s, 2, 0.99, 4.94},
-		{nil, 3, 0.99, math.Inf(-1)},
+		{nil, 0.5, 0},
+		{s, 0, 1},
+		{s, 0.5, 3},
+		{s, 1, 5},
+		{s, 0.9, 4.6},
+		{[]float64{7}, 0.99, 7},
 	}
 	for _, tt := range tests {
-		if got := quantileAbove(tt.sorted, tt.below, tt.q); math.Abs(got-tt.want) > 1e-9 && got != tt.want {
-			t.Errorf("quantileAbove(%v, %d, %g) = %g, want %g", tt.sorted, tt.below, tt.q, got, tt.want)
+		if got := quantile(tt.sorted, tt.q); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("quantile(%v, %g) = %g, want %g", tt.sorted, tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestPairedGap(t *testing.T) {
+	inner := []float64{1, 2, 3, 4, 5}
+	outer := []float64{1, 1, 1, 1, 1}
+	tests := []struct {
+		passes int
+		q      float64
+		want   float64
+	}{
+		{0, 0.5, 2},   // 3 - 1
+		{0, 0.9, 3.6}, // 4.6 - 1
+		{0, 1, 4},
+		// passes count as low values under both: the q-quantile of 10
+		// values, 5 of them out, is rank 8.1 of 10, rank 3.1 of the 5.
+		{5, 0.9, 3.1},
+		{2, 0.99, 3.94},
+		// So many passes that the quantile falls among them: the lowest.
+		{5, 0.5, 0},
+	}
+	for _, tt := range tests {
+		if got := pairedGap(inner, outer, tt.passes, tt.q); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("pairedGap(%v, %v, %d, %g) = %g, want %g", inner, outer, tt.passes, tt.q, got, tt.want)
+		}
+	}
+	// More passes never raise the figure.
+	for passes := range 20 {
+		if a, b := pairedGap(inner, outer, passes, 0.99), pairedGap(inner, outer, passes+1, 0.99); b > a {
+			t.Errorf("pairedGap with %d passes %g, with %d %g: rose", passes, a, passes+1, b)
 		}
 	}
 }

@@ -51,54 +51,32 @@ func Summarize(samples []Sample) Summary {
 // interpolating linearly between the two closest ranks (definition 7, as
 // the testbed's report). It returns 0 for an empty slice.
 func quantile(sorted []float64, q float64) float64 {
-	return quantileAbove(sorted, 0, q)
-}
-
-// quantileAbove returns the q-quantile of sorted (ascending) with below
-// more values, all lower than any of sorted, put under it: -Inf when the
-// quantile falls among them. It returns 0 when there is nothing at all.
-// Judge counts the instants the host stalled as such passes, so that
-// leaving an instant out can only lower a miss (see the package doc).
-func quantileAbove(sorted []float64, below int, q float64) float64 {
-	n := below + len(sorted)
+	n := len(sorted)
 	if n == 0 {
 		return 0
-	}
-	at := func(i int) float64 {
-		if i < below {
-			return math.Inf(-1)
-		}
-		return sorted[i-below]
 	}
 	rank := q * float64(n-1)
 	lo := int(math.Floor(rank))
 	if lo >= n-1 {
-		return at(n - 1)
+		return sorted[n-1]
 	}
 	lo = max(lo, 0)
-	a, b := at(lo), at(lo+1)
-	if math.IsInf(a, -1) {
-		return a
+	return sorted[lo] + (rank-float64(lo))*(sorted[lo+1]-sorted[lo])
+}
+
+// pairedGap is the q-quantile of the inner round trips less the
+// q-quantile of the outer ones, both taken over the same instants (each
+// sorted, ascending, of equal length): the p99 gap that the targets name,
+// with the two p99s drawn from one set of instants rather than from two
+// samples. passes more instants, left out of both (the host stalled
+// there), count as low values under both quantiles, so that leaving them
+// out never pushes a tail round trip over the quantile: a stall both
+// probes share can only lower the figure.
+func pairedGap(inner, outer []float64, passes int, q float64) float64 {
+	n := len(inner)
+	if n > 1 && passes > 0 {
+		// The q-quantile of n+passes values whose lowest passes are out.
+		q = max(0, (q*float64(n+passes-1)-float64(passes))/float64(n-1))
 	}
-	return a + (rank-float64(lo))*(b-a)
-}
-
-// tailExcess is how far the q-quantile of the per-instant differences
-// (sorted, ascending) lies beyond what the two probes' own jitter gives:
-// the q-quantile plus the (1-q)-quantile less the median. Two probes on
-// one path jitter independently, so their differences spread both ways
-// alike, and the plain p99 of the differences of two identical paths is
-// several ms (the direct mode showed 2.7-6 ms on a quiet host). For such
-// symmetric noise around a shift D the figure is D; a tunnel that makes
-// its probe queue now and then stretches the upper tail only, and the
-// figure grows by that stretch.
-func tailExcess(sorted []float64, q float64) float64 {
-	return tailExcessAbove(sorted, 0, q)
-}
-
-// tailExcessAbove is tailExcess with below more values, all lower than
-// any of sorted, counted under its upper quantile only (see quantileAbove):
-// Judge counts the stalled instants so, as passes.
-func tailExcessAbove(sorted []float64, below int, q float64) float64 {
-	return quantileAbove(sorted, below, q) + quantile(sorted, 1-q) - quantile(sorted, 0.5)
+	return quantile(inner, q) - quantile(outer, q)
 }

@@ -25,10 +25,10 @@ type Round struct {
 
 // Targets are what the inner probe must show against the outer one.
 type Targets struct {
-	// Gap bounds the chosen quantile of the per-instant differences
-	// inner RTT minus outer RTT.
+	// Gap bounds the chosen quantile of the inner probe's RTTs less the
+	// same quantile of the outer probe's, over the same instants.
 	Gap time.Duration
-	// Quantile of the differences judged against Gap, e.g. 0.99.
+	// Quantile of each probe's RTTs judged against Gap, e.g. 0.99.
 	Quantile float64
 	// Interval is the probes' send interval: samples of the two probes
 	// sent within half of it of each other are one instant.
@@ -67,10 +67,11 @@ type RoundResult struct {
 	Pairs int
 	// DiffP50 is the median of the per-instant differences inner minus
 	// outer, over the Diffs answered instants the host did not stall;
-	// DiffQ is their Targets.Quantile less what the two probes' own
-	// jitter gives (see the package doc: the figure judged). Both are
-	// zero when Diffs is 0.
-	DiffP50, DiffQ time.Duration
+	// GapQ is the Targets.Quantile of the inner RTTs at those instants
+	// less that of the outer RTTs, with the stalled instants counted as
+	// passes (see the package doc: the figure judged). Both are zero when
+	// Diffs is 0.
+	DiffP50, GapQ time.Duration
 	// InnerLoss and OuterLoss are the fractions of each probe lost.
 	InnerLoss, OuterLoss float64
 	// Reasons say why the round is not Met, in plain words.
@@ -85,20 +86,20 @@ type RoundResult struct {
 	// one at the same instant, as estimated for pairing.
 	Offset time.Duration
 	// Inner and Outer summarize each probe under load; IdleInner and
-	// IdleOuter the idle probes (zero when not measured), and IdleDiffQ
-	// the Targets.Quantile of their per-instant differences.
+	// IdleOuter the idle probes (zero when not measured), and IdleGapQ
+	// their gap at the Targets.Quantile, over the same instants.
 	Inner, Outer, IdleInner, IdleOuter Summary
-	IdleDiffQ                          time.Duration
+	IdleGapQ                           time.Duration
 }
 
 // Result is the judgement of a mode over all its rounds.
 type Result struct {
 	Status Status
 	Rounds []RoundResult
-	// DiffQMin, DiffQMedian and DiffQMax are the spread of the rounds'
-	// DiffQ, over the rounds with at least one difference (all zero when
+	// GapQMin, GapQMedian and GapQMax are the spread of the rounds'
+	// GapQ, over the rounds with at least one difference (all zero when
 	// none had any).
-	DiffQMin, DiffQMedian, DiffQMax time.Duration
+	GapQMin, GapQMedian, GapQMax time.Duration
 	// Reasons say why the mode is not Met; Advice, for Inconclusive, what
 	// the user can do (close other work, rerun).
 	Reasons []string
