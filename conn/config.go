@@ -101,6 +101,15 @@ type Config struct {
 	// {src, dst, flow label} separates exactly the flows that hops hashing
 	// the addresses separate.
 	FlowLabel bool
+	// Probe lets the conn send, for a flow whose spread pair is not yet
+	// known open, a rate-limited copy of one of its datagrams on the
+	// spread pair, besides the datagram itself on the canonical pair. The
+	// copy opens our own firewall for the peer's answer on that pair, and
+	// the peer, seeing the flow arrive there, moves it too, so two ends
+	// behind firewalls meet. Set it only if the VPN drops duplicated
+	// datagrams (WireGuard and flowtun drop replays; conn/wireguard sets
+	// it).
+	Probe bool
 	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
 	// turns off UDP receive offload. Both are used only when the kernel
 	// supports them.
@@ -122,6 +131,21 @@ type Peer struct {
 	Prefix netip.Prefix
 	// Bits is the size of the peer's spread range, as Config.Bits.
 	Bits int
+	// Open declares every outer address pair between our range and the
+	// peer's reachable from the start: no stateful firewall on the path
+	// drops a datagram on a pair the peer has not used yet (a lab, or a
+	// server whose prefix is routed to it with no firewall in front).
+	// A flow to an Open peer goes on its spread pair at once.
+	//
+	// By default (false) a flow goes on its spread pair only once the
+	// peer's own traffic for that flow has arrived on that pair, as the
+	// VPN reports with [FlowSpreadConn.Observe]; until then, and again
+	// when the pair has been idle too long for a firewall to still hold
+	// it open, the flow goes on the canonical pair, which the VPN's
+	// keepalives hold open. A home router's firewall (RFC 6092) drops an
+	// inbound datagram on a pair with no state, so sending on an unused
+	// pair would black-hole the flow.
+	Open bool
 }
 
 // Receive selects a receive backend: [AnyIP] or [Raw].

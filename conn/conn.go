@@ -281,6 +281,12 @@ type Stats struct {
 	GSOSends uint64
 	// SendErrors counts datagrams the kernel refused.
 	SendErrors uint64
+	// SentWaiting counts datagrams of a classified flow to a spreading
+	// peer sent on the canonical pair because their spread pair was not
+	// known open (see [Peer.Open]); SentProbes counts the copies sent on
+	// spread pairs as probes (Config.Probe); PathsOpened counts the
+	// times a flow's spread pair became known open through Observe.
+	SentWaiting, SentProbes, PathsOpened uint64
 
 	// Received and ReceivedBytes count datagrams delivered to the caller.
 	Received, ReceivedBytes uint64
