@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
@@ -110,6 +111,15 @@ type Config struct {
 	// datagrams (WireGuard and flowtun drop replays; conn/wireguard sets
 	// it).
 	Probe bool
+	// PathTimeout is how long a flow's spread pair to a peer that is not
+	// Open stays known open after the peer's last datagram for it arrived
+	// on it (see [FlowSpreadConn.Observe]), to within 0.14 s. A flow that
+	// is idle longer goes back to the canonical pair (and probes again),
+	// so it never goes on a pair a firewall may have forgotten. Zero means
+	// [DefaultPathTimeout], 20 s, below the 30 s UDP timeout of Linux
+	// conntrack and of most home routers; set it below the UDP timeout
+	// of the firewalls on your path if theirs is shorter.
+	PathTimeout time.Duration
 	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
 	// turns off UDP receive offload. Both are used only when the kernel
 	// supports them.
@@ -260,6 +270,13 @@ func (cfg Config) validate() (Config, error) {
 		peers[i] = p
 	}
 	cfg.Peers = peers
+
+	switch {
+	case cfg.PathTimeout < 0:
+		return cfg, fmt.Errorf("conn: PathTimeout is %v: it must be positive, or zero for the default %v", cfg.PathTimeout, DefaultPathTimeout)
+	case cfg.PathTimeout == 0:
+		cfg.PathTimeout = DefaultPathTimeout
+	}
 
 	switch r := cfg.Receive.(type) {
 	case nil:

@@ -40,6 +40,14 @@ type FlowSpreadConn struct {
 	// is not read per packet.
 	timeless bool
 
+	// Path learning (paths.go): the path clock counts ticks from epoch;
+	// recvClock is its value at the last read, for Observe. pathTimeout
+	// is Config.PathTimeout in ticks; probe is Config.Probe.
+	epoch       time.Time
+	recvClock   atomic.Uint32
+	pathTimeout uint32
+	probe       bool
+
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
 	stats   counters
@@ -82,7 +90,12 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		flowLabel: cfg.FlowLabel,
 
 		acceptUnknown: cfg.AcceptUnknown,
+
+		epoch:       time.Now(),
+		pathTimeout: uint32(max(1, cfg.PathTimeout>>tickShift)),
+		probe:       cfg.Probe,
 	}
+	c.recvClock.Store(1)
 	if c.peers, err = newPeerTable(&cfg); err != nil {
 		return nil, err
 	}
@@ -345,11 +358,11 @@ type Stats struct {
 // cache lines, so readers and writers on different cores do not contend.
 type counters struct {
 	sent, sentBytes, sentUnspread, gsoSends, sendErrors atomic.Uint64
-	_                                                   [24]byte
+	sentWaiting, sentProbes                             atomic.Uint64
+	_                                                   [8]byte
 	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
-	droppedBadSource                                    atomic.Uint64
-	_                                                   [8]byte
+	droppedBadSource, pathsOpened                       atomic.Uint64
 	buckets                                             []atomic.Uint64
 }
 
@@ -362,6 +375,9 @@ func (c *FlowSpreadConn) Stats() Stats {
 		SentUnspread:        c.stats.sentUnspread.Load(),
 		GSOSends:            c.stats.gsoSends.Load(),
 		SendErrors:          c.stats.sendErrors.Load(),
+		SentWaiting:         c.stats.sentWaiting.Load(),
+		SentProbes:          c.stats.sentProbes.Load(),
+		PathsOpened:         c.stats.pathsOpened.Load(),
 		Received:            c.stats.received.Load(),
 		ReceivedBytes:       c.stats.receivedBytes.Load(),
 		ReceivedUnknown:     c.stats.receivedUnknown.Load(),

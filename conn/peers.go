@@ -40,10 +40,14 @@ type peerRoute struct {
 	// firstHi, firstLo: with dst == routeContiguous, the first address
 	// of the peer's range; bucket b's address is first + b.
 	firstHi, firstLo uint64
-	index            int32  // in peerTable.peers, or -1: no such peer
-	scope            uint32 // interface index of a link-local address's zone
-	shift            uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
-	dst              uint8
+	// paths: what we know of the spread pairs to the peer; nil when the
+	// peer is not spread. open: Peer.Open, every pair is open.
+	paths *pathState
+	index int32  // in peerTable.peers, or -1: no such peer
+	scope uint32 // interface index of a link-local address's zone
+	shift uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
+	dst   uint8
+	open  bool
 }
 
 // Kinds of peerRoute.dst: how a spread send finds the peer's address.
@@ -99,6 +103,9 @@ type peerTable struct {
 	blocks map[uint64]int32
 	shared [][2]uint64
 	groups []prefixGroup
+	// learning: some spread peer is not Open, so reads keep the path
+	// clock for Observe.
+	learning bool
 }
 
 func newPeerTable(cfg *Config) (*peerTable, error) {
@@ -127,7 +134,16 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 			blockBits = min(blockBits, p.Prefix.Bits())
 		}
 		t.peers[i] = e
-		t.byAddr[keyOf(p.Addr)] = e.route(int32(i))
+		r := e.route(int32(i))
+		if e.mapper != nil {
+			localBits := 0
+			if cfg.Prefix.IsValid() {
+				localBits = cfg.Bits
+			}
+			r.paths, r.open = newPathState(localBits, int(e.rangeBits)), p.Open
+			t.learning = t.learning || !p.Open
+		}
+		t.byAddr[keyOf(p.Addr)] = r
 	}
 	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
 	for i, p := range cfg.Peers {
