@@ -28,8 +28,11 @@ type FlowSpreadConn struct {
 	localAddr *net.UDPAddr
 
 	prefix    netip.Prefix
-	local     *flowaddr.Mapper // nil: no source spreading
-	peers     *peerTable
+	local     *flowaddr.Mapper          // nil: no source spreading
+	peers     atomic.Pointer[peerTable] // swapped whole by SetPeer and RemovePeer
+	peersMu   sync.Mutex                // serializes SetPeer and RemovePeer
+	layout    flowaddr.Layout           // Config.Layout and PermKey, for peers added later
+	permKey   [16]byte
 	symmetric bool
 	flowLabel bool
 	// acceptUnknown delivers datagrams from strangers (Config.AcceptUnknown).
@@ -86,6 +89,8 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	}
 	c := &FlowSpreadConn{
 		prefix:    cfg.Prefix,
+		layout:    cfg.Layout,
+		permKey:   cfg.PermKey,
 		symmetric: cfg.Symmetric,
 		flowLabel: cfg.FlowLabel,
 
@@ -96,7 +101,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		probe:       cfg.Probe,
 	}
 	c.recvClock.Store(1)
-	if c.peers, err = newPeerTable(&cfg); err != nil {
+	if err = c.initPeers(&cfg); err != nil {
 		return nil, err
 	}
 	if cfg.Prefix.IsValid() {
@@ -283,8 +288,9 @@ func unwrapOp(err error) error {
 // Stats is a snapshot of a conn's counters.
 type Stats struct {
 	// Sent and SentBytes count datagrams (and their payload bytes) handed
-	// to the kernel; SentUnspread counts those sent without a spread
-	// source address (unclassified flows, unknown peers, no Prefix).
+	// to the kernel, not counting probe copies; SentUnspread counts those
+	// sent without a spread source address (unclassified flows, unknown
+	// peers, no Prefix), apart from those of SentWaiting.
 	Sent, SentBytes, SentUnspread uint64
 	// SentPerAddress counts spread datagrams by source address: index b
 	// is the b-th address of our range (bucket b). Nil without a Prefix.

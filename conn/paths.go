@@ -100,6 +100,15 @@ func fresh(v, tag uint64, now, timeout uint32) bool {
 	return arrived != 0 && v&slotTagMask == tag && int32(now-arrived) < int32(timeout)
 }
 
+// tickRecvClock brings the receive clock, which Observe reads, up to the
+// path clock: a read of the time per batch, and a store only when the
+// tick changes, so readers on several cores rarely write the line.
+func (c *FlowSpreadConn) tickRecvClock() {
+	if now := c.pathClock(); c.recvClock.Load() != now {
+		c.recvClock.Store(now)
+	}
+}
+
 // pathClock returns the path clock's tick now, plus one, so that a tick
 // is never 0 (which a slot reads as "never").
 func (c *FlowSpreadConn) pathClock() uint32 {
@@ -127,7 +136,8 @@ func (c *FlowSpreadConn) Observe(info *RecvInfo, f Flow) {
 	if !f.Valid || info.OuterSrc == info.Peer {
 		return // unclassified, or the canonical pair
 	}
-	r := c.peers.byCanonical(info.Peer)
+	t := c.peers.Load()
+	r := t.byCanonical(info.Peer)
 	ps := r.paths
 	if ps == nil || r.open || info.OuterSrc.Port() != info.Peer.Port() {
 		return
@@ -140,7 +150,7 @@ func (c *FlowSpreadConn) Observe(info *RecvInfo, f Flow) {
 			return
 		}
 	case routeMapper:
-		m := c.peers.peers[r.index].mapper
+		m := t.peers[r.index].mapper
 		if wHi, wLo := m.AddrWords(m.Bucket(f.Hash)); hi != wHi || lo != wLo {
 			return
 		}
@@ -177,9 +187,9 @@ func (c *FlowSpreadConn) learn(ps *pathState, h uint64, now uint32) {
 
 // Ways a datagram of a classified flow to a spreading peer goes out.
 const (
-	pathSpread  = iota // on its spread pair
-	pathWaiting        // on the canonical pair
-	pathProbe          // on the canonical pair, after a probe copy on the spread pair
+	pathSpread  uint8 = iota // on its spread pair
+	pathWaiting              // on the canonical pair
+	pathProbe                // on the canonical pair, after a probe copy on the spread pair
 )
 
 // pathFor decides how a datagram of flow hash h to the peer of route r

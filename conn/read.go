@@ -82,6 +82,10 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 // reused while consecutive datagrams share them, as the segments of a GRO
 // super-datagram and the datagrams of an unspread tunnel do.
 func (c *FlowSpreadConn) accept(msgs []Message) int {
+	t := c.peers.Load() // one table for the batch: SetPeer may swap it
+	if t.learning {
+		c.tickRecvClock()
+	}
 	kept := 0
 	var bytes, unknown uint64
 	var last struct {
@@ -94,7 +98,7 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		m := &msgs[i]
 		if !last.valid || m.OuterSrc != last.src || m.OuterDst != last.dst {
 			last.src, last.dst, last.valid = m.OuterSrc, m.OuterDst, true
-			last.peer, last.drop = c.sourcePeer(m.OuterSrc, m.OuterDst)
+			last.peer, last.drop = c.sourcePeer(t, m.OuterSrc, m.OuterDst)
 		}
 		switch last.drop {
 		case dropForeign:
@@ -111,7 +115,7 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 			m.Peer = plainSource(m.OuterSrc)
 			unknown++
 		} else {
-			m.Peer = c.peers.peers[last.peer].addr
+			m.Peer = t.peers[last.peer].addr()
 		}
 		m.Flow = Flow{}
 		bytes += uint64(m.N)
@@ -153,11 +157,11 @@ const (
 
 // sourcePeer returns the index of the peer a datagram from src to dst
 // comes from, or why it must be dropped.
-func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason) {
+func (c *FlowSpreadConn) sourcePeer(t *peerTable, src, dst netip.AddrPort) (int32, dropReason) {
 	if badSource(src.Addr(), dst.Addr()) {
 		return -1, dropBadSource
 	}
-	pi, spread := c.peers.bySource(src)
+	pi, spread := t.bySource(src)
 	if pi < 0 {
 		if c.acceptUnknown {
 			return -1, keepUnknown

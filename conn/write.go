@@ -91,12 +91,23 @@ const (
 
 // peerMemo remembers the last peer a send looked up: a batch usually goes
 // to one peer, so its messages need the peer table's map only once. A memo
-// belongs to one call; its zero value remembers nothing.
+// belongs to one call; its zero value remembers nothing. It also holds the
+// peer table the call started with, so a SetPeer during the call changes
+// nothing halfway through a batch.
 type peerMemo struct {
+	t     *peerTable
 	addr  netip.AddrPort
 	route peerRoute
 	valid bool
 	now   uint32 // the path clock, read once per call when needed; 0: not yet
+}
+
+// table returns the peer table of the call, loading it the first time.
+func (m *peerMemo) table(c *FlowSpreadConn) *peerTable {
+	if m.t == nil {
+		m.t = c.peers.Load()
+	}
+	return m.t
 }
 
 // byCanonical returns the route to the peer whose canonical address is
@@ -132,7 +143,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	}
 	r := &noRoute
 	if f.Valid || addr.Zone() != "" {
-		r = memo.byCanonical(c.peers, peer)
+		r = memo.byCanonical(memo.table(c), peer)
 	}
 	if addr.Zone() != "" {
 		if r.index >= 0 {
@@ -158,7 +169,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		// half does not carry (flowaddr.Mapper.AddrWords).
 		putWords(&o.dst, r.firstHi, r.firstLo+f.Hash>>r.shift)
 	case routeMapper:
-		m := c.peers.peers[r.index].mapper
+		m := memo.t.peers[r.index].mapper
 		hi, lo := m.AddrWords(m.Bucket(f.Hash))
 		putWords(&o.dst, hi, lo)
 	}
