@@ -114,7 +114,7 @@ func benchRecvSpread(b *testing.B, peers int, disableGRO, bulk bool) {
 	snd := newBenchSender(b, ns)
 	cfg := Config{Prefix: testPrefix, DisableGRO: disableGRO}
 	if peers == 0 {
-		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix}}
+		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix, Open: true}}
 	} else {
 		cfg.Peers = benchPeerList(peers, snd.port)
 	}
