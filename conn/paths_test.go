@@ -100,7 +100,7 @@ func TestPathRules(t *testing.T) {
 	if path, _ := sendPath(t, c, peer, h); path != pathWaiting {
 		t.Fatalf("after arrivals on other pairs: path %d, want waiting", path)
 	}
-	if got := c.Stats().PathsOpened; got != 0 {
+	if got := c.stats.pathsOpened.Load(); got != 0 {
 		t.Fatalf("PathsOpened %d after arrivals on other pairs, want 0", got)
 	}
 
@@ -110,7 +110,7 @@ func TestPathRules(t *testing.T) {
 	if path != pathSpread || o.dst != pm.Addr16(pm.Bucket(h)) || o.src != c.local.Addr16(c.local.Bucket(h)) {
 		t.Fatalf("after an arrival on its pair: path %d, %v -> %v; want it spread", path, netip.AddrFrom16(o.src), netip.AddrFrom16(o.dst))
 	}
-	if got := c.Stats().PathsOpened; got != 1 {
+	if got := c.stats.pathsOpened.Load(); got != 1 {
 		t.Fatalf("PathsOpened %d, want 1", got)
 	}
 
@@ -122,7 +122,7 @@ func TestPathRules(t *testing.T) {
 	if path, _ := sendPath(t, c, peer, h); path != pathSpread {
 		t.Fatalf("with arrivals every %v: path %d, want spread", DefaultPathTimeout/2, path)
 	}
-	if got := c.Stats().PathsOpened; got != 1 {
+	if got := c.stats.pathsOpened.Load(); got != 1 {
 		t.Fatalf("PathsOpened %d after refreshes, want still 1", got)
 	}
 	advance(c, DefaultPathTimeout-time.Second)
