@@ -136,24 +136,25 @@ func (c *FlowSpreadConn) Observe(info *RecvInfo, f Flow) {
 	if !f.Valid || info.OuterSrc == info.Peer {
 		return // unclassified, or the canonical pair
 	}
-	t := c.peers.Load()
-	r := t.byCanonical(info.Peer)
-	ps := r.paths
-	if ps == nil || r.open || info.OuterSrc.Port() != info.Peer.Port() {
+	t, i := info.from.table, info.from.index
+	if t == nil { // a RecvInfo the caller made: find the peer
+		t = c.peers.Load()
+		i = t.byCanonical(info.Peer).index
+		if i < 0 {
+			return
+		}
+	}
+	e := &t.peers[i]
+	if e.paths == nil || info.OuterSrc.Port() != e.port { // not spread, or Open
 		return
 	}
-	src := info.OuterSrc.Addr().As16()
-	hi, lo := halves(src)
-	switch r.dst {
-	case routeContiguous:
-		if hi != r.firstHi || lo != r.firstLo+f.Hash>>r.shift {
+	hi, lo := halves(info.OuterSrc.Addr().As16())
+	if e.contiguous() {
+		if hi != e.firstHi || lo != e.firstLo+f.Hash>>(64-e.rangeBits) {
 			return
 		}
-	case routeMapper:
-		m := t.peers[r.index].mapper
-		if wHi, wLo := m.AddrWords(m.Bucket(f.Hash)); hi != wHi || lo != wLo {
-			return
-		}
+	} else if wHi, wLo := e.mapper.AddrWords(e.mapper.Bucket(f.Hash)); hi != wHi || lo != wLo {
+		return
 	}
 	if c.local != nil {
 		wHi, wLo := c.local.AddrWords(c.local.Bucket(f.Hash))
@@ -161,7 +162,7 @@ func (c *FlowSpreadConn) Observe(info *RecvInfo, f Flow) {
 			return
 		}
 	}
-	c.learn(ps, f.Hash, c.recvClock.Load())
+	c.learn(e.paths, f.Hash, c.recvClock.Load())
 }
 
 // learn marks the slot of hash h open at tick now.

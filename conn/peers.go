@@ -18,9 +18,9 @@ type peerEntry struct {
 	ip     netip.Addr       // the canonical address, as configured (see addr)
 	mapper *flowaddr.Mapper // nil: the peer is not spread
 	// paths is the spreading peer's path state, nil when it is not
-	// spread. A new peer table keeps the pointer of a peer whose Addr,
-	// Prefix and Bits stay, so what was learned survives other peers'
-	// changes.
+	// spread or is Open (it learns nothing). A new peer table keeps the
+	// pointer of a peer whose Addr, Prefix and Bits stay, so what was
+	// learned survives other peers' changes.
 	paths *pathState
 	// firstHi, firstLo: the first address of a contiguous range, as two
 	// big-endian halves; bucket b is first + b (flowaddr.LayoutContiguous),
@@ -174,7 +174,13 @@ func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourB
 				if err != nil {
 					return nil, fmt.Errorf("peer %v: Prefix %v: %w", p.Addr, p.Prefix, err)
 				}
-				e.mapper, e.paths = m, newPathState(ourBits, m.Bits())
+				e.mapper = m
+			}
+			switch {
+			case p.Open:
+				e.paths = nil
+			case e.paths == nil:
+				e.paths = newPathState(ourBits, e.mapper.Bits())
 			}
 			if e.mapper.Layout() == flowaddr.LayoutContiguous {
 				e.rangeBits = uint8(e.mapper.Bits())

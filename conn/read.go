@@ -19,6 +19,16 @@ type RecvInfo struct {
 	// ECN is the outer header's ECN codepoint; after decrypting, pass it
 	// with the inner packet to [FlowSpreadConn.Decapsulate].
 	ECN flowaddr.ECN
+
+	from peerRef // the peer the read found, so Observe need not look it up
+}
+
+// peerRef names the peer a read found: entry index of table, which is
+// the peer table the read used. Its zero value names none: Observe then
+// looks the peer up by its canonical address.
+type peerRef struct {
+	table *peerTable
+	index int32
 }
 
 // ReadBatch reads datagrams into msgs[i].Buf and returns how many it
@@ -113,9 +123,11 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		}
 		if last.drop == keepUnknown {
 			m.Peer = plainSource(m.OuterSrc)
+			m.from = peerRef{}
 			unknown++
 		} else {
 			m.Peer = t.peers[last.peer].addr()
+			m.from = peerRef{t, last.peer}
 		}
 		m.Flow = Flow{}
 		bytes += uint64(m.N)
@@ -194,7 +206,7 @@ func (c *FlowSpreadConn) ReadMsg(p []byte) (int, RecvInfo, error) {
 	one[0] = Message{Buf: p}
 	_, err := c.ReadBatch(one[:])
 	m := &one[0]
-	n, info := m.N, RecvInfo{Peer: m.Peer, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst, ECN: m.ECN}
+	n, info := m.N, m.RecvInfo()
 	one[0] = Message{}
 	c.readers.Put(one)
 	if err != nil {
