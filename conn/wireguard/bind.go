@@ -59,13 +59,14 @@ type Bind struct {
 	endpoints map[netip.AddrPort]*Endpoint
 	strangers map[netip.AddrPort]*Endpoint
 
-	flows bufferTable // send: the flow of each packet read from the TUN, by where its datagram starts
-	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
+	flows    bufferTable   // send: the flow of each packet read from the TUN, by where its datagram starts
+	received receivedTable // receive: what the conn read into each buffer, by its start
 
 	msgPool sync.Pool // *[]conn.Message for Send
 
 	sentSpread, sentControl, sentUnmatched atomic.Uint64
 	ceMarked, ceDropped, ecnUnmatched      atomic.Uint64
+	observed                               atomic.Uint64
 }
 
 var _ wgconn.Bind = (*Bind)(nil)
@@ -360,26 +361,37 @@ func (r *receiver) receive(packets [][]byte, sizes []int, eps []wgconn.Endpoint)
 		}
 		sizes[j] = m.N
 		eps[j] = r.b.endpoint(m.Peer, false)
-		r.b.ecns.store(bufferKey(packets[j]), 0, uint32(m.N)<<8|uint32(m.ECN&3)<<1|1)
+		// Only transport data with content reaches the TUN's Write.
+		if m.N > transportOverhead && binary.LittleEndian.Uint32(m.Buf) == messageTransportType {
+			r.b.received.store(sendKey(packets[j]), eps[j].(*Endpoint), m)
+		}
 		j++
 	}
 	return j, nil
 }
 
-// outerECN returns the outer ECN codepoint recorded for the buffer that
-// holds a decrypted inner packet of length plen, if the record matches.
-func (b *Bind) outerECN(buf []byte, plen int) (flowaddr.ECN, bool) {
-	_, meta, ok := b.ecns.load(bufferKey(buf))
+// takeReceived returns what the conn's read said about the datagram
+// whose plaintext wireguard-go writes to the TUN at buf[offset:], and
+// forgets it: wireguard-go decrypts in place, so the datagram began
+// transportHeaderSize bytes before the plaintext, in the buffer the
+// receive function filled. The record must also fit the plaintext's
+// length: wireguard-go trims the padding off, down to the inner IP
+// header's length, so the plaintext is at most the ciphertext's length
+// and at most maxPadding shorter. Anything else (no record, another
+// datagram's) misses.
+func (b *Bind) takeReceived(buf []byte, offset int) (conn.RecvInfo, bool) {
+	if offset < transportHeaderSize || offset > len(buf) {
+		return conn.RecvInfo{}, false
+	}
+	info, n, ok := b.received.take(sendKey(buf[offset-transportHeaderSize:]))
 	if !ok {
-		return 0, false
+		return conn.RecvInfo{}, false
 	}
-	// wireguard-go trims the padding off the plaintext, down to the
-	// inner IP header's length.
-	ct := int(meta>>8) - transportOverhead
+	plen, ct := len(buf)-offset, n-transportOverhead
 	if plen > ct || plen < ct-maxPadding {
-		return 0, false
+		return conn.RecvInfo{}, false
 	}
-	return flowaddr.ECN(meta>>1) & 3, true
+	return info, true
 }
 
 // Endpoint is a peer's canonical address: the one endpoint that every
@@ -438,6 +450,10 @@ type Stats struct {
 	// ECNUnmatched, inner packets written without a matching outer ECN
 	// record (written unmarked).
 	CEMarked, CEDropped, ECNUnmatched uint64
+	// Observed counts inner packets reported to the conn's Observe: those
+	// written to the TUN whose datagram the Bind's receive read. The
+	// others are counted in ECNUnmatched.
+	Observed uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -445,5 +461,6 @@ func (b *Bind) Stats() Stats {
 	return Stats{
 		SentSpread: b.sentSpread.Load(), SentControl: b.sentControl.Load(), SentUnmatched: b.sentUnmatched.Load(),
 		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), ECNUnmatched: b.ecnUnmatched.Load(),
+		Observed: b.observed.Load(),
 	}
 }

@@ -3,6 +3,7 @@ package wireguard
 import (
 	"sync/atomic"
 
+	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/flowaddr"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -19,7 +20,7 @@ import (
 // Read and Write do not allocate, except Write when it drops a packet.
 // Hand the result, not dev, to device.NewDevice.
 func WrapTUN(dev tun.Device, b *Bind) tun.Device {
-	t := &tunDevice{Device: dev, b: b}
+	t := &tunDevice{Device: dev, b: b, observe: (*conn.FlowSpreadConn).Observe}
 	t.mtu.Store(device.DefaultMTU)
 	return t
 }
@@ -31,6 +32,8 @@ type tunDevice struct {
 	// each MTU event, and keeps DefaultMTU or the last value when that
 	// fails, as this does.
 	mtu atomic.Int32
+	// observe is the conn's Observe; tests replace it to see the calls.
+	observe func(c *conn.FlowSpreadConn, info *conn.RecvInfo, f conn.Flow)
 }
 
 // MTU returns the wrapped device's MTU and remembers it, capped as
@@ -60,37 +63,49 @@ func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return n, err
 }
 
-// Write applies the recorded outer ECN to each packet and writes the rest
-// to the wrapped device. A packet whose buffer has no matching record is
-// written as it is.
+// Write tells the conn about each packet's datagram and writes the
+// packets to the wrapped device. For a packet whose buffer the Bind's
+// receive filled (see [Bind.takeReceived]) it calls
+// [conn.FlowSpreadConn.Observe] with what the read said and the packet's
+// flow: wireguard-go writes only packets that authenticated and were not
+// replays (device/receive.go), which is what Observe needs to learn where
+// the peer's flows arrive. Then it applies the outer ECN codepoint. A
+// packet whose buffer has no matching record is written as it is, and
+// observed by no one.
 func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 	c := t.b.c.Load()
 	if c == nil || offset < 0 {
 		return t.Device.Write(bufs, offset)
 	}
 	var keep [][]byte // allocated only when a packet is dropped
+	var observed uint64
 	for i, buf := range bufs {
-		pkt := buf[offset:]
-		ecn, ok := t.b.outerECN(buf, len(pkt))
+		info, ok := t.b.takeReceived(buf, offset)
 		if !ok {
 			t.b.ecnUnmatched.Add(1)
-		} else if ecn == flowaddr.CE {
-			drop, err := c.Decapsulate(pkt, ecn)
-			switch {
-			case drop:
-				t.b.ceDropped.Add(1)
-				if keep == nil {
-					keep = append(make([][]byte, 0, len(bufs)), bufs[:i]...)
+		} else {
+			pkt := buf[offset:]
+			t.observe(c, &info, c.Classify(pkt))
+			observed++
+			if info.ECN == flowaddr.CE {
+				drop, err := c.Decapsulate(pkt, info.ECN)
+				switch {
+				case drop:
+					t.b.ceDropped.Add(1)
+					if keep == nil {
+						keep = append(make([][]byte, 0, len(bufs)), bufs[:i]...)
+					}
+					continue
+				case err == nil:
+					t.b.ceMarked.Add(1)
 				}
-				continue
-			case err == nil:
-				t.b.ceMarked.Add(1)
 			}
 		}
 		if keep != nil {
 			keep = append(keep, buf)
 		}
 	}
+	t.b.observed.Add(observed)
 	if keep == nil {
 		return t.Device.Write(bufs, offset)
 	}
