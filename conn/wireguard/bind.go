@@ -65,7 +65,7 @@ type Bind struct {
 	msgPool sync.Pool // *[]conn.Message for Send
 
 	sentSpread, sentControl, sentUnmatched atomic.Uint64
-	ceMarked, ceDropped, ecnUnmatched      atomic.Uint64
+	ceMarked, ceDropped, recvUnmatched      atomic.Uint64
 	observed                               atomic.Uint64
 }
 
@@ -80,8 +80,12 @@ var _ wgconn.Bind = (*Bind)(nil)
 // cfg.AcceptUnknown: WireGuard authenticates every datagram, so datagrams
 // from other sources are handed to wireguard-go with their own address,
 // and a peer that moves is followed (see the package doc on roaming).
+// It also sets cfg.Probe: a probe copy repeats a datagram's counter, and
+// WireGuard's replay filter delivers only the first of the two to arrive
+// (see the package doc on firewalls).
 func NewBind(cfg conn.Config) *Bind {
 	cfg.AcceptUnknown = true
+	cfg.Probe = true
 	return &Bind{cfg: cfg, listen: conn.Listen}
 }
 
@@ -328,8 +332,9 @@ type receiver struct {
 }
 
 // receive reads a batch with the conn into wireguard-go's buffers, reports
-// each datagram's peer as its canonical Endpoint, and records each
-// buffer's outer ECN codepoint for the TUN's Write.
+// each datagram's peer as its canonical Endpoint, and records what the
+// conn read about each transport datagram (its [conn.RecvInfo]) under its
+// buffer, for the TUN's Write.
 //
 // wireguard-go stops receiving for good on the first error that is not
 // temporary, so the conn returns none for a link that goes down or is
@@ -361,9 +366,15 @@ func (r *receiver) receive(packets [][]byte, sizes []int, eps []wgconn.Endpoint)
 		}
 		sizes[j] = m.N
 		eps[j] = r.b.endpoint(m.Peer, false)
-		// Only transport data with content reaches the TUN's Write.
+		// Only transport data with content reaches the TUN's Write. A
+		// buffer filled with anything else loses any record an earlier
+		// fill left (a forgery wireguard-go dropped), so that a record
+		// always describes its buffer's latest datagram.
+		key := sendKey(packets[j])
 		if m.N > transportOverhead && binary.LittleEndian.Uint32(m.Buf) == messageTransportType {
-			r.b.received.store(sendKey(packets[j]), eps[j].(*Endpoint), m)
+			r.b.received.store(key, eps[j].(*Endpoint), m)
+		} else {
+			r.b.received.forget(key)
 		}
 		j++
 	}
@@ -436,7 +447,10 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 // Stats counts what the Bind and the wrapped TUN matched.
 type Stats struct {
 	// SentSpread counts transport-data datagrams (WireGuard message type
-	// 4) sent with the flow that [WrapTUN]'s Read classified for them;
+	// 4) handed to the conn with the flow that [WrapTUN]'s Read
+	// classified for them (the conn puts each on its flow's spread pair
+	// once that is known open, else on the canonical pair, counted in the
+	// conn's Stats.SentWaiting);
 	// SentControl, handshakes and cookie replies (types 1 to 3) and
 	// keepalives (empty transport data), which carry no inner flow and go
 	// out unspread by design; SentUnmatched, transport-data datagrams that
@@ -447,12 +461,13 @@ type Stats struct {
 	SentSpread, SentControl, SentUnmatched uint64
 	// CEMarked counts inner packets marked CE from the outer header;
 	// CEDropped, Not-ECT inner packets dropped for an outer CE (RFC 6040);
-	// ECNUnmatched, inner packets written without a matching outer ECN
-	// record (written unmarked).
-	CEMarked, CEDropped, ECNUnmatched uint64
-	// Observed counts inner packets reported to the conn's Observe: those
-	// written to the TUN whose datagram the Bind's receive read. The
-	// others are counted in ECNUnmatched.
+	// RecvUnmatched, inner packets written to the TUN whose buffer had no
+	// record of the datagram the Bind's receive read into it (written
+	// unmarked, and not observed).
+	CEMarked, CEDropped, RecvUnmatched uint64
+	// Observed counts inner packets reported to the conn's
+	// [conn.FlowSpreadConn.Observe]: every packet written to the TUN
+	// whose buffer had a record.
 	Observed uint64
 }
 
@@ -460,7 +475,7 @@ type Stats struct {
 func (b *Bind) Stats() Stats {
 	return Stats{
 		SentSpread: b.sentSpread.Load(), SentControl: b.sentControl.Load(), SentUnmatched: b.sentUnmatched.Load(),
-		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), ECNUnmatched: b.ecnUnmatched.Load(),
+		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), RecvUnmatched: b.recvUnmatched.Load(),
 		Observed: b.observed.Load(),
 	}
 }

@@ -45,7 +45,7 @@
 // The link is a cache, not a promise. When it cannot be made, the datagram
 // is sent unspread, from the socket's default address to the peer's
 // canonical address, and a received packet is written without a CE mark;
-// [Bind.Stats] counts these (SentUnmatched, ECNUnmatched), apart from
+// [Bind.Stats] counts these (SentUnmatched, RecvUnmatched), apart from
 // handshakes, cookie replies and keepalives, which carry no inner flow
 // and go out unspread by design (SentControl). It is never sent to a
 // wrong peer: the peer always comes from wireguard-go's endpoint. A table

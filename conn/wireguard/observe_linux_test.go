@@ -2,7 +2,6 @@ package wireguard
 
 import (
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"testing"
 	"unsafe"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/flowaddr"
-	"github.com/flowspread/flowspread/internal/testutil"
 )
 
 // sinkTUN is a TUN whose Write counts packets and keeps nothing.
@@ -38,8 +36,8 @@ func observingTUN(b *Bind) (*tunDevice, *sinkTUN, *[]observation) {
 	sink := new(sinkTUN)
 	td := WrapTUN(sink, b).(*tunDevice)
 	seen := new([]observation)
-	td.observe = func(c *conn.FlowSpreadConn, info *conn.RecvInfo, f conn.Flow) {
-		*seen = append(*seen, observation{*info, f})
+	td.observed = func(info conn.RecvInfo, f conn.Flow) {
+		*seen = append(*seen, observation{info, f})
 	}
 	return td, sink, seen
 }
@@ -145,8 +143,8 @@ func TestReceiveObserves(t *testing.T) {
 	if sink.written != len(inners)+2 {
 		t.Errorf("the TUN got %d packets, want all %d", sink.written, len(inners)+2)
 	}
-	if s := b.Stats(); s.Observed != uint64(len(inners)) || s.ECNUnmatched != 2 {
-		t.Errorf("Stats: Observed %d, ECNUnmatched %d; want %d, 2", s.Observed, s.ECNUnmatched, len(inners))
+	if s := b.Stats(); s.Observed != uint64(len(inners)) || s.RecvUnmatched != 2 {
+		t.Errorf("Stats: Observed %d, RecvUnmatched %d; want %d, 2", s.Observed, s.RecvUnmatched, len(inners))
 	}
 }
 
@@ -298,4 +296,3 @@ func BenchmarkReceiveRecord(b *testing.B) {
 	})
 }
 
-var _ = net.IPv6loopback

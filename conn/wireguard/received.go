@@ -83,6 +83,14 @@ func (t *receivedTable) store(key uintptr, ep *Endpoint, m *conn.Message) bool {
 	}
 }
 
+// forget drops key's record, if the slot holds it.
+func (t *receivedTable) forget(key uintptr) {
+	s := &t.slots[slotOf(key)]
+	if gen := s.gen.Load(); gen != slotEmpty && gen != slotBusy && s.key.Load() == key {
+		s.gen.CompareAndSwap(gen, slotEmpty)
+	}
+}
+
 // take returns key's record and forgets it: of two lookups at most one
 // gets it, and a record being written, replaced or already taken misses.
 func (t *receivedTable) take(key uintptr) (info conn.RecvInfo, n int, ok bool) {

@@ -88,7 +88,9 @@ func staleSetup(t *testing.T) (b *Bind, td tun.Device, src *packetTUN, sink *wir
 	peer := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), sink.port)
 	var key hash.Key
 	rand.Read(key[:])
-	b = NewBind(conn.Config{Prefix: prefixA, Key: key, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB}}})
+	// Open: the sink never answers, and these tests are about the send
+	// link, not about learning paths.
+	b = NewBind(conn.Config{Prefix: prefixA, Key: key, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}})
 	b.listen = func(cfg conn.Config) (c *conn.FlowSpreadConn, err error) {
 		err = ns.Do(func() error { c, err = conn.Listen(cfg); return err })
 		return c, err

@@ -20,7 +20,7 @@ import (
 // Read and Write do not allocate, except Write when it drops a packet.
 // Hand the result, not dev, to device.NewDevice.
 func WrapTUN(dev tun.Device, b *Bind) tun.Device {
-	t := &tunDevice{Device: dev, b: b, observe: (*conn.FlowSpreadConn).Observe}
+	t := &tunDevice{Device: dev, b: b}
 	t.mtu.Store(device.DefaultMTU)
 	return t
 }
@@ -32,8 +32,10 @@ type tunDevice struct {
 	// each MTU event, and keeps DefaultMTU or the last value when that
 	// fails, as this does.
 	mtu atomic.Int32
-	// observe is the conn's Observe; tests replace it to see the calls.
-	observe func(c *conn.FlowSpreadConn, info *conn.RecvInfo, f conn.Flow)
+	// observed, if set, is called instead of the conn's Observe: tests
+	// see the calls. It takes info by value: a pointer passed through a
+	// func value escapes, and would cost an allocation per packet.
+	observed func(info conn.RecvInfo, f conn.Flow)
 }
 
 // MTU returns the wrapped device's MTU and remembers it, capped as
@@ -82,10 +84,14 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 	for i, buf := range bufs {
 		info, ok := t.b.takeReceived(buf, offset)
 		if !ok {
-			t.b.ecnUnmatched.Add(1)
+			t.b.recvUnmatched.Add(1)
 		} else {
 			pkt := buf[offset:]
-			t.observe(c, &info, c.Classify(pkt))
+			if f := c.Classify(pkt); t.observed != nil {
+				t.observed(info, f)
+			} else {
+				c.Observe(&info, f)
+			}
 			observed++
 			if info.ECN == flowaddr.CE {
 				drop, err := c.Decapsulate(pkt, info.ECN)
