@@ -12,8 +12,10 @@ import (
 // WrapTUN returns a [tun.Device] that reads and writes through dev and
 // links each packet to b: Read classifies each plaintext packet and
 // records its flow under its buffer, which wireguard-go encrypts in place
-// and hands to [Bind.Send]; Write applies the outer ECN codepoint that
-// b's receive recorded under the buffer wireguard-go decrypted in place
+// and hands to [Bind.Send]; Write takes what b's receive recorded under
+// the buffer wireguard-go decrypted in place, tells the conn the packet's
+// flow arrived on that datagram's outer pair
+// ([conn.FlowSpreadConn.Observe]), and applies its outer ECN codepoint
 // (RFC 6040 decapsulation: CE outside marks an ECN-capable packet CE and
 // drops a Not-ECT one).
 //
@@ -69,9 +71,13 @@ func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // packets to the wrapped device. For a packet whose buffer the Bind's
 // receive filled (see [Bind.takeReceived]) it calls
 // [conn.FlowSpreadConn.Observe] with what the read said and the packet's
-// flow: wireguard-go writes only packets that authenticated and were not
-// replays (device/receive.go), which is what Observe needs to learn where
-// the peer's flows arrive. Then it applies the outer ECN codepoint. A
+// flow. Observe must only ever see authenticated plaintext, or a forger
+// could steer where we send: that holds because wireguard-go writes to
+// the TUN only packets that decrypted with the peer's key, passed the
+// replay filter and came from the peer's allowed IPs
+// (RoutineSequentialReceiver in device/receive.go); a forgery or a
+// replay is dropped there, and its record stays unused until its buffer
+// is filled again. Then it applies the outer ECN codepoint. A
 // packet whose buffer has no matching record is written as it is, and
 // observed by no one.
 func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
