@@ -65,7 +65,7 @@ type Bind struct {
 	msgPool sync.Pool // *[]conn.Message for Send
 
 	sentSpread, sentControl, sentUnmatched atomic.Uint64
-	ceMarked, ceDropped, recvUnmatched      atomic.Uint64
+	ceMarked, ceDropped, recvUnmatched     atomic.Uint64
 	observed                               atomic.Uint64
 }
 

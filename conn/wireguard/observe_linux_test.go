@@ -295,4 +295,3 @@ func BenchmarkReceiveRecord(b *testing.B) {
 		}
 	})
 }
-
