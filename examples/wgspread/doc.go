@@ -83,7 +83,9 @@
 // a peer's spread options, a changed one changes them, a removed one
 // stops spreading to the peer (a -peer-prefix peer goes back to its
 // command-line options). A file with an error changes nothing, and the
-// log says why. The peers themselves (keys, endpoints, allowed IPs) stay
+// log says why. Change a peer's prefix at both ends: a peer that spreads
+// from a prefix this end no longer knows looks like a stranger per
+// address, and wireguard-go roams to one of them. The peers themselves (keys, endpoints, allowed IPs) stay
 // wg's: add a peer with wg set, and its spread options in the file.
 //
 // # Logging
