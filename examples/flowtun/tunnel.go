@@ -563,7 +563,7 @@ func (t *tunnel) receive(m *conn.Message) ([]byte, conn.Flow, error) {
 	// datagram moves where we send. A keepalive's flow is unclassified.
 	t.window.accept(counter)
 	f := t.conn.Classify(inner)
-	t.rxInfo = conn.RecvInfo{Peer: m.Peer, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst, ECN: m.ECN}
+	t.rxInfo = m.RecvInfo() // with the peer the read found, so Observe need not look it up
 	t.observe(&t.rxInfo, f)
 	if len(inner) == 0 {
 		t.count.keepalivesReceived.Add(1)
