@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/internal/secretflag"
@@ -116,6 +117,14 @@ func describe(t *tunnel) string {
 	}
 	if cfg.spread != spreadOff {
 		fmt.Fprintf(&b, " (2^%d addresses)", cfg.bits)
+		if cfg.open {
+			b.WriteString(", the peer's range open")
+		} else {
+			b.WriteString(", paths learned")
+		}
+	}
+	if cfg.keepalive > 0 {
+		fmt.Fprintf(&b, "; keepalive every %v", cfg.keepalive)
 	}
 	if s := t.conn.Stats(); s.GSO {
 		b.WriteString("; UDP GSO on")
@@ -180,6 +189,8 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.batch, "batch", 32, "datagrams per read and write batch")
 	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its outer address pair (RFC 6438)")
 	fs.BoolVar(&cfg.gso, "gso", true, "send runs of one flow as UDP GSO super-datagrams where the kernel can")
+	fs.BoolVar(&cfg.open, "open", false, "the peer's whole spread range is reachable from ours (no stateful firewall in front of either end): send each flow on its own address pair at once, instead of on the canonical pair until the peer's traffic for it has arrived on its pair")
+	fs.DurationVar(&cfg.keepalive, "keepalive", 0, "send an empty authenticated datagram on the canonical address pair whenever nothing was sent to the peer for this `duration`, so a firewall or NAT keeps the pair open (25s behind one, as WireGuard advises); 0 is off")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
 		fs.PrintDefaults()
@@ -235,6 +246,10 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", fmt.Errorf("-mtu %d is below 1280, IPv6's minimum, but -addr or -route has IPv6", cfg.mtu)
 	case cfg.batch < 1 || cfg.batch > 1024:
 		return cfg, "", fmt.Errorf("-batch %d: give 1 to 1024", cfg.batch)
+	case cfg.keepalive < 0:
+		return cfg, "", fmt.Errorf("-keepalive %v: give a duration, e.g. 25s, or 0 for none", cfg.keepalive)
+	case cfg.keepalive > 0 && cfg.keepalive < time.Second:
+		return cfg, "", fmt.Errorf("-keepalive %v: give at least 1s (firewalls hold a UDP pair for 30 s and more), or 0 for none", cfg.keepalive)
 	}
 	return cfg, *statsPath, nil
 }
