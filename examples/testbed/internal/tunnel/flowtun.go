@@ -48,6 +48,10 @@ var (
 	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
 )
 
+// FlowtunPort is the UDP port of both flowtun ends: the one a firewall
+// in front of an end must let in.
+const FlowtunPort = ftPort
+
 // FlowtunPackage is the import path go build makes the tunnel from.
 const FlowtunPackage = "github.com/flowspread/flowspread/examples/flowtun"
 
