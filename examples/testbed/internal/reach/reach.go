@@ -8,6 +8,7 @@ package reach
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,7 +68,11 @@ func TCPMain(args []string) int {
 
 // listen answers connections until it is killed.
 func listen(addr string) error {
-	l, err := net.Listen("tcp", addr)
+	// No TCP keepalives (Go sends them every 15 s by default): they
+	// would keep the firewall's entry alive through the idle check, as
+	// an idle ssh session without them does not.
+	lc := net.ListenConfig{KeepAlive: -1}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -123,7 +128,8 @@ func answer(c net.Conn) error {
 // dial connects to addr and exchanges a line, or with idle the idle
 // check's lines.
 func dial(addr string, idle time.Duration) error {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	d := net.Dialer{Timeout: ioTimeout, KeepAlive: -1}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -187,8 +193,16 @@ func Dial(ns netns.Namespace, self string, addr netip.AddrPort, idle time.Durati
 	if idle > 0 {
 		args = append(args, "-idle", idle.String())
 	}
-	_, err := ns.CombinedOutput(append(args, addr.String())...)
-	return err
+	out, err := ns.Command(append(args, addr.String())...).CombinedOutput()
+	if err != nil {
+		// tcp-check's own words say what failed; the command line
+		// (a long path of this program) says nothing.
+		if msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "tcp-check: ")); msg != "" {
+			return errors.New(msg)
+		}
+		return err
+	}
+	return nil
 }
 
 var received = regexp.MustCompile(`(\d+) received`)
