@@ -74,3 +74,15 @@ func tunnelBinary(t *testing.T) string {
 	}
 	return bin
 }
+
+// TestVMTestsFirewallFlags parses the flags of scripts/vm-tests' third run.
+func TestVMTestsFirewallFlags(t *testing.T) {
+	args := strings.Fields("-out x -d 15s -rounds 3 -warmup 2s -plots=false -require-targets -vm-runner scripts/vm -vm auto -modes spread -firewall both -idle-check -latency-target=false")
+	cfg, err := parseFlags(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Firewall != firewallBoth || !cfg.IdleCheck || cfg.flowtunOpen() || cfg.LatencyTarget {
+		t.Errorf("config %+v", cfg)
+	}
+}
