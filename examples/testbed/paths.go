@@ -140,8 +140,13 @@ func (s pathSnapshot) since(earlier pathSnapshot) report.PathCounters {
 func (e *experiment) checkPaths(ctx context.Context, tun tunnel.Tunnel, inner tunnel.InnerPath) (*report.Paths, pathSnapshot, error) {
 	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.flowtunOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
 		MustReach: !e.cfg.behindFirewall() || !e.cfg.Open, PairsOut: -1, PairsIn: -1}
-	if _, ok := tun.(*tunnel.Flowtun); !ok {
-		p.Open, p.KeepaliveS = false, 0
+	switch tun.(type) {
+	case *tunnel.Flowtun:
+		p.Tunnel = "flowtun"
+	case *tunnel.Wgspread:
+		p.Tunnel, p.Open, p.KeepaliveS = "wgspread", false, 0
+	default:
+		p.Tunnel, p.Open, p.KeepaliveS = "kernel WireGuard", false, 0
 	}
 	if e.countPairs {
 		if err := firewall.ResetPairs(e.topo.Client); err != nil {

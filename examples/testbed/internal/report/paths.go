@@ -12,7 +12,9 @@ type Paths struct {
 	// Firewall is where the stateful firewalls stood: none, client or
 	// both. Open says flowtun ran with -open (sending each flow on its
 	// own pair at once), Keepalive its -keepalive in seconds.
-	Firewall   string  `json:"firewall"`
+	Firewall string `json:"firewall"`
+	// Tunnel names the tunnel program; Open and Keepalive are flowtun's.
+	Tunnel     string  `json:"tunnel"`
 	Open       bool    `json:"open"`
 	KeepaliveS float64 `json:"keepalive_s,omitempty"`
 	// FromClient and FromServer are the flows the reachability checks
@@ -104,9 +106,13 @@ func (rep *Report) writePaths(w io.Writer) {
 			}
 			heading = true
 		}
-		how := "flowtun waits for each path"
-		if p.Open {
+		how := p.Tunnel
+		switch {
+		case p.Tunnel != "flowtun":
+		case p.Open:
 			how = "flowtun -open"
+		default:
+			how = "flowtun waits for each path"
 		}
 		if p.KeepaliveS > 0 {
 			how += fmt.Sprintf(", keepalive %g s", p.KeepaliveS)

@@ -53,7 +53,7 @@ func TestWritePaths(t *testing.T) {
 	rep := &Report{Config: testConfig()}
 	rep.Config.Firewall = "client"
 	rep.Config.Conntrack = &firewall.Timeouts{Unreplied: 30, Stream: 120}
-	rep.Modes = []ModeResult{spreadRow(&Paths{Firewall: "client", KeepaliveS: 25, MustReach: true,
+	rep.Modes = []ModeResult{spreadRow(&Paths{Firewall: "client", Tunnel: "flowtun", KeepaliveS: 25, MustReach: true,
 		FromClient: Reach{6, 6, nil}, FromServer: Reach{6, 5, []string{"tcp: i/o timeout"}},
 		Checks:   PathCounters{FirewallDrops: 6, ProbesSent: 18, PathsOpened: 24, ReorderEvents: 1},
 		Mode:     PathCounters{FirewallDrops: 7, ProbesSent: 22, PathsOpened: 32, ReorderEvents: 3},
