@@ -222,6 +222,9 @@
 // re-executed helpers `testbed wire`, `testbed clear-hash` and `testbed
 // router-agent`), shaping (the qdiscs and their statistics), load
 // (iperf3 and irtt and their parsers), tunnel (the VPNs under test),
+// firewall (the stateful firewalls and the count of outer pairs), reach
+// (the flows opened through a tunnel, and the re-executed helper `testbed
+// tcp-check`),
 // verdict (the pairwise latency verdict) and report (results.json, the
 // table, the plots). Namespaces and the processes in them are the
 // module's internal/netns, which the tests' helpers share.
