@@ -37,7 +37,7 @@ func benchPeerList(n int, port uint16) []Peer {
 		a[4], a[5] = byte(block>>8), byte(block)
 		p := netip.PrefixFrom(netip.AddrFrom16(a), benchPeerLengths[i%len(benchPeerLengths)])
 		a[15] = 1
-		peers[i] = Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(a), port), Prefix: p}
+		peers[i] = Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(a), port), Prefix: p, Open: true}
 	}
 	return peers
 }
@@ -57,7 +57,7 @@ func scaleConn(tb testing.TB, n int) *FlowSpreadConn {
 		tb.Fatal(err)
 	}
 	c := &FlowSpreadConn{prefix: cfg.Prefix}
-	if c.peers, err = newPeerTable(&cfg); err != nil {
+	if err = c.initPeers(&cfg); err != nil {
 		tb.Fatal(err)
 	}
 	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
@@ -72,9 +72,9 @@ func scaleConn(tb testing.TB, n int) *FlowSpreadConn {
 func scaleMsgs(c *FlowSpreadConn, port uint16) []Message {
 	rng := rand.New(rand.NewPCG(1, 2))
 	msgs := make([]Message, 1024)
-	n := len(c.peers.peers)
+	n := len(c.peers.Load().peers)
 	for i := range msgs {
-		pm := c.peers.peers[i*benchPeerStride%n].mapper
+		pm := c.peers.Load().peers[i*benchPeerStride%n].mapper
 		h := rng.Uint64()
 		msgs[i] = Message{
 			N:        1200,
@@ -124,7 +124,7 @@ func BenchmarkOuterForPeers(b *testing.B) {
 			peers := make([]netip.AddrPort, 1024)
 			flows := make([]Flow, len(peers))
 			for i := range peers {
-				peers[i] = c.peers.peers[i*benchPeerStride%n].addr
+				peers[i] = c.peers.Load().peers[i*benchPeerStride%n].addr()
 				flows[i] = Flow{Hash: rng.Uint64(), ECN: flowaddr.ECT0, Valid: true}
 			}
 			b.ReportAllocs()
@@ -132,7 +132,7 @@ func BenchmarkOuterForPeers(b *testing.B) {
 			var memo peerMemo
 			k := 0
 			for b.Loop() {
-				if bucket, err := c.outerFor(peers[k], flows[k], &o, &memo); err != nil || bucket < 0 {
+				if bucket, _, err := c.outerFor(peers[k], flows[k], &o, &memo); err != nil || bucket < 0 {
 					b.Fatalf("outerFor(%v) = %d, %v", peers[k], bucket, err)
 				}
 				k = (k + 1) % len(peers)

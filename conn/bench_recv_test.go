@@ -114,7 +114,7 @@ func benchRecvSpread(b *testing.B, peers int, disableGRO, bulk bool) {
 	snd := newBenchSender(b, ns)
 	cfg := Config{Prefix: testPrefix, DisableGRO: disableGRO}
 	if peers == 0 {
-		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix}}
+		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix, Open: true}}
 	} else {
 		cfg.Peers = benchPeerList(peers, snd.port)
 	}
@@ -158,10 +158,10 @@ func benchRecvSpread(b *testing.B, peers int, disableGRO, bulk bool) {
 // work.
 func checkSpread(b *testing.B, c *FlowSpreadConn, m *Message) {
 	b.Helper()
-	for _, p := range c.peers.peers {
+	for _, p := range c.peers.Load().peers {
 		if p.mapper.Prefix().Contains(m.OuterSrc.Addr()) {
-			if m.Peer != p.addr || m.OuterSrc.Addr() == p.addr.Addr() || !testPrefix.Contains(m.OuterDst.Addr()) {
-				b.Fatalf("read %v -> %v as from %v, want a spread datagram from %v's range", m.OuterSrc, m.OuterDst, m.Peer, p.addr)
+			if m.Peer != p.addr() || m.OuterSrc.Addr() == p.addr().Addr() || !testPrefix.Contains(m.OuterDst.Addr()) {
+				b.Fatalf("read %v -> %v as from %v, want a spread datagram from %v's range", m.OuterSrc, m.OuterDst, m.Peer, p.addr())
 			}
 			return
 		}
@@ -265,7 +265,7 @@ func spreadPairs(c *FlowSpreadConn, n int) []addrPair {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pairs := make([]addrPair, n)
 	for i := range pairs {
-		peer := c.peers.peers[i*benchPeerStride%len(c.peers.peers)].mapper
+		peer := c.peers.Load().peers[i*benchPeerStride%len(c.peers.Load().peers)].mapper
 		h := rng.Uint64()
 		pairs[i] = addrPair{
 			src: netip.AddrFrom16(peer.Addr16(peer.Bucket(h))),
@@ -376,7 +376,7 @@ func (s *benchSender) fill(b *testing.B) int {
 // segments of one flow (a GRO run), whose verdict is reused.
 func BenchmarkAccept(b *testing.B) {
 	c, peer := acceptConn(b)
-	pm := c.peers.peers[0].mapper
+	pm := c.peers.Load().peers[0].mapper
 	for _, tt := range []struct {
 		name  string
 		flows uint32

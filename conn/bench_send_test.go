@@ -50,7 +50,7 @@ func BenchmarkSend(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { plain.Close() })
-	c := listenIn(b, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: dst, Prefix: prefixB}}})
+	c := listenIn(b, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: dst, Prefix: prefixB, Open: true}}})
 
 	p := make([]byte, benchSize)
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -50,7 +50,7 @@ func classifier(t *testing.T, cfg conn.Config) *conn.FlowSpreadConn {
 	t.Helper()
 	ns := loopbackNetns(t)
 	cfg.Prefix = prefixA
-	cfg.Peers = []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:b::1]:51820"), Prefix: prefixB}}
+	cfg.Peers = []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:b::1]:51820"), Prefix: prefixB, Open: true}}
 	return listenIn(t, ns, cfg)
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
@@ -110,6 +111,15 @@ type Config struct {
 	// datagrams (WireGuard and flowtun drop replays; conn/wireguard sets
 	// it).
 	Probe bool
+	// PathTimeout is how long a flow's spread pair to a peer that is not
+	// Open stays known open after the peer's last datagram for it arrived
+	// on it (see [FlowSpreadConn.Observe]), to within 0.14 s. A flow that
+	// is idle longer goes back to the canonical pair (and probes again),
+	// so it never goes on a pair a firewall may have forgotten. Zero means
+	// [DefaultPathTimeout], 20 s, below the 30 s UDP timeout of Linux
+	// conntrack and of most home routers; set it below the UDP timeout
+	// of the firewalls on your path if theirs is shorter.
+	PathTimeout time.Duration
 	// DisableGSO turns off UDP segmentation offload on send; DisableGRO
 	// turns off UDP receive offload. Both are used only when the kernel
 	// supports them.
@@ -204,7 +214,7 @@ func (cfg Config) validate() (Config, error) {
 		}
 		bits, err := rangeBits("Bits", cfg.Bits, cfg.Prefix)
 		if err != nil {
-			return cfg, err
+			return cfg, fmt.Errorf("conn: %w", err)
 		}
 		cfg.Bits = bits
 	} else if cfg.Prefix != (netip.Prefix{}) {
@@ -216,50 +226,18 @@ func (cfg Config) validate() (Config, error) {
 	if len(cfg.Peers) == 0 && !cfg.AcceptUnknown {
 		return cfg, fmt.Errorf("conn: no Peers: list the tunnel's other ends, datagrams from anyone else are dropped (or set AcceptUnknown if your VPN authenticates every datagram)")
 	}
-	seen := make(map[netip.AddrPort]int, len(cfg.Peers))
-	peers := make([]Peer, len(cfg.Peers))
-	overlapJ, overlapI := firstOverlap(cfg.Peers)
-	for i, p := range cfg.Peers {
-		if !p.Addr.IsValid() || p.Addr.Port() == 0 {
-			return cfg, fmt.Errorf("conn: Peers[%d].Addr %v is not an address with a port", i, p.Addr)
-		}
-		if p.Addr.Addr().IsUnspecified() {
-			return cfg, fmt.Errorf("conn: Peers[%d].Addr %v is the unspecified address: give the peer's own address", i, p.Addr)
-		}
-		canon := netip.AddrPortFrom(p.Addr.Addr().Unmap().WithZone(""), p.Addr.Port())
-		if j, dup := seen[canon]; dup {
-			return cfg, fmt.Errorf("conn: Peers[%d] and Peers[%d] have the same Addr %v", j, i, p.Addr)
-		}
-		seen[canon] = i
-		if p.Prefix.IsValid() {
-			if !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
-				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v is not IPv6: a peer's spread prefix must be an IPv6 prefix routed to the peer", i, p.Prefix)
-			}
-			if p.Prefix != p.Prefix.Masked() {
-				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v has bits set past its length: did you mean %v?", i, p.Prefix, p.Prefix.Masked())
-			}
-			if !p.Addr.Addr().Is6() || p.Addr.Addr().Is4In6() {
-				return cfg, fmt.Errorf("conn: Peers[%d] has an IPv6 Prefix %v but an IPv4 Addr %v: spreading needs an IPv6 path to the peer", i, p.Prefix, p.Addr)
-			}
-			bits, err := rangeBits(fmt.Sprintf("Peers[%d].Bits", i), p.Bits, p.Prefix)
-			if err != nil {
-				return cfg, err
-			}
-			p.Bits = bits
-			if cfg.Prefix.IsValid() && cfg.Prefix.Overlaps(p.Prefix) {
-				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v overlaps our Prefix %v: each end needs its own prefix", i, p.Prefix, cfg.Prefix)
-			}
-			if i == overlapI {
-				return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v overlaps Peers[%d].Prefix %v: a datagram's source must name one peer", i, p.Prefix, overlapJ, peers[overlapJ].Prefix)
-			}
-		} else if p.Prefix != (netip.Prefix{}) {
-			return cfg, fmt.Errorf("conn: Peers[%d].Prefix %v is not a valid prefix", i, p.Prefix)
-		} else if p.Bits != 0 {
-			return cfg, fmt.Errorf("conn: Peers[%d].Bits is %d but its Prefix is empty: set the peer's prefix, or leave Bits zero", i, p.Bits)
-		}
-		peers[i] = p
+	peers, err := validatePeers(cfg.Peers, cfg.Prefix, listedPeer)
+	if err != nil {
+		return cfg, fmt.Errorf("conn: %w", err)
 	}
 	cfg.Peers = peers
+
+	switch {
+	case cfg.PathTimeout < 0:
+		return cfg, fmt.Errorf("conn: PathTimeout is %v: it must be positive, or zero for the default %v", cfg.PathTimeout, DefaultPathTimeout)
+	case cfg.PathTimeout == 0:
+		cfg.PathTimeout = DefaultPathTimeout
+	}
 
 	switch r := cfg.Receive.(type) {
 	case nil:
@@ -276,6 +254,74 @@ func (cfg Config) validate() (Config, error) {
 		return cfg, fmt.Errorf("conn: unknown Receive %T: use conn.AnyIP{} or conn.Raw{Interface: ...}", r)
 	}
 	return cfg, nil
+}
+
+// canonicalPeerAddr returns the form of a peer's Addr that tells two
+// peers apart: unmapped, without a zone.
+func canonicalPeerAddr(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+}
+
+// peerNamer names peer i of a list being validated, or its field (a
+// Peer field name, or "" for the peer itself), in an error message.
+type peerNamer func(peers []Peer, i int, field string) string
+
+// listedPeer names peers by their place in Config.Peers: "Peers[2].Prefix".
+func listedPeer(_ []Peer, i int, field string) string {
+	if field == "" {
+		return fmt.Sprintf("Peers[%d]", i)
+	}
+	return fmt.Sprintf("Peers[%d].%s", i, field)
+}
+
+// validatePeers checks peers as Config.Peers, against each other and our
+// prefix ours, and returns them with defaults filled in. Errors name
+// peers with name and do not start with "conn: ".
+func validatePeers(peers []Peer, ours netip.Prefix, name peerNamer) ([]Peer, error) {
+	seen := make(map[netip.AddrPort]int, len(peers))
+	valid := make([]Peer, len(peers))
+	overlapJ, overlapI := firstOverlap(peers)
+	for i, p := range peers {
+		if !p.Addr.IsValid() || p.Addr.Port() == 0 {
+			return nil, fmt.Errorf("%s %v is not an address with a port", name(peers, i, "Addr"), p.Addr)
+		}
+		if p.Addr.Addr().IsUnspecified() {
+			return nil, fmt.Errorf("%s %v is the unspecified address: give the peer's own address", name(peers, i, "Addr"), p.Addr)
+		}
+		canon := canonicalPeerAddr(p.Addr)
+		if j, dup := seen[canon]; dup {
+			return nil, fmt.Errorf("%s and %s have the same Addr %v", name(peers, j, ""), name(peers, i, ""), p.Addr)
+		}
+		seen[canon] = i
+		if p.Prefix.IsValid() {
+			if !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
+				return nil, fmt.Errorf("%s %v is not IPv6: a peer's spread prefix must be an IPv6 prefix routed to the peer", name(peers, i, "Prefix"), p.Prefix)
+			}
+			if p.Prefix != p.Prefix.Masked() {
+				return nil, fmt.Errorf("%s %v has bits set past its length: did you mean %v?", name(peers, i, "Prefix"), p.Prefix, p.Prefix.Masked())
+			}
+			if !p.Addr.Addr().Is6() || p.Addr.Addr().Is4In6() {
+				return nil, fmt.Errorf("%s has an IPv6 Prefix %v but an IPv4 Addr %v: spreading needs an IPv6 path to the peer", name(peers, i, ""), p.Prefix, p.Addr)
+			}
+			bits, err := rangeBits(name(peers, i, "Bits"), p.Bits, p.Prefix)
+			if err != nil {
+				return nil, err
+			}
+			p.Bits = bits
+			if ours.IsValid() && ours.Overlaps(p.Prefix) {
+				return nil, fmt.Errorf("%s %v overlaps our Prefix %v: each end needs its own prefix", name(peers, i, "Prefix"), p.Prefix, ours)
+			}
+			if i == overlapI {
+				return nil, fmt.Errorf("%s %v overlaps %s %v: a datagram's source must name one peer", name(peers, i, "Prefix"), p.Prefix, name(peers, overlapJ, "Prefix"), valid[overlapJ].Prefix)
+			}
+		} else if p.Prefix != (netip.Prefix{}) {
+			return nil, fmt.Errorf("%s %v is not a valid prefix", name(peers, i, "Prefix"), p.Prefix)
+		} else if p.Bits != 0 {
+			return nil, fmt.Errorf("%s is %d but its Prefix is empty: set the peer's prefix, or leave Bits zero", name(peers, i, "Bits"), p.Bits)
+		}
+		valid[i] = p
+	}
+	return valid, nil
 }
 
 // firstOverlap returns the lowest i whose Prefix overlaps that of a peer
@@ -350,13 +396,13 @@ func rangeBits(field string, bits int, prefix netip.Prefix) (int, error) {
 	}
 	switch {
 	case bits < 0:
-		return 0, fmt.Errorf("conn: %s is %d: the range has 2^%s addresses, so it must be at least 1", field, bits, field)
+		return 0, fmt.Errorf("%s is %d: the range has 2^%s addresses, so it must be at least 1", field, bits, field)
 	case room == 0:
-		return 0, fmt.Errorf("conn: prefix %v is a single address: spreading needs a shorter prefix such as a /64", prefix)
+		return 0, fmt.Errorf("prefix %v is a single address: spreading needs a shorter prefix such as a /64", prefix)
 	case bits > room:
-		return 0, fmt.Errorf("conn: %s is %d but prefix %v has only %d host bits", field, bits, prefix, room)
+		return 0, fmt.Errorf("%s is %d but prefix %v has only %d host bits", field, bits, prefix, room)
 	case bits > maxBits:
-		return 0, fmt.Errorf("conn: %s is %d: at most %d (1M addresses, 8 MB of per-address counters); fq_codel has 1024 queues, so 10 is plenty", field, bits, maxBits)
+		return 0, fmt.Errorf("%s is %d: at most %d (1M addresses, 8 MB of per-address counters); fq_codel has 1024 queues, so 10 is plenty", field, bits, maxBits)
 	}
 	return bits, nil
 }

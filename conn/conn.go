@@ -28,8 +28,11 @@ type FlowSpreadConn struct {
 	localAddr *net.UDPAddr
 
 	prefix    netip.Prefix
-	local     *flowaddr.Mapper // nil: no source spreading
-	peers     *peerTable
+	local     *flowaddr.Mapper          // nil: no source spreading
+	peers     atomic.Pointer[peerTable] // swapped whole by SetPeer and RemovePeer
+	peersMu   sync.Mutex                // serializes SetPeer and RemovePeer
+	layout    flowaddr.Layout           // Config.Layout and PermKey, for peers added later
+	permKey   [16]byte
 	symmetric bool
 	flowLabel bool
 	// acceptUnknown delivers datagrams from strangers (Config.AcceptUnknown).
@@ -39,6 +42,14 @@ type FlowSpreadConn struct {
 	// timeless: the policy ignores the time (hash.Static), so the clock
 	// is not read per packet.
 	timeless bool
+
+	// Path learning (paths.go): the path clock counts ticks from epoch;
+	// recvClock is its value at the last read, for Observe. pathTimeout
+	// is Config.PathTimeout in ticks; probe is Config.Probe.
+	epoch       time.Time
+	recvClock   atomic.Uint32
+	pathTimeout uint32
+	probe       bool
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -78,12 +89,19 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	}
 	c := &FlowSpreadConn{
 		prefix:    cfg.Prefix,
+		layout:    cfg.Layout,
+		permKey:   cfg.PermKey,
 		symmetric: cfg.Symmetric,
 		flowLabel: cfg.FlowLabel,
 
 		acceptUnknown: cfg.AcceptUnknown,
+
+		epoch:       time.Now(),
+		pathTimeout: uint32(max(1, cfg.PathTimeout>>tickShift)),
+		probe:       cfg.Probe,
 	}
-	if c.peers, err = newPeerTable(&cfg); err != nil {
+	c.recvClock.Store(1)
+	if err = c.initPeers(&cfg); err != nil {
 		return nil, err
 	}
 	if cfg.Prefix.IsValid() {
@@ -270,8 +288,9 @@ func unwrapOp(err error) error {
 // Stats is a snapshot of a conn's counters.
 type Stats struct {
 	// Sent and SentBytes count datagrams (and their payload bytes) handed
-	// to the kernel; SentUnspread counts those sent without a spread
-	// source address (unclassified flows, unknown peers, no Prefix).
+	// to the kernel, not counting probe copies; SentUnspread counts those
+	// sent without a spread source address (unclassified flows, unknown
+	// peers, no Prefix), apart from those of SentWaiting.
 	Sent, SentBytes, SentUnspread uint64
 	// SentPerAddress counts spread datagrams by source address: index b
 	// is the b-th address of our range (bucket b). Nil without a Prefix.
@@ -345,11 +364,11 @@ type Stats struct {
 // cache lines, so readers and writers on different cores do not contend.
 type counters struct {
 	sent, sentBytes, sentUnspread, gsoSends, sendErrors atomic.Uint64
-	_                                                   [24]byte
+	sentWaiting, sentProbes                             atomic.Uint64
+	_                                                   [8]byte
 	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
-	droppedBadSource                                    atomic.Uint64
-	_                                                   [8]byte
+	droppedBadSource, pathsOpened                       atomic.Uint64
 	buckets                                             []atomic.Uint64
 }
 
@@ -362,6 +381,9 @@ func (c *FlowSpreadConn) Stats() Stats {
 		SentUnspread:        c.stats.sentUnspread.Load(),
 		GSOSends:            c.stats.gsoSends.Load(),
 		SendErrors:          c.stats.sendErrors.Load(),
+		SentWaiting:         c.stats.sentWaiting.Load(),
+		SentProbes:          c.stats.sentProbes.Load(),
+		PathsOpened:         c.stats.pathsOpened.Load(),
 		Received:            c.stats.received.Load(),
 		ReceivedBytes:       c.stats.receivedBytes.Load(),
 		ReceivedUnknown:     c.stats.receivedUnknown.Load(),

@@ -11,7 +11,7 @@
 //
 // # Use it in your VPN
 //
-// Three calls. Open the conn instead of your UDP socket:
+// Four calls. Open the conn instead of your UDP socket:
 //
 //	c, err := conn.Listen(conn.Config{
 //		Prefix:    netip.MustParsePrefix("2001:db8:a::/64"), // routed to this host
@@ -19,6 +19,7 @@
 //		Peers:     []conn.Peer{{Addr: peerAddr, Prefix: netip.MustParsePrefix("2001:db8:b::/64")}},
 //		Key:       sharedKey, // the same at both ends, with Symmetric
 //		Symmetric: true,
+//		Probe:     true, // if your VPN drops replayed datagrams
 //	})
 //
 // Classify each plaintext packet before you encrypt it:
@@ -30,9 +31,15 @@
 //	c.WriteFlow(ciphertext, peerAddr, flow) // or WriteTo(ct, &conn.FlowAddr{Peer: peerAddr, Flow: flow})
 //
 // Read as before: [FlowSpreadConn.ReadFrom] reports the peer's canonical
-// address. [FlowSpreadConn.ReadMsg] also gives the outer ECN codepoint;
-// after decrypting, [FlowSpreadConn.Decapsulate] carries congestion marks
-// to the inner packet (RFC 6040).
+// address. [FlowSpreadConn.ReadMsg] also gives the outer addresses and ECN
+// codepoint. After decrypting, tell the conn which flow the authentic
+// datagram carried, so that it learns which pairs are open (see "Paths
+// through stateful firewalls"):
+//
+//	c.Observe(&info, c.Classify(plaintext)) // from a ReadBatch: info := msg.RecvInfo()
+//
+// and let [FlowSpreadConn.Decapsulate] carry congestion marks to the
+// inner packet (RFC 6040).
 //
 // # What the host needs
 //
@@ -83,6 +90,55 @@
 // address or port. The conn spreads only to the canonical addresses it
 // knows: what the VPN sends to the new address goes out unspread, from
 // the socket's default source.
+//
+// # Paths through stateful firewalls
+//
+// Almost every home router runs a stateful IPv6 firewall (RFC 6092): a
+// datagram going out opens its address pair for the answers, and an
+// unsolicited one coming in is dropped, except to what the user opened,
+// usually the VPN's one address and port. A flow sent at once on a pair
+// the peer's side has never used would vanish there. So a flow goes on its
+// spread pair only when that pair is known open:
+//
+//   - the peer is declared open (Peer.Open: no firewall in front of it),
+//     or
+//   - the peer's own datagrams for that flow arrived on that pair within
+//     Config.PathTimeout (20 s by default, below the 30 s UDP timeout of
+//     Linux conntrack and most home routers), as the VPN reports with
+//     [FlowSpreadConn.Observe] after authenticating them.
+//
+// Otherwise it goes on the canonical pair, which the VPN's keepalives
+// hold open (WireGuard's persistent keepalive: 25 s), and counts in
+// Stats.SentWaiting. With Config.Probe a copy of the flow's first datagram
+// also goes on the spread pair, and again at most once a second while it
+// waits (Stats.SentProbes): the copy opens our own firewall for the
+// peer's answer on that pair; the peer, seeing the flow there, moves its
+// side of the flow to it and its datagrams open the pair for us. Flows
+// opened from either side thus move to their own pairs after one round
+// trip, and two ends behind firewalls meet. A flow moves at most once
+// per idle period, so its datagrams may be reordered once, when it moves.
+// A flow whose peer never answers on it (a one-way stream) stays on the
+// canonical pair.
+//
+// Only authenticated traffic teaches the conn: a datagram that merely
+// comes from a peer's range changes nothing until the VPN calls Observe,
+// and Observe learns only when the datagram came exactly on its flow's
+// pair, so a forged or replayed datagram from another address of the
+// range cannot move a flow.
+//
+// Memory: a spreading peer that is not Open keeps one 8-byte slot per
+// pair of buckets, 2^max(Bits, peer's Bits) slots up to 4096 (32 KiB), 8
+// KiB with the default 1024, allocated when it first learns or probes.
+//
+// A server needs no prefix: with one address and port, its client's
+// Prefix as the peer's, Symmetric and the client's Key, it learns each of
+// the client's flows on the pair the flow arrived on and answers there,
+// so both directions are spread although only the client has a range.
+//
+// Peers can change while the conn runs ([FlowSpreadConn.SetPeer],
+// [FlowSpreadConn.RemovePeer]): the peer table is swapped whole, with no
+// lock on the packet path, and a peer whose range stays keeps what it
+// learned.
 //
 // # Flow symmetry and key rotation
 //

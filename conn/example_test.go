@@ -22,6 +22,7 @@ func Example() {
 		Peers:     []conn.Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:b::/64")}},
 		Key:       hash.Key{ /* a secret shared with the peer */ 1},
 		Symmetric: true, // replies use their request's address pair
+		Probe:     true, // the VPN drops replayed datagrams, so probe copies are harmless
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -45,12 +46,19 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	inner := open(buf[:n])
+	inner, ok := open(buf[:n])
+	if !ok {
+		return // forged: it must not teach the conn anything
+	}
+	// 4. Authentic: tell the conn on which pair the flow arrived, so its
+	// datagrams to the peer go there too (a firewall in front of the
+	// peer lets them in, since the peer's own went out on it).
+	c.Observe(&info, c.Classify(inner))
 	if drop, _ := c.Decapsulate(inner, info.ECN); !drop {
 		log.Printf("%d bytes from %v", len(inner), info.Peer)
 	}
 }
 
 // seal and open stand for the VPN's encryption.
-func seal(p []byte) []byte { return p }
-func open(p []byte) []byte { return p }
+func seal(p []byte) []byte         { return p }
+func open(p []byte) ([]byte, bool) { return p, true }

@@ -76,7 +76,7 @@ func (h *faultHosts) listen(t *testing.T, recv conn.Receive, disableGRO bool) *c
 	t.Helper()
 	return listenIn(t, h.r, conn.Config{
 		Prefix: prefixB, Port: portB, Receive: recv, DisableGRO: disableGRO,
-		Peers: []conn.Peer{{Addr: faultSender, Prefix: prefixA}},
+		Peers: []conn.Peer{{Addr: faultSender, Prefix: prefixA, Open: true}},
 	})
 }
 

@@ -74,9 +74,9 @@ var backends = []backend{
 func (h *routedHosts) ends(t *testing.T, be backend, cfgA, cfgB conn.Config) (a, b *conn.FlowSpreadConn) {
 	t.Helper()
 	cfgA.Prefix, cfgA.Port, cfgA.Receive = prefixA, portA, be.recv("a0")
-	cfgA.Peers = []conn.Peer{{Addr: linkB, Prefix: prefixB}}
+	cfgA.Peers = []conn.Peer{{Addr: linkB, Prefix: prefixB, Open: true}}
 	cfgB.Prefix, cfgB.Port, cfgB.Receive = prefixB, portB, be.recv("b0")
-	cfgB.Peers = []conn.Peer{{Addr: linkA, Prefix: prefixA}}
+	cfgB.Peers = []conn.Peer{{Addr: linkA, Prefix: prefixA, Open: true}}
 	return listenIn(t, h.a, cfgA), listenIn(t, h.b, cfgB)
 }
 

@@ -15,21 +15,35 @@ import (
 // finding the peer should miss once, not once per field spread over the
 // entry and its Mapper.
 type peerEntry struct {
-	addr   netip.AddrPort   // canonical, as configured
+	ip     netip.Addr       // the canonical address, as configured (see addr)
 	mapper *flowaddr.Mapper // nil: the peer is not spread
+	// paths is the spreading peer's path state, nil when it is not
+	// spread or is Open (it learns nothing). A new peer table keeps the
+	// pointer of a peer whose Addr, Prefix and Bits stay, so what was
+	// learned survives other peers' changes.
+	paths *pathState
 	// firstHi, firstLo: the first address of a contiguous range, as two
 	// big-endian halves; bucket b is first + b (flowaddr.LayoutContiguous),
 	// so the range check needs no Mapper.
 	firstHi, firstLo uint64
 	scope            uint32 // interface index of a link-local address's zone
-	rangeBits        uint8  // the range has 2^rangeBits addresses
-	contiguous       bool
+	port             uint16
+	// rangeBits: a contiguous range has 2^rangeBits addresses; 0 for a
+	// scattered range or none (a range has at least 2 addresses), so the
+	// entry needs no separate flag.
+	rangeBits uint8
 	// hostsOthers: peerTable.candidate names this peer for another peer's
 	// canonical address (one in this peer's prefix, or in its block when
 	// the prefix is the block's only one), so a source there may be that
 	// peer's rather than this one's.
 	hostsOthers bool
 }
+
+// addr returns the peer's canonical address and port, as configured.
+func (e *peerEntry) addr() netip.AddrPort { return netip.AddrPortFrom(e.ip, e.port) }
+
+// contiguous reports whether the peer is spread over a contiguous range.
+func (e *peerEntry) contiguous() bool { return e.rangeBits != 0 }
 
 // peerRoute is what a send to a configured peer needs, kept in the
 // canonical-address map itself: with thousands of peers the one probe
@@ -40,10 +54,15 @@ type peerRoute struct {
 	// firstHi, firstLo: with dst == routeContiguous, the first address
 	// of the peer's range; bucket b's address is first + b.
 	firstHi, firstLo uint64
-	index            int32  // in peerTable.peers, or -1: no such peer
-	scope            uint32 // interface index of a link-local address's zone
-	shift            uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
-	dst              uint8
+	// paths: what we know of the spread pairs to the peer (the entry's
+	// paths); nil when the peer is not spread. open: Peer.Open, every
+	// pair is open.
+	paths *pathState
+	index int32  // in peerTable.peers, or -1: no such peer
+	scope uint32 // interface index of a link-local address's zone
+	shift uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
+	dst   uint8
+	open  bool
 }
 
 // Kinds of peerRoute.dst: how a spread send finds the peer's address.
@@ -77,8 +96,9 @@ type prefixGroup struct {
 }
 
 // peerTable maps canonical addresses and outer source addresses to peers.
-// It is built once by Listen and only read afterwards, so lookups need no
-// lock; none allocates.
+// A table is never changed once built: Listen builds the first, and
+// SetPeer and RemovePeer build a new one and swap it in, so lookups need
+// no lock; none allocates.
 //
 // Peer prefixes never overlap (Config.validate), so an address lies in at
 // most one. To find it with one map probe whatever the mix of prefix
@@ -89,6 +109,9 @@ type prefixGroup struct {
 // next to /56s of the same /48, say) is resolved by probing the groups of
 // the lengths found in it.
 type peerTable struct {
+	// list holds the validated peers the table was built from, in the
+	// order of peers.
+	list  []Peer
 	peers []peerEntry
 	// byAddr maps canonical addresses to peers, with what a send needs.
 	byAddr    map[endpointKey]peerRoute
@@ -99,38 +122,84 @@ type peerTable struct {
 	blocks map[uint64]int32
 	shared [][2]uint64
 	groups []prefixGroup
+	// learning: some spread peer is not Open, so reads keep the path
+	// clock for Observe.
+	learning bool
 }
 
+// newPeerTable builds the table of cfg's validated peers.
 func newPeerTable(cfg *Config) (*peerTable, error) {
+	return buildPeerTable(cfg.Peers, cfg.Layout, cfg.PermKey, localBits(cfg), nil)
+}
+
+// initPeers builds the conn's first peer table, from cfg's validated peers.
+func (c *FlowSpreadConn) initPeers(cfg *Config) error {
+	t, err := newPeerTable(cfg)
+	if err != nil {
+		return err
+	}
+	c.peers.Store(t)
+	return nil
+}
+
+// localBits returns the bits of our own range, 0 without a Prefix.
+func localBits(cfg *Config) int {
+	if cfg.Prefix.IsValid() {
+		return cfg.Bits
+	}
+	return 0
+}
+
+// buildPeerTable builds the table of validated peers, whose prefixes are
+// laid out as layout and permKey say, for a conn whose own range has
+// 2^ourBits addresses (0: none). A peer that old has with the same Addr,
+// Prefix and Bits keeps its Mapper and path state.
+func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourBits int, old *peerTable) (*peerTable, error) {
 	t := &peerTable{
-		peers:  make([]peerEntry, len(cfg.Peers)),
-		byAddr: make(map[endpointKey]peerRoute, len(cfg.Peers)),
+		list:   peers,
+		peers:  make([]peerEntry, len(peers)),
+		byAddr: make(map[endpointKey]peerRoute, len(peers)),
 		blocks: make(map[uint64]int32),
 	}
 	blockBits := 64
-	for i, p := range cfg.Peers {
-		e := peerEntry{addr: p.Addr, scope: zoneIndex(p.Addr.Addr().Zone())}
+	for i, p := range peers {
+		e := peerEntry{ip: p.Addr.Addr(), port: p.Addr.Port(), scope: zoneIndex(p.Addr.Addr().Zone())}
 		if p.Prefix.IsValid() {
-			m, err := flowaddr.NewMapper(flowaddr.MapperConfig{
-				Prefix: p.Prefix, Bits: p.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("conn: Peers[%d].Prefix %v: %w", i, p.Prefix, err)
+			if prev := old.same(p); prev != nil {
+				e.mapper, e.paths = prev.mapper, prev.paths
+			} else {
+				m, err := flowaddr.NewMapper(flowaddr.MapperConfig{
+					Prefix: p.Prefix, Bits: p.Bits, Layout: layout, PermKey: permKey,
+				})
+				if err != nil {
+					return nil, fmt.Errorf("peer %v: Prefix %v: %w", p.Addr, p.Prefix, err)
+				}
+				e.mapper = m
 			}
-			e.mapper, e.rangeBits = m, uint8(m.Bits())
-			if m.Layout() == flowaddr.LayoutContiguous {
-				e.contiguous = true
-				e.firstHi, e.firstLo = m.AddrWords(0)
+			switch {
+			case p.Open:
+				e.paths = nil
+			case e.paths == nil:
+				e.paths = newPathState(ourBits, e.mapper.Bits())
+			}
+			if e.mapper.Layout() == flowaddr.LayoutContiguous {
+				e.rangeBits = uint8(e.mapper.Bits())
+				e.firstHi, e.firstLo = e.mapper.AddrWords(0)
 			}
 			g := t.group(p.Prefix.Bits())
 			g.byPrefix[p.Prefix.Addr().As16()] = int32(i)
 			blockBits = min(blockBits, p.Prefix.Bits())
 		}
 		t.peers[i] = e
-		t.byAddr[keyOf(p.Addr)] = e.route(int32(i))
+		r := e.route(int32(i))
+		if e.mapper != nil {
+			r.open = p.Open
+			t.learning = t.learning || !p.Open
+		}
+		t.byAddr[keyOf(p.Addr)] = r
 	}
 	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
-	for i, p := range cfg.Peers {
+	for i, p := range peers {
 		if !p.Prefix.IsValid() {
 			continue
 		}
@@ -143,7 +212,7 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 			continue
 		case b >= 0: // a second prefix in the block
 			t.shared = append(t.shared, [2]uint64{})
-			l := cfg.Peers[b].Prefix.Bits()
+			l := peers[b].Prefix.Bits()
 			t.shared[len(t.shared)-1][l/64] |= 1 << (l % 64)
 			b = -int32(len(t.shared))
 			t.blocks[bk] = b
@@ -152,12 +221,29 @@ func newPeerTable(cfg *Config) (*peerTable, error) {
 		t.shared[-1-b][l/64] |= 1 << (l % 64)
 	}
 	for i := range t.peers {
-		hi, lo := halves(t.peers[i].addr.Addr().As16())
+		hi, lo := halves(t.peers[i].ip.As16())
 		if j := t.candidate(hi, lo); j >= 0 && j != int32(i) {
 			t.peers[j].hostsOthers = true
 		}
 	}
 	return t, nil
+}
+
+// same returns the entry of the peer that has p's Addr, Prefix and Bits
+// in t, or nil: one whose Mapper and path state still hold for p. t may
+// be nil.
+func (t *peerTable) same(p Peer) *peerEntry {
+	if t == nil {
+		return nil
+	}
+	r, ok := t.byAddr[keyOf(p.Addr)]
+	if !ok {
+		return nil
+	}
+	if q := t.list[r.index]; q.Addr != p.Addr || q.Prefix != p.Prefix || q.Bits != p.Bits {
+		return nil
+	}
+	return &t.peers[r.index]
 }
 
 // group returns the group of prefixes of length bits, adding it if there
@@ -182,11 +268,11 @@ func (t *peerTable) groupOf(bits int) *prefixGroup {
 
 // route returns what a send to peer i, whose entry e is, needs.
 func (e *peerEntry) route(i int32) peerRoute {
-	r := peerRoute{index: i, scope: e.scope}
+	r := peerRoute{index: i, scope: e.scope, paths: e.paths}
 	switch {
 	case e.mapper == nil:
 		r.dst = routeCanonical
-	case e.contiguous:
+	case e.contiguous():
 		r.dst, r.firstHi, r.firstLo, r.shift = routeContiguous, e.firstHi, e.firstLo, 64-e.rangeBits
 	default:
 		r.dst = routeMapper
@@ -212,7 +298,7 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	i := t.candidate(hi, lo)
 	if i >= 0 {
 		p := &t.peers[i]
-		if p.addr.Port() == port && p.addr.Addr().As16() == src.Addr().As16() {
+		if p.port == port && p.ip.As16() == src.Addr().As16() {
 			return i, false
 		}
 		if !p.hostsOthers {
@@ -234,10 +320,10 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 // port comes from peer i's spread range with i's port, else -1.
 func (t *peerTable) spreadFrom(i int32, hi, lo uint64, port uint16) (int32, bool) {
 	p := &t.peers[i]
-	if p.addr.Port() != port {
+	if p.port != port {
 		return -1, false
 	}
-	if p.contiguous {
+	if p.contiguous() {
 		dLo, borrow := bits.Sub64(lo, p.firstLo, 0)
 		dHi, _ := bits.Sub64(hi, p.firstHi, borrow)
 		if dHi != 0 || dLo>>p.rangeBits != 0 {

@@ -16,7 +16,7 @@ import (
 func refBySource(peers []peerEntry, src netip.AddrPort) (int32, bool) {
 	k := keyOf(src)
 	for i := range peers {
-		if keyOf(peers[i].addr) == k {
+		if keyOf(peers[i].addr()) == k {
 			return int32(i), false
 		}
 	}
@@ -26,7 +26,7 @@ func refBySource(peers []peerEntry, src netip.AddrPort) (int32, bool) {
 		if p.mapper == nil || !p.mapper.Prefix().Contains(a) {
 			continue
 		}
-		if _, ok := p.mapper.BucketOf(a.As16()); !ok || p.addr.Port() != src.Port() {
+		if _, ok := p.mapper.BucketOf(a.As16()); !ok || p.addr().Port() != src.Port() {
 			return -1, false
 		}
 		return int32(i), true
@@ -108,8 +108,8 @@ func TestBySourceMatchesDefinition(t *testing.T) {
 		}
 		var srcs []netip.AddrPort
 		for _, p := range tab.peers {
-			port := p.addr.Port()
-			srcs = append(srcs, p.addr, netip.AddrPortFrom(p.addr.Addr(), port+1))
+			port := p.addr().Port()
+			srcs = append(srcs, p.addr(), netip.AddrPortFrom(p.addr().Addr(), port+1))
 			if p.mapper == nil {
 				continue
 			}
@@ -143,7 +143,7 @@ func peerList(t *peerTable) string {
 		if p.mapper != nil {
 			pfx = p.mapper.Prefix()
 		}
-		s += fmt.Sprintf("\n  %d: %v %v", i, p.addr, pfx)
+		s += fmt.Sprintf("\n  %d: %v %v", i, p.addr(), pfx)
 	}
 	return s
 }

@@ -19,6 +19,16 @@ type RecvInfo struct {
 	// ECN is the outer header's ECN codepoint; after decrypting, pass it
 	// with the inner packet to [FlowSpreadConn.Decapsulate].
 	ECN flowaddr.ECN
+
+	from peerRef // the peer the read found, so Observe need not look it up
+}
+
+// peerRef names the peer a read found: entry index of table, which is
+// the peer table the read used. Its zero value names none: Observe then
+// looks the peer up by its canonical address.
+type peerRef struct {
+	table *peerTable
+	index int32
 }
 
 // ReadBatch reads datagrams into msgs[i].Buf and returns how many it
@@ -82,6 +92,10 @@ func (c *FlowSpreadConn) ReadBatch(msgs []Message) (int, error) {
 // reused while consecutive datagrams share them, as the segments of a GRO
 // super-datagram and the datagrams of an unspread tunnel do.
 func (c *FlowSpreadConn) accept(msgs []Message) int {
+	t := c.peers.Load() // one table for the batch: SetPeer may swap it
+	if t.learning {
+		c.tickRecvClock()
+	}
 	kept := 0
 	var bytes, unknown uint64
 	var last struct {
@@ -94,7 +108,7 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		m := &msgs[i]
 		if !last.valid || m.OuterSrc != last.src || m.OuterDst != last.dst {
 			last.src, last.dst, last.valid = m.OuterSrc, m.OuterDst, true
-			last.peer, last.drop = c.sourcePeer(m.OuterSrc, m.OuterDst)
+			last.peer, last.drop = c.sourcePeer(t, m.OuterSrc, m.OuterDst)
 		}
 		switch last.drop {
 		case dropForeign:
@@ -109,9 +123,11 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 		}
 		if last.drop == keepUnknown {
 			m.Peer = plainSource(m.OuterSrc)
+			m.from = peerRef{}
 			unknown++
 		} else {
-			m.Peer = c.peers.peers[last.peer].addr
+			m.Peer = t.peers[last.peer].addr()
+			m.from = peerRef{t, last.peer}
 		}
 		m.Flow = Flow{}
 		bytes += uint64(m.N)
@@ -153,11 +169,11 @@ const (
 
 // sourcePeer returns the index of the peer a datagram from src to dst
 // comes from, or why it must be dropped.
-func (c *FlowSpreadConn) sourcePeer(src, dst netip.AddrPort) (int32, dropReason) {
+func (c *FlowSpreadConn) sourcePeer(t *peerTable, src, dst netip.AddrPort) (int32, dropReason) {
 	if badSource(src.Addr(), dst.Addr()) {
 		return -1, dropBadSource
 	}
-	pi, spread := c.peers.bySource(src)
+	pi, spread := t.bySource(src)
 	if pi < 0 {
 		if c.acceptUnknown {
 			return -1, keepUnknown
@@ -190,7 +206,7 @@ func (c *FlowSpreadConn) ReadMsg(p []byte) (int, RecvInfo, error) {
 	one[0] = Message{Buf: p}
 	_, err := c.ReadBatch(one[:])
 	m := &one[0]
-	n, info := m.N, RecvInfo{Peer: m.Peer, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst, ECN: m.ECN}
+	n, info := m.N, m.RecvInfo()
 	one[0] = Message{}
 	c.readers.Put(one)
 	if err != nil {

@@ -21,7 +21,7 @@ func acceptConn(tb testing.TB) (c *FlowSpreadConn, peer netip.AddrPort) {
 		tb.Fatal(err)
 	}
 	c = &FlowSpreadConn{prefix: cfg.Prefix}
-	if c.peers, err = newPeerTable(&cfg); err != nil {
+	if err = c.initPeers(&cfg); err != nil {
 		tb.Fatal(err)
 	}
 	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
@@ -36,7 +36,7 @@ func acceptConn(tb testing.TB) (c *FlowSpreadConn, peer netip.AddrPort) {
 // stay in order at the front, and each drop is counted once.
 func TestAcceptBatch(t *testing.T) {
 	c, peer := acceptConn(t)
-	pm := c.peers.peers[0].mapper
+	pm := c.peers.Load().peers[0].mapper
 	from := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(pm.Addr16(b)), peer.Port()) }
 	to := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(c.local.Addr16(b)), 51821) }
 	outside := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::ffff:1"), 51821)
@@ -104,7 +104,7 @@ func TestAcceptBatch(t *testing.T) {
 func TestAcceptUnknown(t *testing.T) {
 	c, peer := acceptConn(t)
 	c.acceptUnknown = true
-	pm := c.peers.peers[0].mapper
+	pm := c.peers.Load().peers[0].mapper
 	from := func(b uint32) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom16(pm.Addr16(b)), peer.Port()) }
 	to := netip.AddrPortFrom(netip.AddrFrom16(c.local.Addr16(1)), 51821)
 	outside := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::ffff:1"), 51821)

@@ -31,6 +31,15 @@ type Message struct {
 	// ECN is the ECN codepoint of the outer IP header as it arrived
 	// (RFC 3168, the two low bits of the IPv6 Traffic Class or IPv4 TOS).
 	ECN flowaddr.ECN
+
+	from peerRef // set by a read, for RecvInfo
+}
+
+// RecvInfo returns what [FlowSpreadConn.ReadMsg] would have returned for
+// a datagram that a read put in m. Pass it to [FlowSpreadConn.Observe]:
+// it carries the peer the read found, which spares Observe a lookup.
+func (m *Message) RecvInfo() RecvInfo {
+	return RecvInfo{Peer: m.Peer, OuterSrc: m.OuterSrc, OuterDst: m.OuterDst, ECN: m.ECN, from: m.from}
 }
 
 // receiver is a receive backend: the AnyIP socket (newAnyIPReceiver) or the

@@ -66,7 +66,8 @@ type sendBatch struct {
 	first, count, seg, total [sendBatchSize]int
 	open                     [sendBatchSize]bool
 	bucket                   [sendBatchSize]int32
-	last                     outerHdr // of the last header
+	path                     [sendBatchSize]uint8 // outerHdr.path: a run never mixes them
+	last                     outerHdr             // of the last header
 
 	nhdr, nmsg int
 
@@ -107,6 +108,7 @@ func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	b.first[h], b.count[h], b.seg[h], b.total[h] = i, 1, len(p), len(p)
 	b.open[h] = len(p) > 0
 	b.bucket[h] = bucket
+	b.path[h] = o.path
 	b.last = *o
 
 	sa := &b.names[h]
@@ -214,12 +216,12 @@ func putU16Cmsg(b []byte, level, typ int32, v uint16) int {
 func (c *FlowSpreadConn) writeFlow(p []byte, peer netip.AddrPort, f Flow) error {
 	var o outerHdr
 	var memo peerMemo
-	bucket, err := c.outerFor(peer, f, &o, &memo)
+	bucket, path, err := c.outerFor(peer, f, &o, &memo)
 	if err != nil {
 		return c.opError("write", nil, err)
 	}
 	b := c.snd.batches.Get().(*sendBatch)
-	b.add(p, &o, bucket, false)
+	c.addPath(b, p, &o, bucket, path, peer, false)
 	_, err = c.flush(b, peer)
 	b.reset()
 	c.snd.batches.Put(b)
@@ -237,13 +239,17 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 		var badErr error
 		var o outerHdr
 		for i := done; i < end; i++ {
+			if b.nmsg == sendBatchSize { // probe copies took the room
+				end = i
+				break
+			}
 			m := &msgs[i]
-			bucket, err := c.outerFor(m.Peer, m.Flow, &o, &memo)
+			bucket, path, err := c.outerFor(m.Peer, m.Flow, &o, &memo)
 			if err != nil {
 				badErr, end = err, i
 				break
 			}
-			b.add(m.Buf, &o, bucket, gso)
+			c.addPath(b, m.Buf, &o, bucket, path, m.Peer, gso)
 		}
 		var last netip.AddrPort
 		if end > done {
@@ -267,6 +273,20 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 	return done, nil
 }
 
+// addPath adds datagram p as outerFor said it goes: with path pathProbe,
+// a copy on the spread pair first, then p on the canonical pair. A probe
+// that finds the batch one datagram from full is skipped: its slot tries
+// again within probeTicks.
+func (c *FlowSpreadConn) addPath(b *sendBatch, p []byte, o *outerHdr, bucket int32, path uint8, peer netip.AddrPort, gso bool) {
+	if path == pathProbe {
+		if b.nmsg < sendBatchSize-1 {
+			b.add(p, o, -1, gso)
+		}
+		c.waitOn(o, peer)
+	}
+	b.add(p, o, bucket, gso)
+}
+
 // errGSORefused tells writeBatch to resend from the first unsent datagram:
 // the kernel refused GSO, and it is now off.
 var errGSORefused = errors.New("conn: the kernel refused UDP GSO")
@@ -283,7 +303,7 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	if b.sent < b.nhdr {
 		sent = b.first[b.sent]
 	}
-	c.count(b)
+	sent -= c.count(b) // the caller's datagrams: probe copies are extra
 	if err != nil {
 		return sent, c.opError("write", udpAddr(to), unwrapOp(err))
 	}
@@ -304,20 +324,29 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	return sent, nil
 }
 
-// count adds the datagrams of the headers sent, b.sent, to the stats:
-// with atomic adds per batch and per header, not per datagram.
-func (c *FlowSpreadConn) count(b *sendBatch) {
+// count adds the datagrams of the headers sent, b.sent, to the stats,
+// with atomic adds per batch and per header, not per datagram, and
+// returns how many of them were probe copies (a probe has its own
+// header). Sent counts the caller's datagrams, not the copies.
+func (c *FlowSpreadConn) count(b *sendBatch) int {
 	if b.sent == 0 {
-		return
+		return 0
 	}
-	var sent, bytes, unspread, gso uint64
+	var sent, bytes, unspread, gso, waiting, probes uint64
 	for h := range b.sent {
 		n := uint64(b.count[h])
+		switch b.path[h] {
+		case pathProbe:
+			probes += n
+			continue
+		case pathWaiting:
+			waiting += n
+		}
 		sent += n
 		bytes += uint64(b.total[h])
 		if k := b.bucket[h]; k >= 0 {
 			c.stats.buckets[k].Add(n)
-		} else {
+		} else if b.path[h] != pathWaiting {
 			unspread += n
 		}
 		if n > 1 {
@@ -332,4 +361,11 @@ func (c *FlowSpreadConn) count(b *sendBatch) {
 	if gso > 0 {
 		c.stats.gsoSends.Add(gso)
 	}
+	if waiting > 0 {
+		c.stats.sentWaiting.Add(waiting)
+	}
+	if probes > 0 {
+		c.stats.sentProbes.Add(probes)
+	}
+	return int(probes)
 }

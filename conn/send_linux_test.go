@@ -24,7 +24,7 @@ func spreadPair(t *testing.T, cfg conn.Config) (*conn.FlowSpreadConn, *sink, net
 	if !cfg.Prefix.IsValid() {
 		cfg.Prefix = prefixA
 	}
-	cfg.Peers = []conn.Peer{{Addr: peer, Prefix: prefixB}}
+	cfg.Peers = []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}
 	c := listenIn(t, ns, cfg)
 	return c, s, peer
 }
@@ -250,7 +250,7 @@ func TestGSOFallback(t *testing.T) {
 			ns.Run(t, tt.setup...)
 			s := newSink(t, ns)
 			peer := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)
-			c := listenIn(t, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB}}})
+			c := listenIn(t, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}})
 			if !c.Stats().GSO {
 				t.Skip("the kernel has no UDP GSO")
 			}

@@ -13,7 +13,7 @@ import (
 // TestReadMapsPeers checks the same verdicts through a real socket.
 func TestSourceIdentity(t *testing.T) {
 	c, peer := acceptConn(t)
-	pm := c.peers.peers[0].mapper
+	pm := c.peers.Load().peers[0].mapper
 	to := netip.AddrPortFrom(netip.AddrFrom16(c.local.Addr16(1)), 51821)
 	first := netip.AddrFrom16(pm.Addr16(0))
 	last := netip.AddrFrom16(pm.Addr16(uint32(pm.Len() - 1)))

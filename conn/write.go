@@ -74,6 +74,12 @@ type outerHdr struct {
 	port  uint16
 	ecn   flowaddr.ECN
 	kind  uint8
+	// path is pathSpread for a datagram on the pair its flow maps to (or
+	// unspread for no path reason), pathWaiting for one sent on the
+	// canonical pair because its spread pair is not known open, and
+	// pathProbe for a probe copy: a GSO run never mixes them, so Stats
+	// can count them per run.
+	path uint8
 }
 
 // Kinds of outerHdr.
@@ -85,11 +91,23 @@ const (
 
 // peerMemo remembers the last peer a send looked up: a batch usually goes
 // to one peer, so its messages need the peer table's map only once. A memo
-// belongs to one call; its zero value remembers nothing.
+// belongs to one call; its zero value remembers nothing. It also holds the
+// peer table the call started with, so a SetPeer during the call changes
+// nothing halfway through a batch.
 type peerMemo struct {
+	t     *peerTable
 	addr  netip.AddrPort
 	route peerRoute
 	valid bool
+	now   uint32 // the path clock, read once per call when needed; 0: not yet
+}
+
+// table returns the peer table of the call, loading it the first time.
+func (m *peerMemo) table(c *FlowSpreadConn) *peerTable {
+	if m.t == nil {
+		m.t = c.peers.Load()
+	}
+	return m.t
 }
 
 // byCanonical returns the route to the peer whose canonical address is
@@ -102,24 +120,30 @@ func (m *peerMemo) byCanonical(t *peerTable, ap netip.AddrPort) *peerRoute {
 }
 
 // outerFor fills o for a datagram of flow f to peer and returns the
-// bucket of its source address, or -1 when it goes out unspread. memo
-// carries the peer lookup from one message of a batch to the next.
+// bucket of its source address, or -1 when it goes out unspread, and how
+// it goes out (paths.go): on its spread pair (pathSpread), or, while that
+// pair is not known open, on the canonical pair (pathWaiting), after a
+// probe copy on the spread pair (pathProbe). For those two, o is the
+// probe's header: the caller sends the probe, if any, then the datagram
+// with o turned to the canonical pair by waitOn. memo carries the peer
+// lookup and the clock from one message of a batch to the next.
 //
 // With a contiguous range (the default) it reads only the peer's route,
-// found with one map probe, and our own Mapper, which stays in the cache.
-func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo *peerMemo) (int32, error) {
+// found with one map probe, and our own Mapper, which stays in the cache;
+// for a peer that is not Open, also the flow's path slot.
+func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo *peerMemo) (int32, uint8, error) {
 	if !peer.IsValid() || peer.Port() == 0 {
-		return -1, errBadPeer
+		return -1, pathSpread, errBadPeer
 	}
 	addr := peer.Addr()
 	*o = outerHdr{dst: addr.As16(), port: peer.Port(), ecn: f.ECN & 3}
 	if addr.Is4() || addr.Is4In6() {
 		o.kind = outerIPv4
-		return -1, nil
+		return -1, pathSpread, nil
 	}
 	r := &noRoute
 	if f.Valid || addr.Zone() != "" {
-		r = memo.byCanonical(c.peers, peer)
+		r = memo.byCanonical(memo.table(c), peer)
 	}
 	if addr.Zone() != "" {
 		if r.index >= 0 {
@@ -129,7 +153,15 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		}
 	}
 	if !f.Valid || r.index < 0 {
-		return -1, nil
+		return -1, pathSpread, nil
+	}
+	path := pathSpread
+	if r.dst != routeCanonical {
+		path = c.pathFor(r, f.Hash, memo)
+		if path == pathWaiting {
+			c.waitOn(o, peer)
+			return -1, pathWaiting, nil
+		}
 	}
 	switch r.dst {
 	case routeContiguous:
@@ -137,7 +169,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		// half does not carry (flowaddr.Mapper.AddrWords).
 		putWords(&o.dst, r.firstHi, r.firstLo+f.Hash>>r.shift)
 	case routeMapper:
-		m := c.peers.peers[r.index].mapper
+		m := memo.t.peers[r.index].mapper
 		hi, lo := m.AddrWords(m.Bucket(f.Hash))
 		putWords(&o.dst, hi, lo)
 	}
@@ -151,7 +183,20 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	if c.flowLabel {
 		o.label = flowLabel(&o.src, &o.dst)
 	}
-	return b, nil
+	o.path = path
+	return b, path, nil
+}
+
+// waitOn turns o, the header of a datagram to a peer's canonical address
+// or of a probe copy, into the header of the datagram on the canonical
+// pair, from the socket's default source, that waits for its spread pair
+// to open.
+func (c *FlowSpreadConn) waitOn(o *outerHdr, peer netip.AddrPort) {
+	o.dst, o.src, o.kind, o.path = peer.Addr().As16(), [16]byte{}, outerDefault, pathWaiting
+	o.label = 0
+	if c.flowLabel {
+		o.label = flowLabel(&o.src, &o.dst)
+	}
 }
 
 // putWords stores an address given as two big-endian halves in a.

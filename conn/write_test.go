@@ -24,36 +24,37 @@ func TestOuterForMatchesMapper(t *testing.T) {
 			continue // two canonical addresses collided
 		}
 		for i := range cfg.Peers {
+			cfg.Peers[i].Open = true // every pair open: this checks the mapping (paths_test.go checks the rest)
 			if cfg.Peers[i].Prefix.IsValid() {
 				// Range sizes other than the default, up to what the prefix holds.
 				cfg.Peers[i].Bits = 1 + rng.IntN(min(maxBits, 127-cfg.Peers[i].Prefix.Bits()))
 			}
 		}
 		c := &FlowSpreadConn{prefix: cfg.Prefix}
-		if c.peers, err = newPeerTable(&cfg); err != nil {
+		if err = c.initPeers(&cfg); err != nil {
 			t.Fatal(err)
 		}
 		if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits, Layout: layout}); err != nil {
 			t.Fatal(err)
 		}
 		var memo peerMemo
-		for _, p := range c.peers.peers {
-			stranger := netip.AddrPortFrom(p.addr.Addr(), p.addr.Port()+1)
+		for _, p := range c.peers.Load().peers {
+			stranger := netip.AddrPortFrom(p.addr().Addr(), p.addr().Port()+1)
 			for range 8 {
 				f := Flow{Hash: rng.Uint64(), ECN: flowaddr.ECT1, Valid: true}
-				wantDst := p.addr.Addr().As16()
+				wantDst := p.addr().Addr().As16()
 				if p.mapper != nil {
 					wantDst = p.mapper.Addr16(p.mapper.Bucket(f.Hash))
 				}
 				wantBucket := c.local.Bucket(f.Hash)
 				var o outerHdr
-				b, err := c.outerFor(p.addr, f, &o, &memo)
+				b, _, err := c.outerFor(p.addr(), f, &o, &memo)
 				if err != nil || b != int32(wantBucket) || o.kind != outerSpread ||
-					o.dst != wantDst || o.src != c.local.Addr16(wantBucket) || o.port != p.addr.Port() || o.ecn != flowaddr.ECT1 {
-					t.Fatalf("round %d: outerFor(%v, %x) = %d, %v, dst %v src %v kind %d; want bucket %d, dst %v src %v%s", round, p.addr, f.Hash,
-						b, err, netip.AddrFrom16(o.dst), netip.AddrFrom16(o.src), o.kind, wantBucket, netip.AddrFrom16(wantDst), netip.AddrFrom16(c.local.Addr16(wantBucket)), peerList(c.peers))
+					o.dst != wantDst || o.src != c.local.Addr16(wantBucket) || o.port != p.addr().Port() || o.ecn != flowaddr.ECT1 {
+					t.Fatalf("round %d: outerFor(%v, %x) = %d, %v, dst %v src %v kind %d; want bucket %d, dst %v src %v%s", round, p.addr(), f.Hash,
+						b, err, netip.AddrFrom16(o.dst), netip.AddrFrom16(o.src), o.kind, wantBucket, netip.AddrFrom16(wantDst), netip.AddrFrom16(c.local.Addr16(wantBucket)), peerList(c.peers.Load()))
 				}
-				if b, err := c.outerFor(stranger, f, &o, &memo); err != nil || b != -1 || o.kind != outerDefault || o.dst != stranger.Addr().As16() {
+				if b, _, err := c.outerFor(stranger, f, &o, &memo); err != nil || b != -1 || o.kind != outerDefault || o.dst != stranger.Addr().As16() {
 					t.Fatalf("round %d: outerFor(%v), no peer's address, = %d, %v, dst %v kind %d; want it unspread", round, stranger, b, err, netip.AddrFrom16(o.dst), o.kind)
 				}
 			}
@@ -71,7 +72,7 @@ func TestOuterForZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &FlowSpreadConn{}
-	if c.peers, err = newPeerTable(&cfg); err != nil {
+	if err = c.initPeers(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -85,7 +86,7 @@ func TestOuterForZone(t *testing.T) {
 	} {
 		var o outerHdr
 		var memo peerMemo
-		if _, err := c.outerFor(tc.to, tc.f, &o, &memo); err != nil || o.scope != tc.want {
+		if _, _, err := c.outerFor(tc.to, tc.f, &o, &memo); err != nil || o.scope != tc.want {
 			t.Errorf("outerFor(%v, valid %v): scope %d, %v; want %d", tc.to, tc.f.Valid, o.scope, err, tc.want)
 		}
 	}

@@ -59,13 +59,14 @@ type Bind struct {
 	endpoints map[netip.AddrPort]*Endpoint
 	strangers map[netip.AddrPort]*Endpoint
 
-	flows bufferTable // send: the flow of each packet read from the TUN, by where its datagram starts
-	ecns  bufferTable // receive: the outer ECN of each buffer read from the net
+	flows    bufferTable   // send: the flow of each packet read from the TUN, by where its datagram starts
+	received receivedTable // receive: what the conn read into each buffer, by its start
 
 	msgPool sync.Pool // *[]conn.Message for Send
 
 	sentSpread, sentControl, sentUnmatched atomic.Uint64
-	ceMarked, ceDropped, ecnUnmatched      atomic.Uint64
+	ceMarked, ceDropped, recvUnmatched     atomic.Uint64
+	observed                               atomic.Uint64
 }
 
 var _ wgconn.Bind = (*Bind)(nil)
@@ -79,8 +80,12 @@ var _ wgconn.Bind = (*Bind)(nil)
 // cfg.AcceptUnknown: WireGuard authenticates every datagram, so datagrams
 // from other sources are handed to wireguard-go with their own address,
 // and a peer that moves is followed (see the package doc on roaming).
+// It also sets cfg.Probe: a probe copy repeats a datagram's counter, and
+// WireGuard's replay filter delivers only the first of the two to arrive
+// (see the package doc on firewalls).
 func NewBind(cfg conn.Config) *Bind {
 	cfg.AcceptUnknown = true
+	cfg.Probe = true
 	return &Bind{cfg: cfg, listen: conn.Listen}
 }
 
@@ -327,8 +332,9 @@ type receiver struct {
 }
 
 // receive reads a batch with the conn into wireguard-go's buffers, reports
-// each datagram's peer as its canonical Endpoint, and records each
-// buffer's outer ECN codepoint for the TUN's Write.
+// each datagram's peer as its canonical Endpoint, and records what the
+// conn read about each transport datagram (its [conn.RecvInfo]) under its
+// buffer, for the TUN's Write.
 //
 // wireguard-go stops receiving for good on the first error that is not
 // temporary, so the conn returns none for a link that goes down or is
@@ -360,26 +366,43 @@ func (r *receiver) receive(packets [][]byte, sizes []int, eps []wgconn.Endpoint)
 		}
 		sizes[j] = m.N
 		eps[j] = r.b.endpoint(m.Peer, false)
-		r.b.ecns.store(bufferKey(packets[j]), 0, uint32(m.N)<<8|uint32(m.ECN&3)<<1|1)
+		// Only transport data with content reaches the TUN's Write. A
+		// buffer filled with anything else loses any record an earlier
+		// fill left (a forgery wireguard-go dropped), so that a record
+		// always describes its buffer's latest datagram.
+		key := sendKey(packets[j])
+		if m.N > transportOverhead && binary.LittleEndian.Uint32(m.Buf) == messageTransportType {
+			r.b.received.store(key, eps[j].(*Endpoint), m)
+		} else {
+			r.b.received.forget(key)
+		}
 		j++
 	}
 	return j, nil
 }
 
-// outerECN returns the outer ECN codepoint recorded for the buffer that
-// holds a decrypted inner packet of length plen, if the record matches.
-func (b *Bind) outerECN(buf []byte, plen int) (flowaddr.ECN, bool) {
-	_, meta, ok := b.ecns.load(bufferKey(buf))
+// takeReceived returns what the conn's read said about the datagram
+// whose plaintext wireguard-go writes to the TUN at buf[offset:], and
+// forgets it: wireguard-go decrypts in place, so the datagram began
+// transportHeaderSize bytes before the plaintext, in the buffer the
+// receive function filled. The record must also fit the plaintext's
+// length: wireguard-go trims the padding off, down to the inner IP
+// header's length, so the plaintext is at most the ciphertext's length
+// and at most maxPadding shorter. Anything else (no record, another
+// datagram's) misses.
+func (b *Bind) takeReceived(buf []byte, offset int) (conn.RecvInfo, bool) {
+	if offset < transportHeaderSize || offset > len(buf) {
+		return conn.RecvInfo{}, false
+	}
+	info, n, ok := b.received.take(sendKey(buf[offset-transportHeaderSize:]))
 	if !ok {
-		return 0, false
+		return conn.RecvInfo{}, false
 	}
-	// wireguard-go trims the padding off the plaintext, down to the
-	// inner IP header's length.
-	ct := int(meta>>8) - transportOverhead
+	plen, ct := len(buf)-offset, n-transportOverhead
 	if plen > ct || plen < ct-maxPadding {
-		return 0, false
+		return conn.RecvInfo{}, false
 	}
-	return flowaddr.ECN(meta>>1) & 3, true
+	return info, true
 }
 
 // Endpoint is a peer's canonical address: the one endpoint that every
@@ -424,7 +447,10 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 // Stats counts what the Bind and the wrapped TUN matched.
 type Stats struct {
 	// SentSpread counts transport-data datagrams (WireGuard message type
-	// 4) sent with the flow that [WrapTUN]'s Read classified for them;
+	// 4) handed to the conn with the flow that [WrapTUN]'s Read
+	// classified for them (the conn puts each on its flow's spread pair
+	// once that is known open, else on the canonical pair, counted in the
+	// conn's Stats.SentWaiting);
 	// SentControl, handshakes and cookie replies (types 1 to 3) and
 	// keepalives (empty transport data), which carry no inner flow and go
 	// out unspread by design; SentUnmatched, transport-data datagrams that
@@ -435,15 +461,21 @@ type Stats struct {
 	SentSpread, SentControl, SentUnmatched uint64
 	// CEMarked counts inner packets marked CE from the outer header;
 	// CEDropped, Not-ECT inner packets dropped for an outer CE (RFC 6040);
-	// ECNUnmatched, inner packets written without a matching outer ECN
-	// record (written unmarked).
-	CEMarked, CEDropped, ECNUnmatched uint64
+	// RecvUnmatched, inner packets written to the TUN whose buffer had no
+	// record of the datagram the Bind's receive read into it (written
+	// unmarked, and not observed).
+	CEMarked, CEDropped, RecvUnmatched uint64
+	// Observed counts inner packets reported to the conn's
+	// [conn.FlowSpreadConn.Observe]: every packet written to the TUN
+	// whose buffer had a record.
+	Observed uint64
 }
 
 // Stats returns a snapshot of the counters.
 func (b *Bind) Stats() Stats {
 	return Stats{
 		SentSpread: b.sentSpread.Load(), SentControl: b.sentControl.Load(), SentUnmatched: b.sentUnmatched.Load(),
-		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), ECNUnmatched: b.ecnUnmatched.Load(),
+		CEMarked: b.ceMarked.Load(), CEDropped: b.ceDropped.Load(), RecvUnmatched: b.recvUnmatched.Load(),
+		Observed: b.observed.Load(),
 	}
 }

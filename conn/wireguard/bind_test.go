@@ -150,34 +150,6 @@ func TestBufferKeySurvivesReslicing(t *testing.T) {
 	}
 }
 
-func TestOuterECN(t *testing.T) {
-	tests := []struct {
-		name     string
-		datagram int // recorded ciphertext length; 0: none
-		plen     int // decrypted, trimmed plaintext
-		ok       bool
-	}{
-		{"exact", transportOverhead + 96, 96, true},
-		{"trimmed padding", transportOverhead + 112, 100, true},
-		{"longer than the datagram", transportOverhead + 96, 100, false},
-		{"far shorter: another datagram", transportOverhead + 1024, 100, false},
-		{"no record", 0, 100, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := NewBind(conn.Config{})
-			m := new(message)
-			if tt.datagram > 0 {
-				b.ecns.store(bufferKey(m[:]), 0, uint32(tt.datagram)<<8|uint32(flowaddr.CE)<<1|1)
-			}
-			ecn, ok := b.outerECN(m[:16+tt.plen], tt.plen)
-			if ok != tt.ok || (ok && ecn != flowaddr.CE) {
-				t.Errorf("outerECN = %v, %v; want CE, %v", ecn, ok, tt.ok)
-			}
-		})
-	}
-}
-
 func TestMatchDoesNotAllocate(t *testing.T) {
 	b := NewBind(conn.Config{})
 	m := new(message)

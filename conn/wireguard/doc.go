@@ -35,17 +35,51 @@
 // the TUN's MTU, tag). Send takes the record of each datagram's first
 // byte, which forgets it, and uses it only for transport data of exactly
 // that length: a record serves one datagram, and a buffer that carries
-// something else after its send finds nothing. Receive records each
-// datagram's outer ECN codepoint and length under the end of its buffer,
-// and Write checks the decrypted length before it applies RFC 6040
-// decapsulation.
+// something else after its send finds nothing. Receive records what the
+// conn read about each transport datagram (its [conn.RecvInfo]: peer,
+// outer pair, ECN) and its length under the buffer's first byte; Write
+// takes the record of the buffer its plaintext sits in, 16 bytes in,
+// checks the decrypted length against it, reports the packet's flow to
+// [conn.FlowSpreadConn.Observe] and applies RFC 6040 decapsulation.
+//
+// # Paths through stateful firewalls
+//
+// A home router's firewall (RFC 6092) drops an inbound datagram on an
+// address pair that its own side has not sent on. So by default a flow
+// goes on the canonical pair (the peer's endpoint, which WireGuard's
+// keepalives hold open) until the peer's traffic for that flow has
+// arrived on the flow's spread pair, and goes back there after
+// conn.Config.PathTimeout of silence on it. The Bind learns those arrivals
+// itself: wireguard-go writes to the TUN only packets that authenticated,
+// passed the replay filter and came from the peer's allowed IPs, so what
+// Write observes is authentic, and a forged datagram never moves a flow.
+//
+// [NewBind] sets conn.Config.Probe: a flow waiting on the canonical pair
+// also sends, at most once a second, a copy of a datagram on its spread
+// pair. The copy opens our firewall for the peer's answer on that pair,
+// and the peer, seeing the flow there, answers there and moves too. The
+// copy has the same counter as its original, and WireGuard's replay
+// filter delivers whichever arrives first and drops the other, so a probe
+// never duplicates a packet inside the tunnel. Set conn.Peer.Open for a
+// peer whose whole range is reachable (no stateful firewall in front of
+// it): its flows go on their spread pairs from the first datagram.
+//
+// # Peers at runtime
+//
+// [Bind.SetPeer], [Bind.RemovePeer] and [Bind.Peers] change the peers the
+// Bind spreads to while wireguard-go runs (after `wg set` adds a peer, or
+// to change a peer's prefix), without stopping traffic, and keep them
+// across wireguard-go's reopening of the Bind. wireguard-go's own peer
+// configuration stays separate: a peer it has and the Bind does not is
+// sent to unspread.
 //
 // # Limits
 //
 // The link is a cache, not a promise. When it cannot be made, the datagram
 // is sent unspread, from the socket's default address to the peer's
-// canonical address, and a received packet is written without a CE mark;
-// [Bind.Stats] counts these (SentUnmatched, ECNUnmatched), apart from
+// canonical address, and a received packet is written without a CE mark
+// and observed by no one; [Bind.Stats] counts these (SentUnmatched,
+// RecvUnmatched), apart from
 // handshakes, cookie replies and keepalives, which carry no inner flow
 // and go out unspread by design (SentControl). It is never sent to a
 // wrong peer: the peer always comes from wireguard-go's endpoint. A table

@@ -44,7 +44,7 @@ func (a sinkArrival) String() string {
 	return fmt.Sprintf("%v -> %v %v", a.src, a.dst, a.ecn)
 }
 
-func newWireSink(t *testing.T, ns *testutil.Netns) *wireSink {
+func newWireSink(t testing.TB, ns *testutil.Netns) *wireSink {
 	t.Helper()
 	s := &wireSink{}
 	err := ns.Do(func() error {
@@ -78,7 +78,7 @@ func (s *wireSink) read(t *testing.T) sinkArrival {
 // staleSetup opens a Bind spreading over prefixA to one peer, the sink,
 // with canonical address 2001:db8:b::1 and range prefixB, in a namespace
 // where both prefixes are local, and wraps a packetTUN for it.
-func staleSetup(t *testing.T) (b *Bind, td tun.Device, src *packetTUN, sink *wireSink, ep *Endpoint, ma, mb *flowaddr.Mapper) {
+func staleSetup(t testing.TB) (b *Bind, td tun.Device, src *packetTUN, sink *wireSink, ep *Endpoint, ma, mb *flowaddr.Mapper) {
 	t.Helper()
 	ns := testutil.NewNetns(t)
 	for _, p := range []netip.Prefix{prefixA, prefixB} {
@@ -88,7 +88,9 @@ func staleSetup(t *testing.T) (b *Bind, td tun.Device, src *packetTUN, sink *wir
 	peer := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), sink.port)
 	var key hash.Key
 	rand.Read(key[:])
-	b = NewBind(conn.Config{Prefix: prefixA, Key: key, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB}}})
+	// Open: the sink never answers, and these tests are about the send
+	// link, not about learning paths.
+	b = NewBind(conn.Config{Prefix: prefixA, Key: key, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}})
 	b.listen = func(cfg conn.Config) (c *conn.FlowSpreadConn, err error) {
 		err = ns.Do(func() error { c, err = conn.Listen(cfg); return err })
 		return c, err
@@ -105,7 +107,7 @@ func staleSetup(t *testing.T) (b *Bind, td tun.Device, src *packetTUN, sink *wir
 	return b, WrapTUN(src, b), src, sink, e.(*Endpoint), testMapper(t, prefixA), testMapper(t, prefixB)
 }
 
-func testMapper(t *testing.T, p netip.Prefix) *flowaddr.Mapper {
+func testMapper(t testing.TB, p netip.Prefix) *flowaddr.Mapper {
 	t.Helper()
 	m, err := flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: p, Bits: conn.DefaultBits})
 	if err != nil {

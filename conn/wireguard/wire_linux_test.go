@@ -24,11 +24,16 @@ import (
 )
 
 // TestTunnelWirePairs checks, datagram by datagram on the wire, that each
-// transport-data datagram A sends leaves on the outer address pair and
-// with the outer ECN of the inner packet it carries, through the real
-// wireguard-go, and that A counts no unmatched data. A wireguard-go that
-// stopped sealing a packet in the buffer its TUN read filled would send
-// it unspread (or, with stale records, on another flow's pair) and fail.
+// transport-data datagram A sends leaves either on the canonical pair
+// (while its flow's spread pair is not known open) or on exactly the
+// outer address pair of the inner packet it carries, with that packet's
+// outer ECN, through the real wireguard-go, and never on another flow's
+// pair; that the flows do move to their spread pairs once B's answers
+// arrived on them; and that A counts no unmatched data, on send or
+// receive. A wireguard-go that stopped sealing a packet in the buffer its
+// TUN read filled would send it unspread (or, with stale records, on
+// another flow's pair); one that stopped decrypting in place would leave
+// Observe unfed and the flows on the canonical pair. Either fails it.
 //
 // The inner packet of a datagram is encrypted, so the test correlates by
 // the transport header's counter, which is sent in clear: wireguard-go
@@ -36,14 +41,20 @@ import (
 // one TUN reader and one peer that is the order the TUN returned the
 // packets, which is the order this test wrote them to the channel TUN.
 // Keepalives take counters too but are 32 bytes long and skipped; no
-// other data is sent. So the k-th data counter on the wire carries the
-// k-th packet written, without trusting the adapter's own matching.
+// other data is sent. A probe copy repeats its datagram's counter. So the
+// k-th distinct data counter on the wire carries the k-th packet written,
+// without trusting the adapter's own matching.
 //
-// A's TUN returns the packets in batches, as a busy TUN does, so one
-// Send carries many records. Rounds of one packet per flow, all of one
-// size, put different flows of similar lengths in neighbouring buffers; a
-// burst of one flow makes GSO runs on the wire, which the capture splits
-// by the kernel's segment size.
+// The test runs in rounds: A sends one packet per flow, all of one size,
+// in one TUN batch (different flows of similar lengths in neighbouring
+// buffers), and B answers each flow. In the first round A has learned
+// nothing: each datagram goes on the canonical pair with a probe copy on
+// its spread pair just before it. The veth keeps their order, so B's
+// wireguard-go delivers the probe and drops the canonical copy as a
+// replay; B observes the flow on its spread pair and answers there, and
+// A learns the pair from that answer. From the second round on, every
+// datagram goes on its spread pair. A final burst of one flow makes GSO
+// runs on the wire, which the capture splits by the segment size.
 func TestTunnelWirePairs(t *testing.T) {
 	var in *batchTUN
 	a, b := newTunnel(t, func(d tun.Device, _ *Bind) tun.Device {
@@ -60,72 +71,121 @@ func TestTunnelWirePairs(t *testing.T) {
 	ma, mb := testMapper(t, prefixA), testMapper(t, prefixB)
 	flows := distinctFlows(t, c, ma, mb)
 	var sent [][]byte
-	for r := range 12 {
+	round := map[int]int{} // packet index -> round
+	const rounds = 12
+	for r := range rounds {
+		var ps [][]byte
 		for _, f := range flows {
-			sent = append(sent, f.packet(40+37*r))
+			round[len(sent)] = r
+			p := f.packet(40 + 37*r)
+			ps = append(ps, p)
+			sent = append(sent, p)
 		}
+		for _, p := range ps {
+			in.send(p)
+		}
+		expectPackets(t, b, ps)
+		for _, f := range flows {
+			b.send(f.reply(20 + r))
+		}
+		a.receive(t, len(flows))
 	}
 	tcp := flows[len(flows)-1]
+	var burst [][]byte
 	for range 24 {
-		sent = append(sent, tcp.packet(1300))
+		round[len(sent)] = rounds
+		p := tcp.packet(1300)
+		burst = append(burst, p)
+		sent = append(sent, p)
 	}
-
-	got := make(chan [][]byte, 1)
-	go func() {
-		var ps [][]byte
-		timeout := time.After(30 * time.Second)
-		for len(ps) < len(sent) {
-			select {
-			case p := <-b.tun.Inbound:
-				ps = append(ps, p)
-			case <-timeout:
-				got <- ps
-				return
-			}
-		}
-		got <- ps
-	}()
-	for _, p := range sent {
+	for _, p := range burst {
 		in.send(p)
 	}
-	received := <-got
-	if len(received) != len(sent) {
-		t.Fatalf("B received %d of %d packets; A stats %+v", len(received), len(sent), a.bind.Stats())
-	}
-	for i, p := range received {
-		if !bytes.Equal(p, sent[i]) {
-			t.Fatalf("B's packet %d differs from the one A sent", i)
-		}
-	}
+	expectPackets(t, b, burst)
 
 	msgs, gso := capture.stop(t, len(sent))
-	t.Logf("%d data datagrams on the wire, %d of them in GSO runs; TUN reads of up to %d packets; A bind %+v",
-		len(msgs), gso, in.maxBatch.Load(), a.bind.Stats())
-	if len(msgs) != len(sent) {
-		t.Fatalf("captured %d data datagrams from A, want %d", len(msgs), len(sent))
-	}
-	slices.SortFunc(msgs, func(x, y wireMsg) int { return int(x.counter - y.counter) })
-	wrong := 0
-	for i, m := range msgs {
+	slices.SortStableFunc(msgs, func(x, y wireMsg) int { return int(x.counter - y.counter) })
+	canonical := sinkArrival{src: linkA.Addr(), dst: linkB.Addr()}
+	var onCanonical, onSpread, copies, lateCanonical, wrong int
+	i := -1 // the packet of the current counter
+	for k, m := range msgs {
 		if m.receiver != msgs[0].receiver {
 			t.Fatalf("datagrams for two receiver indices: a rekey during the test")
+		}
+		first := k == 0 || m.counter != msgs[k-1].counter
+		if first {
+			i++
+		}
+		if i >= len(sent) {
+			t.Fatalf("%d distinct data counters on the wire, want %d", i+1, len(sent))
 		}
 		f := c.Classify(sent[i])
 		if !f.Valid {
 			t.Fatalf("packet %d does not classify", i)
 		}
-		want := sinkArrival{ma.Addr(f.Hash), mb.Addr(f.Hash), f.ECN}
-		if m.outer != want {
+		spread := sinkArrival{ma.Addr(f.Hash), mb.Addr(f.Hash), f.ECN}
+		canonical.ecn = f.ECN
+		if !first {
+			copies++ // a probe and its canonical datagram share a counter
+		}
+		switch {
+		case m.outer == spread:
+			onSpread++
+		case m.outer == canonical:
+			onCanonical++
+			if round[i] > 0 {
+				lateCanonical++
+			}
+		default:
 			if wrong++; wrong <= 5 {
-				t.Errorf("datagram with counter %d (packet %d, %d bytes) went out as %v, want %v", m.counter, i, len(sent[i]), m.outer, want)
+				t.Errorf("datagram with counter %d (packet %d, round %d) went out as %v, want %v or the canonical %v",
+					m.counter, i, round[i], m.outer, spread, canonical)
 			}
 		}
 	}
-	if wrong > 0 {
-		t.Errorf("%d of %d datagrams on the wrong outer pair or ECN", wrong, len(msgs))
+	sa, sb := a.bind.Stats(), b.bind.Stats()
+	t.Logf("%d data datagrams on the wire for %d packets: %d on the canonical pair, %d on spread pairs (%d of them probe copies), %d in GSO runs; TUN reads of up to %d packets",
+		len(msgs), len(sent), onCanonical, onSpread, copies, gso, in.maxBatch.Load())
+	t.Logf("A bind %+v, conn %+v\nB bind %+v", sa, pathStats(c), sb)
+	if i+1 != len(sent) {
+		t.Fatalf("%d distinct data counters on the wire, want %d", i+1, len(sent))
 	}
-	if s := a.bind.Stats(); s.SentUnmatched != 0 || s.SentSpread != uint64(len(sent))+1 {
-		t.Errorf("A sent %d unmatched and %d spread data datagrams, want 0 and %d", s.SentUnmatched, s.SentSpread, len(sent)+1)
+	if wrong > 0 {
+		t.Errorf("%d of %d datagrams on a pair that is neither the canonical one nor their flow's", wrong, len(msgs))
+	}
+	if lateCanonical > 0 {
+		t.Errorf("%d datagrams after the first round trip on the canonical pair, want every one on its flow's pair", lateCanonical)
+	}
+	if onSpread-copies < len(sent)-len(flows) {
+		t.Errorf("%d datagrams on spread pairs, %d of them probe copies; want all but the first round's %d packets there", onSpread, copies, len(flows))
+	}
+	if sa.SentUnmatched != 0 || sa.SentSpread != uint64(len(sent))+1 {
+		t.Errorf("A sent %d unmatched and %d spread data datagrams, want 0 and %d", sa.SentUnmatched, sa.SentSpread, len(sent)+1)
+	}
+	for _, e := range []struct {
+		name string
+		s    Stats
+		want int
+	}{{"A", sa, rounds * len(flows)}, {"B", sb, len(sent) + 1}} {
+		if e.s.RecvUnmatched != 0 || e.s.Observed != uint64(e.want) {
+			t.Errorf("%s observed %d data packets and wrote %d unmatched, want %d and 0", e.name, e.s.Observed, e.s.RecvUnmatched, e.want)
+		}
+	}
+}
+
+// pathStats is the part of a conn's Stats about paths.
+func pathStats(c *conn.FlowSpreadConn) string {
+	s := c.Stats()
+	return fmt.Sprintf("{SentWaiting:%d SentProbes:%d PathsOpened:%d}", s.SentWaiting, s.SentProbes, s.PathsOpened)
+}
+
+// expectPackets waits until e's TUN delivered exactly ps, in order.
+func expectPackets(t *testing.T, e *end, ps [][]byte) {
+	t.Helper()
+	for i, p := range e.receive(t, len(ps)) {
+		if !bytes.Equal(p, ps[i]) {
+			t.Fatalf("%s's packet %d differs from the one sent", e.ns.Name, i)
+		}
 	}
 }
 
@@ -190,6 +250,17 @@ func (f innerFlow) packet(payload int) []byte {
 		return testutil.Build(ip, testutil.TCP(f.sport, 9000), body)
 	}
 	return testutil.Build(ip, testutil.UDP(f.sport, 9000), body)
+}
+
+// reply is a packet of the same inner flow, from B back to A.
+func (f innerFlow) reply(payload int) []byte {
+	ip := testutil.IPv4(innerB, innerA)
+	ip.TOS = uint8(f.ecn)
+	body := gopacket.Payload(bytes.Repeat([]byte{byte(f.sport)}, payload))
+	if f.tcp {
+		return testutil.Build(ip, testutil.TCP(9000, f.sport), body)
+	}
+	return testutil.Build(ip, testutil.UDP(9000, f.sport), body)
 }
 
 // distinctFlows returns five UDP flows and a TCP flow (last) whose outer

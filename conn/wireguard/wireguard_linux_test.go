@@ -282,8 +282,8 @@ func TestTunnelCarriesCE(t *testing.T) {
 			}
 		})
 	}
-	if s := b.bind.Stats(); s.ECNUnmatched != 0 {
-		t.Errorf("B wrote %d packets without a matching outer ECN record", s.ECNUnmatched)
+	if s := b.bind.Stats(); s.RecvUnmatched != 0 {
+		t.Errorf("B wrote %d packets without a matching outer ECN record", s.RecvUnmatched)
 	}
 }
 

@@ -64,9 +64,60 @@
 // the other: flows leave the prefixed end from many sources and reach it
 // at many destinations, and the other end keeps one address.
 //
+// A server with one address needs no prefix: give it only the client's
+// range as -peer-prefix (-spread dst), and the client its -prefix with no
+// -peer-prefix (src). The server answers each of the client's flows on
+// the pair that flow arrived on, so both directions are isolated,
+// although only the client spreads. This is the usual setup, a VPS.
+//
+// # Stateful firewalls
+//
+// A home router's firewall (RFC 6092) drops what arrives on an outer pair
+// nobody inside has sent on, and users open one address and port for the
+// VPN: the canonical one. So flowtun learns which pairs are open. The
+// network reader reports every datagram that authenticated and is no
+// replay, and only those, to [conn.FlowSpreadConn.Observe] with its inner
+// flow; a forged or replayed datagram never moves where we send. A flow
+// goes on the canonical pair until the peer's traffic for it has arrived
+// on its own pair (within the last 20 s, [conn.DefaultPathTimeout]),
+// then on that pair. Meanwhile a copy of a datagram goes on the spread
+// pair at most once a second per pair (Config.Probe): it opens our own
+// firewall for the peer's answer there, and the peer, seeing the flow on
+// it, moves the flow too. The peer's replay window drops whichever copy
+// comes second. Measured through an nftables firewall in front of the
+// client (TestFirewall), every flow opened from either side completes.
+//
+// -open declares the peer's whole range reachable (no stateful firewall
+// in front of it, or all of its range opened): flows go on their pairs at
+// once. Behind a firewall that does not let the range in, it black-holes
+// every flow the other side opens (TestFirewall, "server open").
+//
+// -keepalive 25s sends an authenticated empty datagram on the canonical
+// pair whenever we have sent the peer nothing for 25 s, as WireGuard's
+// persistent keepalive, so that a firewall or NAT in front of us keeps
+// the canonical pair and the peer can always reach us there. It is off
+// by default. Any datagram counts as traffic, also one on a spread pair:
+// where the canonical port is not opened in the firewall, the canonical
+// pair can lapse while all flows run on their own pairs, and the peer's
+// new flows then wait for our next datagram on it.
+//
+// # Counters
+//
 // Counters (see [Stats]) are written as one JSON line at exit and on
-// SIGUSR1, to standard error or to the -stats file. SIGINT and SIGTERM
-// stop the tunnel and remove its device and local route.
+// SIGUSR1, to standard error or to the -stats file. The tunnel's own:
+// inner packets read from the TUN device and delivered to it; datagrams
+// sent and received; drops by reason (malformed, failed authentication,
+// replayed, too old, not an IP packet); keepalives sent and received;
+// the addresses of our range that sent (addresses_used). Under "conn",
+// the outer view ([conn.Stats], under its Go field names):
+// SentPerAddress, datagrams per source address of our range;
+// SentWaiting, those that went on the canonical pair because their own
+// was not known open yet; SentProbes, the copies sent on spread pairs;
+// PathsOpened, how often a flow's pair became known open. A probe copy
+// that arrives besides its original counts once as dropped_replay at
+// the peer.
+// SIGINT and SIGTERM stop the tunnel and remove its device and local
+// route.
 //
 // FLOWTUN_CPUPROFILE=PREFIX writes a CPU profile of the whole run to
 // PREFIX.PID.pprof, for go tool pprof.

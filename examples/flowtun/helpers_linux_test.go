@@ -140,9 +140,14 @@ func tcpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
 
 // dialTCP connects from inside ns.
 func dialTCP(ns *testutil.Netns, to netip.AddrPort) (*net.TCPConn, error) {
+	return dialTCPWithin(ns, to, 20*time.Second)
+}
+
+// dialTCPWithin connects from inside ns, giving up after timeout.
+func dialTCPWithin(ns *testutil.Netns, to netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
 	var c net.Conn
 	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", to.String(), 20*time.Second)
+		c, err = net.DialTimeout("tcp", to.String(), timeout)
 		return err
 	})
 	if err != nil {
@@ -154,7 +159,12 @@ func dialTCP(ns *testutil.Netns, to netip.AddrPort) (*net.TCPConn, error) {
 // tcpEcho sends size random bytes from ns to an echo server at to and
 // checks that the same bytes come back.
 func tcpEcho(ns *testutil.Netns, to netip.AddrPort, size int) error {
-	c, err := dialTCP(ns, to)
+	return tcpEchoWithin(ns, to, size, 20*time.Second)
+}
+
+// tcpEchoWithin is tcpEcho giving up on the connection after dial.
+func tcpEchoWithin(ns *testutil.Netns, to netip.AddrPort, size int, dial time.Duration) error {
+	c, err := dialTCPWithin(ns, to, dial)
 	if err != nil {
 		return fmt.Errorf("dial %v: %w", to, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/internal/secretflag"
@@ -116,6 +117,14 @@ func describe(t *tunnel) string {
 	}
 	if cfg.spread != spreadOff {
 		fmt.Fprintf(&b, " (2^%d addresses)", cfg.bits)
+		if cfg.open {
+			b.WriteString(", the peer's range open")
+		} else {
+			b.WriteString(", paths learned")
+		}
+	}
+	if cfg.keepalive > 0 {
+		fmt.Fprintf(&b, "; keepalive every %v", cfg.keepalive)
 	}
 	if s := t.conn.Stats(); s.GSO {
 		b.WriteString("; UDP GSO on")
@@ -180,8 +189,14 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.IntVar(&cfg.batch, "batch", 32, "datagrams per read and write batch")
 	fs.BoolVar(&cfg.flowLabel, "flow-label", false, "set each outer packet's IPv6 flow label from its outer address pair (RFC 6438)")
 	fs.BoolVar(&cfg.gso, "gso", true, "send runs of one flow as UDP GSO super-datagrams where the kernel can")
+	fs.BoolVar(&cfg.open, "open", false, "the peer's whole spread range (-peer-prefix) is reachable from ours, no stateful firewall in front of it: send each flow on its own address pair at once. Without it, a flow goes on the canonical pair, with a probe copy on its own, until the peer's traffic for it arrives on its own pair. Behind a firewall -open black-holes the flows we open")
+	fs.DurationVar(&cfg.keepalive, "keepalive", 0, "send an empty authenticated datagram on the canonical address pair whenever nothing was sent to the peer for this `duration`, so a firewall or NAT keeps the pair open (25s behind one, as WireGuard advises); 0 is off")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P -peer-prefix Q] -addr INNER/LEN [flags]")
+		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P] [-peer-prefix Q] -addr INNER/LEN [flags]")
+		fmt.Fprintln(stderr, "\nA server with one address gives only -peer-prefix (the client's -prefix); it answers each flow on the pair it came on.")
+		fmt.Fprintln(stderr, "Behind a stateful firewall, open the canonical address and port (or use -keepalive 25s); flows move to their own pairs as the peer's traffic arrives there.")
+		fmt.Fprintln(stderr, "Counters: -stats writes them as JSON at exit and on SIGUSR1; go doc examples/flowtun says what each one counts.")
+		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nEach key comes from one place: its flag, its file, or the environment\n($%s, $%s, which only the user running flowtun can read);\ntwo places for one key is an error.\n", pskEnv, hashKeyEnv)
 	}
@@ -235,6 +250,12 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 		return cfg, "", fmt.Errorf("-mtu %d is below 1280, IPv6's minimum, but -addr or -route has IPv6", cfg.mtu)
 	case cfg.batch < 1 || cfg.batch > 1024:
 		return cfg, "", fmt.Errorf("-batch %d: give 1 to 1024", cfg.batch)
+	case cfg.open && !cfg.spread.peerPrefix():
+		return cfg, "", fmt.Errorf("-open declares the peer's range open, but we do not send to it (-spread %v): give -peer-prefix, or drop -open", cfg.spread)
+	case cfg.keepalive < 0:
+		return cfg, "", fmt.Errorf("-keepalive %v: give a duration, e.g. 25s, or 0 for none", cfg.keepalive)
+	case cfg.keepalive > 0 && cfg.keepalive < time.Second:
+		return cfg, "", fmt.Errorf("-keepalive %v: give at least 1s (firewalls hold a UDP pair for 30 s and more), or 0 for none", cfg.keepalive)
 	}
 	return cfg, *statsPath, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -179,6 +180,34 @@ func TestParseFlags(t *testing.T) {
 			}
 		}},
 		{name: "batch zero", args: with([]string{"-batch", "0"}), wantErr: "-batch"},
+		{name: "paths learned, probes on, no keepalive by default", args: with(pfx), check: func(t *testing.T, cfg config, _ string) {
+			c := cfg.connConfig()
+			if c.Peers[0].Open || !c.Probe || cfg.keepalive != 0 {
+				t.Errorf("peer open %v, probe %v, keepalive %v; want false, true, 0", c.Peers[0].Open, c.Probe, cfg.keepalive)
+			}
+		}},
+		{name: "open", args: with(pfx, []string{"-open"}), check: func(t *testing.T, cfg config, _ string) {
+			if c := cfg.connConfig(); !c.Peers[0].Open {
+				t.Error("-open did not declare the peer open")
+			}
+		}},
+		{name: "open without the peer's range", args: with([]string{"-prefix", "2001:db8:a::/64", "-open"}), wantErr: "-open declares the peer's range open, but we do not send to it (-spread src)"},
+		{name: "keepalive", args: with([]string{"-keepalive", "25s"}), check: func(t *testing.T, cfg config, _ string) {
+			if cfg.keepalive != 25*time.Second {
+				t.Errorf("keepalive %v, want 25s", cfg.keepalive)
+			}
+		}},
+		{name: "keepalive negative", args: with([]string{"-keepalive", "-1s"}), wantErr: "-keepalive -1s"},
+		{name: "keepalive below a second", args: with([]string{"-keepalive", "10ms"}), wantErr: "-keepalive 10ms: give at least 1s"},
+		{name: "keepalive not a duration", args: with([]string{"-keepalive", "25"}), wantErr: "-keepalive"},
+		// A server with one address: no -prefix, the client's prefix as
+		// -peer-prefix; it answers each flow on the pair it came on.
+		{name: "server without a prefix", args: with([]string{"-peer-prefix", "2001:db8:a::/64"}), check: func(t *testing.T, cfg config, _ string) {
+			c := cfg.connConfig()
+			if cfg.spread != spreadDst || c.Prefix.IsValid() || c.Peers[0].Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Open {
+				t.Errorf("spread %v, our prefix %v, peer %+v", cfg.spread, c.Prefix, c.Peers[0])
+			}
+		}},
 		{name: "stray argument", args: with([]string{"extra"}), wantErr: "unexpected argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/conn/host"
-	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/hash"
 )
 
@@ -65,6 +64,11 @@ type config struct {
 	batch      int
 	flowLabel  bool
 	gso        bool
+	// open declares the peer's whole range reachable (conn.Peer.Open):
+	// flows go on their spread pairs at once instead of being learned.
+	open bool
+	// keepalive is the persistent keepalive interval; 0 is off.
+	keepalive time.Duration
 }
 
 // connConfig is the FlowSpreadConn the tunnel end runs on.
@@ -75,8 +79,12 @@ func (cfg *config) connConfig() conn.Config {
 		Symmetric:  cfg.symmetric,
 		FlowLabel:  cfg.flowLabel,
 		DisableGSO: !cfg.gso,
+		// The probes are copies of datagrams already sent on the
+		// canonical pair; the peer's replay window drops whichever copy
+		// comes second (replayWindow.check, before any decryption).
+		Probe: true,
 	}
-	peer := conn.Peer{Addr: cfg.peer}
+	peer := conn.Peer{Addr: cfg.peer, Open: cfg.open}
 	if cfg.spread.ourPrefix() {
 		c.Prefix, c.Bits = cfg.prefix, cfg.bits
 	}
@@ -98,6 +106,8 @@ type counters struct {
 	replayed, tooOld          atomic.Uint64
 	badInner, tunWriteErrors  atomic.Uint64
 	readErrors, tooBig        atomic.Uint64
+	keepalivesSent            atomic.Uint64
+	keepalivesReceived        atomic.Uint64
 }
 
 // Stats is a snapshot of a tunnel end, written as JSON by -stats.
@@ -125,11 +135,17 @@ type Stats struct {
 	ReadErrors       uint64 `json:"read_errors"`
 	// TooBig: packets from the TUN device longer than -mtu.
 	TooBig uint64 `json:"too_big"`
+	// KeepalivesSent and KeepalivesReceived: authentic empty datagrams
+	// (-keepalive), which carry no inner packet.
+	KeepalivesSent     uint64 `json:"keepalives_sent"`
+	KeepalivesReceived uint64 `json:"keepalives_received"`
 	// AddressesUsed counts the addresses of our range that sent at least
 	// one datagram (0 without source spreading).
 	AddressesUsed int `json:"addresses_used"`
 	// Conn is the conn's own snapshot: outer datagrams, GSO, per-address
-	// counts, datagrams dropped before they reached the tunnel.
+	// counts, datagrams dropped before they reached the tunnel, and the
+	// paths: datagrams sent waiting on the canonical pair, probe copies,
+	// pairs that became known open (see the package doc).
 	Conn conn.Stats `json:"conn"`
 }
 
@@ -142,8 +158,19 @@ type tunnel struct {
 	conn        *conn.FlowSpreadConn
 	removeRoute func() error // nil: no local route of ours
 
+	// sealMu guards seal, which the TUN reader and the keepalive share;
+	// the TUN reader takes it once per batch, not per packet.
+	sealMu sync.Mutex
+	seal   *sealer
+	// start and lastSend (time since start, in nanoseconds, of the last
+	// datagram the conn took) tell the keepalive how long we were quiet;
+	// the monotonic clock, as the wall clock may step.
+	start    time.Time
+	lastSend atomic.Int64
+	// Owned by the keepalive goroutine: one empty datagram's buffer.
+	keepaliveBuf []byte
+	keepaliveMsg []conn.Message
 	// Owned by the TUN reader goroutine.
-	seal    *sealer
 	txFull  [][]byte // whole datagram buffers: header, packet, tag
 	txBufs  [][]byte // where the TUN reads each packet: after the header
 	txSizes []int
@@ -159,6 +186,9 @@ type tunnel struct {
 	rxInner [][]byte // each datagram's inner packet, nil when dropped
 	rxOrder []int
 	rxFlows []uint64
+	rxInfo  conn.RecvInfo // what Observe is told of each accepted datagram
+	// observe is conn.Observe; tests watch the calls through it.
+	observe func(*conn.RecvInfo, conn.Flow)
 	// clock is the wall clock in nanoseconds, for seal.catchUp.
 	clock func() uint64
 
@@ -178,7 +208,7 @@ const rxBufLen = 1<<16 - 1
 // newSealer), and, less maxClockSkew, the oldest counter the receiver
 // takes.
 func openTunnel(cfg config, now uint64) (_ *tunnel, err error) {
-	t := &tunnel{cfg: cfg, self: cfg.self, clock: wallClock, done: make(chan struct{})}
+	t := &tunnel{cfg: cfg, self: cfg.self, clock: wallClock, done: make(chan struct{}), start: time.Now()}
 	defer func() {
 		if err != nil {
 			t.close()
@@ -220,6 +250,9 @@ func openTunnel(cfg config, now uint64) (_ *tunnel, err error) {
 	if t.conn, err = conn.Listen(cfg.connConfig()); err != nil {
 		return nil, err
 	}
+	t.observe = t.conn.Observe
+	t.keepaliveBuf = make([]byte, overhead)
+	t.keepaliveMsg = make([]conn.Message, 1)
 
 	t.txFull = make([][]byte, cfg.batch)
 	t.txBufs = make([][]byte, cfg.batch)
@@ -287,10 +320,14 @@ func selfAddr(peer netip.AddrPort, port uint16) (netip.AddrPort, error) {
 // run moves packets both ways until ctx is done or a side fails for good,
 // then closes the tunnel. It returns nil after ctx ends.
 func (t *tunnel) run(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- t.tunToNet() }()
 	go func() { errc <- t.netToTun() }()
 	pending := 2
+	if t.cfg.keepalive > 0 {
+		go func() { errc <- t.keepalive(t.cfg.keepalive, newTunnelClock(t)) }()
+		pending++
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -338,7 +375,6 @@ func (t *tunnel) tunToNet() error {
 		}
 		t.count.tunPackets.Add(uint64(n))
 		t.count.tunBytes.Add(bytes)
-		t.seal.catchUp(t.clock())
 		order, singles := sparseFirst(t.txOrder, t.txKeys[:len(kept)])
 		if singles > 0 && singles < len(order) {
 			if err := t.sealAndSend(kept, order[:singles]); err != nil {
@@ -356,14 +392,18 @@ func (t *tunnel) tunToNet() error {
 // sends them in one batch.
 func (t *tunnel) sealAndSend(kept, order []int) error {
 	msgs := t.txMsgs[:0]
+	t.sealMu.Lock()
+	t.seal.catchUp(t.clock())
 	for _, j := range order {
 		i := kept[j]
 		dgram, err := t.seal.seal(t.txFull[i], t.txSizes[i])
 		if err != nil {
+			t.sealMu.Unlock()
 			return err
 		}
 		msgs = append(msgs, conn.Message{Buf: dgram, Peer: t.cfg.peer, Flow: t.txFlows[j]})
 	}
+	t.sealMu.Unlock()
 	return t.send(msgs)
 }
 
@@ -374,6 +414,9 @@ func (t *tunnel) send(msgs []conn.Message) error {
 	for len(msgs) > 0 {
 		n, err := t.conn.WriteBatch(msgs)
 		t.count.sent.Add(uint64(n))
+		if n > 0 {
+			t.lastSend.Store(int64(time.Since(t.start)))
+		}
 		if err == nil {
 			return nil
 		}
@@ -426,8 +469,7 @@ func (t *tunnel) netToTun() error {
 			}
 			order, _ := sparseFirst(t.rxOrder, t.rxFlows[:n])
 			for _, i := range order {
-				m := &t.rxMsgs[i]
-				inner, err := t.receive(m.Buf[:m.N], m.ECN)
+				inner, _, err := t.receive(&t.rxMsgs[i])
 				if err != nil {
 					t.countDrop(err)
 				}
@@ -438,15 +480,14 @@ func (t *tunnel) netToTun() error {
 			continue
 		}
 		for i := range n {
-			m := &t.rxMsgs[i]
-			inner, err := t.receive(m.Buf[:m.N], m.ECN)
+			inner, f, err := t.receive(&t.rxMsgs[i])
 			if err != nil {
 				t.countDrop(err)
 			}
 			t.rxInner[i] = inner
 			t.rxFlows[i] = ^uint64(i)
 			if inner != nil {
-				t.rxFlows[i] = flowOrder(t.conn.Classify(inner), i)
+				t.rxFlows[i] = flowOrder(f, i)
 			}
 		}
 		order, _ := sparseFirst(t.rxOrder, t.rxFlows[:n])
@@ -498,32 +539,44 @@ func flowOrder(f conn.Flow, i int) uint64 {
 var errTunWrite = errors.New("write to the TUN device failed")
 
 // receive checks and opens one datagram in place and returns its inner
-// packet, ready for the TUN device; nil when it is dropped, with an error
-// that says why (none for an inner Not-ECT packet that arrived CE-marked,
-// which RFC 6040 drops and the conn counts in Stats.DroppedECN).
-func (t *tunnel) receive(dgram []byte, ecn flowaddr.ECN) ([]byte, error) {
+// packet, ready for the TUN device, and its flow; nil when it is dropped,
+// with an error that says why (none for a keepalive, or for an inner
+// Not-ECT packet that arrived CE-marked, which RFC 6040 drops and the
+// conn counts in Stats.DroppedECN). Every authentic datagram that is no
+// replay, and only those, is reported to the conn's Observe, which learns
+// from it which outer pairs the peer's flows arrive on.
+func (t *tunnel) receive(m *conn.Message) ([]byte, conn.Flow, error) {
+	dgram := m.Buf[:m.N]
 	counter, err := parseHeader(dgram)
 	if err != nil {
-		return nil, err
+		return nil, conn.Flow{}, err
 	}
 	// The cheap check first, so a flood of replays costs no decryption.
 	if err := t.window.check(counter); err != nil {
-		return nil, err
+		return nil, conn.Flow{}, err
 	}
 	inner, err := t.open.open(dgram, counter)
 	if err != nil {
-		return nil, err
+		return nil, conn.Flow{}, err
 	}
-	// Only an authentic counter moves the window.
+	// Only an authentic counter moves the window, and only an authentic
+	// datagram moves where we send. A keepalive's flow is unclassified.
 	t.window.accept(counter)
-	drop, err := t.conn.Decapsulate(inner, ecn)
+	f := t.conn.Classify(inner)
+	t.rxInfo = m.RecvInfo() // with the peer the read found, so Observe need not look it up
+	t.observe(&t.rxInfo, f)
+	if len(inner) == 0 {
+		t.count.keepalivesReceived.Add(1)
+		return nil, f, nil
+	}
+	drop, err := t.conn.Decapsulate(inner, m.ECN)
 	if err != nil {
-		return nil, errBadInner
+		return nil, f, errBadInner
 	}
 	if drop {
-		return nil, nil
+		return nil, f, nil
 	}
-	return inner, nil
+	return inner, f, nil
 }
 
 // errBadInner: an authentic datagram whose content is no IP packet.
@@ -583,21 +636,23 @@ func (t *tunnel) close() error {
 func (t *tunnel) stats() Stats {
 	c := &t.count
 	s := Stats{
-		TunPackets:       c.tunPackets.Load(),
-		TunBytes:         c.tunBytes.Load(),
-		Sent:             c.sent.Load(),
-		SendErrors:       c.sendErrors.Load(),
-		Received:         c.received.Load(),
-		Delivered:        c.delivered.Load(),
-		DeliveredBytes:   c.deliveredBytes.Load(),
-		DroppedMalformed: c.malformed.Load(),
-		DroppedAuth:      c.authFailed.Load(),
-		DroppedReplay:    c.replayed.Load(),
-		DroppedTooOld:    c.tooOld.Load(),
-		DroppedBadInner:  c.badInner.Load(),
-		TunWriteErrors:   c.tunWriteErrors.Load(),
-		ReadErrors:       c.readErrors.Load(),
-		TooBig:           c.tooBig.Load(),
+		TunPackets:         c.tunPackets.Load(),
+		TunBytes:           c.tunBytes.Load(),
+		Sent:               c.sent.Load(),
+		SendErrors:         c.sendErrors.Load(),
+		Received:           c.received.Load(),
+		Delivered:          c.delivered.Load(),
+		DeliveredBytes:     c.deliveredBytes.Load(),
+		DroppedMalformed:   c.malformed.Load(),
+		DroppedAuth:        c.authFailed.Load(),
+		DroppedReplay:      c.replayed.Load(),
+		DroppedTooOld:      c.tooOld.Load(),
+		DroppedBadInner:    c.badInner.Load(),
+		TunWriteErrors:     c.tunWriteErrors.Load(),
+		ReadErrors:         c.readErrors.Load(),
+		TooBig:             c.tooBig.Load(),
+		KeepalivesSent:     c.keepalivesSent.Load(),
+		KeepalivesReceived: c.keepalivesReceived.Load(),
 	}
 	if t.conn != nil {
 		s.Conn = t.conn.Stats()

@@ -121,6 +121,64 @@
 // makes four). It refuses to start (exit status 2) without
 // root or without a tool it needs, saying which package to install.
 //
+// # Behind stateful firewalls
+//
+// -firewall client puts a home router's stateful IPv6 firewall (RFC 6092
+// style, nftables) in front of the client, -firewall both in front of the
+// server too: replies and related packets pass (conntrack), ICMPv6 that
+// IPv6 needs passes (RFC 4890: errors, Packet Too Big, echo, neighbour
+// discovery from the link), all the protected host sends may go out, and
+// from outside only the host's own address on the VPN's UDP port is open
+// (on the server also the ports of the testbed's own iperf3 and irtt
+// servers, which the paths outside the tunnel must reach). The rest is
+// dropped and counted by a named counter. Conntrack keeps the kernel's
+// defaults (UDP 30 s unreplied, 120 s stream); the report prints them.
+//
+// The rules filter what arrives on the host's own link to the router (an
+// input chain in the host's namespace), not a forward chain in a fourth
+// namespace between host and router. With the router in a VM (as on the
+// build machines) that namespace would need its own tap, link prefix and
+// routes on each side; and for the tunnel's traffic the two are the same
+// firewall: behind a home router there is only this host, so conntrack
+// sees the same 5-tuples, makes the same NEW/ESTABLISHED decisions and
+// applies the same timeouts whether it runs in the router or in the host.
+//
+// Behind a firewall flowtun runs without -open, learning each flow's path
+// (it sends a flow on the hosts' own addresses until the peer's traffic
+// for it has come on the flow's own pair, and probes that pair), with
+// -keepalive 25s on the hosts' own pair. With -firewall none it runs
+// -open, as before, so earlier figures stay comparable; -open forces it
+// behind a firewall too, to show the flows a firewall black-holes.
+//
+// In each mode with a tunnel, before the load, both ends open flows
+// through it: 5 pings with distinct echo ids each (3 echoes) and a TCP
+// connection (this program re-executed as `testbed tcp-check` in the
+// namespace). The report gives per mode the flows attempted and completed
+// from each end, the firewalls' drops, flowtun's probe copies and the
+// paths it learnt open (from its -stats counters), TCP reorder events
+// (nstat's TcpExtTCPSACKReorder, TCPTSReorder and TCPRenoReorder, both
+// hosts summed), each over the checks and over the whole mode, and, with
+// a firewall or -server-prefix=false, the distinct outer address pairs of
+// the tunnel's datagrams each way on the client's link (an nftables set
+// there: the packets the router forwards). A flow that does not get
+// through makes the row invalid, except with -open behind a firewall,
+// where it is what the run shows.
+//
+// -idle-check (off by default: it costs 35 s a mode) leaves a TCP
+// connection through the tunnel idle for 35 s, past conntrack's 30 s for
+// a pair that saw no traffic after its first 2 s and past flowtun's 20 s
+// path timeout, then sends a segment from the server and a second later
+// one from the client, and reports the retransmitted segments (nstat's
+// TcpRetransSegs, both hosts). scripts/vm-tests runs it behind both
+// firewalls.
+//
+// -server-prefix=false gives the server one address and no spread
+// prefix: flowtun on the server runs without -prefix, with the client's
+// -peer-prefix, and answers each flow on the pair it came on; the client
+// spreads its sources. The pairs counted at the client's link then show
+// one outer pair per inner flow each way, and the latency verdict whether
+// fq_codel isolated them.
+//
 // # Running it
 //
 // As root, from the repository:
@@ -164,6 +222,9 @@
 // re-executed helpers `testbed wire`, `testbed clear-hash` and `testbed
 // router-agent`), shaping (the qdiscs and their statistics), load
 // (iperf3 and irtt and their parsers), tunnel (the VPNs under test),
+// firewall (the stateful firewalls and the count of outer pairs), reach
+// (the flows opened through a tunnel, and the re-executed helper `testbed
+// tcp-check`),
 // verdict (the pairwise latency verdict) and report (results.json, the
 // table, the plots). Namespaces and the processes in them are the
 // module's internal/netns, which the tests' helpers share.

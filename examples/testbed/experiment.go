@@ -47,6 +47,18 @@ type config struct {
 	// LatencyTarget: RequireTargets includes the latency target.
 	LatencyTarget bool
 
+	// Firewall is where stateful firewalls stand: firewallNone,
+	// firewallClient or firewallBoth. Open runs flowtun -open behind
+	// them anyway.
+	Firewall string
+	Open     bool
+	// IdleCheck leaves a TCP connection through each tunnel idle past
+	// conntrack's UDP timeout (idleCheckTime), then sends both ways.
+	IdleCheck bool
+	// ServerSingle gives the server one address and no spread prefix:
+	// the client spreads towards it from its range.
+	ServerSingle bool
+
 	VM string // auto, router, always or never
 	// RouterVM: the router runs in a VM, the hosts here.
 	RouterVM bool
@@ -68,6 +80,8 @@ type experiment struct {
 	log   io.Writer
 	topo  *network.Topology
 	start time.Time
+	// countPairs: the client counts the tunnel's outer pairs (nft).
+	countPairs bool
 }
 
 // progress prints one line of progress with the seconds since the start.
@@ -90,6 +104,9 @@ func (e *experiment) run(ctx context.Context) (*report.Report, error) {
 			e.progress("cleanup: %v", err)
 		}
 	}()
+	if rep.Config.Conntrack, err = e.setUpFirewalls(); err != nil {
+		return nil, err
+	}
 	if e.cfg.RouterVM {
 		if k, err := topo.Router.Output("uname", "-r"); err == nil {
 			rep.Config.RouterKernel = strings.TrimSpace(string(k))
@@ -153,6 +170,8 @@ func newReportConfig(cfg *config, start time.Time) report.Config {
 		WireKind:        string(cfg.WireKind),
 		RouterVM:        cfg.RouterVM,
 		VPN:             cfg.VPN,
+		Firewall:        cfg.Firewall,
+		ServerSingle:    cfg.ServerSingle,
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",
 		Started:         start.UTC().Format(time.RFC3339),

@@ -15,7 +15,8 @@ import (
 // flagText holds the flags that parseFlags checks before they go into
 // the config.
 type flagText struct {
-	qdisc, modes, wire, wireKind string
+	qdisc, modes, wire, wireKind, firewall string
+	serverPrefix                           bool
 }
 
 // parseFlags reads the command line into a config and checks it.
@@ -60,6 +61,10 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&cfg.VPN, "vpn", vpnFlowtun, "the VPN of the one-flow and spread modes: flowtun (examples/flowtun), or wireguard (examples/wgspread: wireguard-go with its own StdNetBind for one-flow, spreading for spread)")
 	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes with -vpn flowtun (default: go build it into -out)")
 	fs.StringVar(&cfg.Wgspread, "wgspread", "", "path of a built examples/wgspread for the one-flow and spread modes with -vpn wireguard (default: go build it into -out)")
+	fs.StringVar(&text.firewall, "firewall", firewallNone, "stateful firewalls (nftables, RFC 6092 style: replies, ICMPv6 and the VPN's port let in, the rest dropped) in front of: none, client, or both ends; behind one, flowtun learns each flow's path instead of -open and keeps the canonical pair open with -keepalive 25s")
+	fs.BoolVar(&cfg.Open, "open", false, "run flowtun -open even behind a firewall: each flow on its own address pair at once, which shows the flows a firewall black-holes (with -firewall none flowtun always runs -open)")
+	fs.BoolVar(&cfg.IdleCheck, "idle-check", false, "in each mode with a tunnel, leave a TCP connection through it idle "+idleCheckTime.String()+" (past conntrack's 30 s UDP timeout), then send a segment from each end, and count the retransmissions")
+	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
 
@@ -102,6 +107,13 @@ func (cfg *config) setChoices(text *flagText) error {
 	default:
 		return fmt.Errorf("-vm %q: want auto, router, always or never", cfg.VM)
 	}
+	switch text.firewall {
+	case firewallNone, firewallClient, firewallBoth:
+		cfg.Firewall = text.firewall
+	default:
+		return fmt.Errorf("-firewall %q: want none, client or both", text.firewall)
+	}
+	cfg.ServerSingle = !text.serverPrefix
 	for _, name := range strings.Split(text.modes, ",") {
 		name = strings.TrimSpace(name)
 		if _, ok := findMode(name); !ok {
@@ -138,6 +150,10 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-idle %v: want 0 (skip) or at least 1s", cfg.Idle)
 	case cfg.VMMemMB < 512:
 		return fmt.Errorf("-vm-mem %d: want at least 512 MiB", cfg.VMMemMB)
+	case cfg.VPN != vpnFlowtun && (cfg.Open || cfg.ServerSingle):
+		return fmt.Errorf("-open and -server-prefix=false are flowtun's: they need -vpn flowtun")
+	case cfg.IdleCheck && !usesTunnelProgram(cfg):
+		return fmt.Errorf("-idle-check needs a mode with flowtun's tunnel (one-flow or spread) in -modes")
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/examples/testbed/internal/reach"
 	"github.com/flowspread/flowspread/examples/testbed/internal/report"
 	"github.com/flowspread/flowspread/examples/testbed/internal/tunnel"
 )
@@ -37,6 +38,7 @@ var helpers = map[string]func([]string) int{
 	"wire":         network.WireMain,
 	"clear-hash":   network.ClearHashMain,
 	"router-agent": network.RouterAgentMain,
+	"tcp-check":    reach.TCPMain,
 }
 
 // run is the program, returning its exit status (exitMet and so on).
@@ -214,12 +216,19 @@ func why(reason string) string {
 var toolPackages = map[string]string{
 	"ip": "iproute2", "tc": "iproute2", "ethtool": "ethtool",
 	"iperf3": "iperf3", "irtt": "irtt", "wg": "wireguard-tools",
+	"nft": "nftables", "ping": "iputils-ping", "nstat": "iproute2",
 }
 
 // missingTools lists the programs cfg needs that are not installed, with
 // their packages.
 func missingTools(cfg *config) []string {
 	need := []string{"ip", "tc", "ethtool", "iperf3", "irtt"}
+	if usesTunnelProgram(cfg) || slices.Contains(cfg.Modes, "control") {
+		need = append(need, "ping", "nstat") // the reachability checks
+	}
+	if cfg.behindFirewall() || cfg.ServerSingle {
+		need = append(need, "nft")
+	}
 	if slices.Contains(cfg.Modes, "control") || cfg.VPN == vpnWireGuard && usesTunnelProgram(cfg) {
 		need = append(need, "wg")
 	}

@@ -79,7 +79,13 @@ func newTunnelProgram(cfg *config, spread bool) (tunnel.Tunnel, error) {
 	if cfg.VPN == vpnWireGuard {
 		return tunnel.NewWgspread(cfg.Wgspread, spread)
 	}
-	return tunnel.NewFlowtun(cfg.Flowtun, spread)
+	f, err := tunnel.NewFlowtun(cfg.Flowtun, spread)
+	if err != nil {
+		return nil, err
+	}
+	f.Open, f.Keepalive = cfg.flowtunOpen(), cfg.keepalive()
+	f.ServerSingle = cfg.ServerSingle
+	return f, nil
 }
 
 // tunnelProgram returns the package of the program that runs cfg's

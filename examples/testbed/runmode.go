@@ -62,9 +62,21 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult
 	if err != nil {
 		return fail(err)
 	}
+	if tun != nil {
+		paths, before, err := e.checkPaths(ctx, tun, inner)
+		if err != nil {
+			return fail(err)
+		}
+		res.Paths = paths
+		// Also when the load fails: the firewalls' drops may say why.
+		defer e.finishPaths(paths, tun, before)
+	}
 	got, err := e.measure(ctx, inner, &res)
 	if err != nil {
 		return fail(err)
+	}
+	if res.Paths != nil && e.cfg.IdleCheck {
+		res.Paths.Idle = e.idleCheck(inner)
 	}
 	e.collect(tun, got, &res)
 	res.Measure(report.Config{Qdisc: string(e.cfg.Qdisc), RateMbit: e.cfg.RateMbit,

@@ -89,16 +89,30 @@ func serve(opts options, logger *log.Logger) (err error) {
 	signal.Notify(term, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(term)
 
+	hup := make(chan os.Signal, 1)
+	if opts.peersFile != "" && bind != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+
 	logger.Printf("%s ready: configure it with wg (socket /var/run/wireguard/%s.sock); %s", name, name, describe(opts))
-	select {
-	case sig := <-term:
-		logger.Printf("%v: shutting down", sig)
-	case err := <-uapiErr:
-		if !errors.Is(err, net.ErrClosed) {
-			logger.Printf("UAPI socket: %v: shutting down", err)
+wait:
+	for {
+		select {
+		case <-hup:
+			reloadPeers(opts, bind, logger)
+		case sig := <-term:
+			logger.Printf("%v: shutting down", sig)
+			break wait
+		case err := <-uapiErr:
+			if !errors.Is(err, net.ErrClosed) {
+				logger.Printf("UAPI socket: %v: shutting down", err)
+			}
+			break wait
+		case <-dev.Wait():
+			logger.Printf("%s closed: shutting down", name)
+			break wait
 		}
-	case <-dev.Wait():
-		logger.Printf("%s closed: shutting down", name)
 	}
 	if bind == nil {
 		return nil
@@ -111,6 +125,8 @@ func serve(opts options, logger *log.Logger) (err error) {
 		logger.Printf("conn: wrote %d datagrams (%d unspread, %d GSO sends, %d errors); read %d (%d from strangers), dropped %d foreign, %d outside the range, %d truncated",
 			cs.Sent, cs.SentUnspread, cs.GSOSends, cs.SendErrors, cs.Received, cs.ReceivedUnknown,
 			cs.DroppedForeign, cs.DroppedOutsideRange, cs.RecvTruncated)
+		logger.Printf("paths: %d datagrams waited on the canonical pair, %d probe copies, %d pairs opened; %d packets observed, %d unmatched",
+			cs.SentWaiting, cs.SentProbes, cs.PathsOpened, s.Observed, s.RecvUnmatched)
 	}
 	return nil
 }

@@ -28,6 +28,11 @@
 //	                              at both ends; or $WGSPREAD_HASH_KEY, or
 //	                              -hash-key HEX, which every local user can
 //	                              read in /proc/PID/cmdline
+//	-open                         every peer's whole range is reachable (no
+//	                              stateful firewall in front of it): flows
+//	                              go on their spread pairs at once
+//	-peers-file FILE              more peers, one a line, reread on SIGHUP
+//	                              (see below)
 //	-symmetric=true               one outer pair for both directions of a flow
 //	-local-route=true             add ip -6 route add local PREFIX dev lo
 //	-stock-bind                   wireguard-go's own StdNetBind, unspread: a
@@ -53,6 +58,35 @@
 //	A# ip addr add 10.0.0.1/24 dev wg0 && ip link set wg0 up
 //
 // and the same at B with the roles swapped.
+//
+// # Firewalls
+//
+// By default a flow goes on its spread pair only once the peer's own
+// traffic for that flow has arrived on it; until then it goes to the
+// peer's endpoint, with a probe copy on its spread pair at most once a
+// second, which opens our firewall for the peer's answer there. So two
+// ends behind home routers that open only the VPN's address and port
+// (RFC 6092) reach each other on every flow, and move each flow to its
+// own pair after one round trip. -open skips the wait for peers whose
+// whole range is reachable.
+//
+// # Changing peers while it runs
+//
+// -peers-file names a file of peers, one a line, as -peer-prefix takes
+// them, then options (bits=N, open); # starts a comment:
+//
+//	[2001:db8:ff::2]:51820=2001:db8:b::/64  open
+//	[2001:db8:ff::3]:51820=2001:db8:c::/64  bits=8
+//	192.0.2.7:51820                         # does not spread
+//
+// kill -HUP rereads it and applies it while traffic flows: a new line adds
+// a peer's spread options, a changed one changes them, a removed one
+// stops spreading to the peer (a -peer-prefix peer goes back to its
+// command-line options). A file with an error changes nothing, and the
+// log says why. Change a peer's prefix at both ends: a peer that spreads
+// from a prefix this end no longer knows looks like a stranger per
+// address, and wireguard-go roams to one of them. The peers themselves (keys, endpoints, allowed IPs) stay
+// wg's: add a peer with wg set, and its spread options in the file.
 //
 // # Logging
 //

@@ -30,6 +30,12 @@ type options struct {
 	// stockBind runs wireguard-go's own StdNetBind, unspread: the
 	// baseline to compare with.
 	stockBind bool
+	// open declares every peer's range reachable (conn.Peer.Open).
+	open bool
+	// flagPeers are the -peer-prefix peers; peersFile, the file whose
+	// peers are laid over them, at start and on each SIGHUP.
+	flagPeers []conn.Peer
+	peersFile string
 }
 
 // run is the command: it returns the exit status (2 for bad flags, 1 when
@@ -119,9 +125,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&hashKey.File, "hash-key-file", "", "read the flow hash key (32 hex digits) from `file`; or set $"+hashKeyEnv+"; give the key one way only")
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
+	fs.BoolVar(&opts.open, "open", false, "declare every peer's whole spread range reachable (no stateful firewall in front of it): flows go on their spread pairs at once, instead of on the peer's endpoint until the peer's own traffic for them arrived on their pair")
+	fs.StringVar(&opts.peersFile, "peers-file", "", "read more peers from `file`, one a line: ADDR:PORT=PREFIX [bits=N] [open]; reread on SIGHUP (kill -HUP), so peers' spread options change while the interface runs; a peer also given with -peer-prefix takes the file's line")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses;\nconfigure it with wg set or wg setconf.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses;\nconfigure it with wg set or wg setconf. SIGHUP rereads -peers-file.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -149,10 +157,25 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Bits)
 		}
 	}
-	if len(peers) == 0 && !opts.stockBind {
-		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX: the interface spreads only to those")
+	for i := range peers {
+		peers[i].Open = opts.open
+		if peers[i].Prefix.IsValid() {
+			// Both ends agree on -bits: the peer's range is as wide as ours.
+			peers[i].Bits = opts.cfg.Bits
+		}
 	}
+	opts.flagPeers = peers
 	opts.cfg.Peers = peers
+	if opts.peersFile != "" {
+		file, err := readPeersFile(opts.peersFile, opts.cfg.Bits, opts.open)
+		if err != nil {
+			return opts, fmt.Errorf("-peers-file: %w", err)
+		}
+		opts.cfg.Peers = mergePeers(peers, file)
+	}
+	if len(opts.cfg.Peers) == 0 && !opts.stockBind {
+		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX or in -peers-file: the interface spreads only to those")
+	}
 	given, err := hashKey.Load(fs, &opts.cfg.Key)
 	if err != nil {
 		return opts, err
@@ -200,6 +223,12 @@ func describe(opts options) string {
 	fmt.Fprintf(&b, " (2^%d addresses", opts.cfg.Bits)
 	if opts.cfg.Symmetric {
 		b.WriteString(", symmetric")
+	}
+	if opts.open {
+		b.WriteString(", peers open")
+	}
+	if opts.peersFile != "" {
+		fmt.Fprintf(&b, ", peers from %s, reread on SIGHUP", opts.peersFile)
 	}
 	b.WriteString(")")
 	return b.String()

@@ -261,6 +261,12 @@ func (w *wgTunnel) logs() string { return fmt.Sprintf("\nA: %s\nB: %s", w.procA.
 // extra flags, configured with wg set at A and wg setconf at B.
 func newWgTunnel(t testing.TB, bin string, extra ...string) *wgTunnel {
 	t.Helper()
+	return newWgTunnelArgs(t, bin, extra, extra)
+}
+
+// newWgTunnelArgs is newWgTunnel with extra flags for each end.
+func newWgTunnelArgs(t testing.TB, bin string, extraA, extraB []string) *wgTunnel {
+	t.Helper()
 	dir := t.TempDir()
 
 	nsA, nsB := testutil.NewNetns(t), testutil.NewNetns(t)
@@ -276,9 +282,9 @@ func newWgTunnel(t testing.TB, bin string, extra ...string) *wgTunnel {
 	var hashKey [16]byte
 	rand.Read(hashKey[:])
 	key := hex.EncodeToString(hashKey[:])
-	procA := startWgspread(t, nsA, bin, slices.Concat(extra, []string{"-prefix", e2ePrefixA.String(),
+	procA := startWgspread(t, nsA, bin, slices.Concat(extraA, []string{"-prefix", e2ePrefixA.String(),
 		"-peer-prefix", e2eLinkB.String() + "=" + e2ePrefixB.String(), "-hash-key", key, ifA})...)
-	procB := startWgspread(t, nsB, bin, slices.Concat(extra, []string{"-prefix", e2ePrefixB.String(),
+	procB := startWgspread(t, nsB, bin, slices.Concat(extraB, []string{"-prefix", e2ePrefixB.String(),
 		"-peer-prefix", e2eLinkA.String() + "=" + e2ePrefixA.String(), "-hash-key", key, ifB})...)
 
 	// A with wg set, B with wg setconf.

@@ -35,14 +35,19 @@ var (
 // Interface names. Every namespace has its own, so they never collide
 // with the host's or another run's.
 const (
-	clientIf       = "c0"  // client, towards the router
-	serverIf       = "s0"  // server, towards the router
-	RouterClientIf = "rc"  // router, towards the client: a bottleneck
-	RouterServerIf = "rs"  // router, towards the server: the bottleneck of client-to-server bulk flows
-	wireClientIf   = "wc"  // wire, facing the client
-	wireRouterCIf  = "wrc" // wire, facing the router on the client side
-	wireServerIf   = "ws"  // wire, facing the server
-	wireRouterSIf  = "wrs" // wire, facing the router on the server side
+	clientIf       = "c0" // client, towards the router
+	serverIf       = "s0" // server, towards the router
+	RouterClientIf = "rc" // router, towards the client: a bottleneck
+	RouterServerIf = "rs" // router, towards the server: the bottleneck of client-to-server bulk flows
+	// ClientIf and ServerIf are the end hosts' links to the router,
+	// where a firewall in front of a host filters what comes in.
+	ClientIf = clientIf
+	ServerIf = serverIf
+
+	wireClientIf  = "wc"  // wire, facing the client
+	wireRouterCIf = "wrc" // wire, facing the router on the client side
+	wireServerIf  = "ws"  // wire, facing the server
+	wireRouterSIf = "wrs" // wire, facing the router on the server side
 )
 
 // Topology is the testbed's network (see the package's doc). The client

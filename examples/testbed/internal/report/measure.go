@@ -149,6 +149,7 @@ func (r *ModeResult) checkValidity(c Config, total float64, saturated bool) {
 		r.Status = StatusInvalid
 		r.Reasons = append(r.Reasons, fmt.Sprintf(format, args...))
 	}
+	r.checkPaths(invalid)
 	if !saturated {
 		invalid("the bulk flows carried %.1f Mbit/s, under %.0f%% of the %.0f Mbit/s bottleneck: something before the router (the tunnel, the wire, the machine) could not keep up, so the qdisc under test did not decide the shares",
 			total, 100*MinShareOfRate, c.RateMbit)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/flowspread/flowspread/examples/testbed/internal/firewall"
 	"github.com/flowspread/flowspread/examples/testbed/internal/load"
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
 	"github.com/flowspread/flowspread/examples/testbed/internal/shaping"
@@ -88,7 +89,14 @@ type Config struct {
 	InVM     bool   `json:"in_vm"`
 	// RouterKernel is the router VM's kernel when only the router runs
 	// in a VM (then Kernel is the hosts').
-	RouterKernel string  `json:"router_kernel,omitempty"`
+	RouterKernel string `json:"router_kernel,omitempty"`
+	// Firewall is where stateful firewalls stood (-firewall): none,
+	// client or both; Conntrack their UDP timeouts, as the kernel had them.
+	Firewall  string             `json:"firewall,omitempty"`
+	Conntrack *firewall.Timeouts `json:"conntrack,omitempty"`
+	// ServerSingle: the server had one address and no spread prefix
+	// (-server-prefix=false).
+	ServerSingle bool    `json:"server_single_address,omitempty"`
 	Started      string  `json:"started"`
 	ElapsedS     float64 `json:"elapsed_s"`
 }
@@ -130,7 +138,10 @@ type ModeResult struct {
 	// TunnelCounters are the tunnel's own counters at the end of the
 	// load, by end (client, server), as the tunnel reports them.
 	TunnelCounters map[string]json.RawMessage `json:"tunnel_counters,omitempty"`
-	Targets        Targets                    `json:"targets"`
+	// Paths are the reachability checks through the firewalls and the
+	// outer address pairs; only for modes with a tunnel.
+	Paths   *Paths  `json:"paths,omitempty"`
+	Targets Targets `json:"targets"`
 	// Rounds are the measured time cut into rounds (-rounds), each with
 	// its bulk shares and its latency verdict; Verdict is the latency
 	// verdict over all of them.

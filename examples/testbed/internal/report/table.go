@@ -13,6 +13,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	rep.writeHeading(w)
 	rep.writeModes(w)
 	rep.writeFlows(w)
+	rep.writePaths(w)
 	fmt.Fprintln(w)
 	for _, r := range rep.Modes {
 		r.writeFindings(w)

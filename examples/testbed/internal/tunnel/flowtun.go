@@ -48,6 +48,10 @@ var (
 	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
 )
 
+// FlowtunPort is the UDP port of both flowtun ends: the one a firewall
+// in front of an end must let in.
+const FlowtunPort = ftPort
+
 // FlowtunPackage is the import path go build makes the tunnel from.
 const FlowtunPackage = "github.com/flowspread/flowspread/examples/flowtun"
 
@@ -108,8 +112,20 @@ func findCheckout() (string, error) {
 type Flowtun struct {
 	Bin    string
 	Spread bool
-	dir    string // PSK and counters
-	ends   []*tunnelEnd
+	// Open declares each end's spread range reachable from the other's
+	// (flowtun -open): flows go on their own pairs at once. Without it
+	// flowtun sends a flow on the canonical pair (the hosts' own
+	// addresses) until the peer's traffic for it has arrived on its
+	// spread pair, as behind a stateful firewall it must.
+	Open bool
+	// Keepalive is flowtun's -keepalive on the canonical pair; 0 is off.
+	Keepalive time.Duration
+	// ServerSingle gives the server no spread prefix: it has one
+	// address, which the client spreads towards from its range, and it
+	// answers each flow on the pair it arrived on.
+	ServerSingle bool
+	dir          string // PSK and counters
+	ends         []*tunnelEnd
 }
 
 // tunnelEnd is one running end of a tunnel program (flowtun or wgspread).
@@ -148,10 +164,6 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		f.Stop()
 		return InnerPath{}, err
 	}
-	spread := "off"
-	if f.Spread {
-		spread = "both"
-	}
 	ends := []struct {
 		side               string
 		ns                 netns.Namespace
@@ -166,11 +178,15 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		args := []string{"-name", ftIf, "-listen-port", strconv.Itoa(ftPort),
 			"-peer", netip.AddrPortFrom(e.peer, ftPort).String(),
 			"-self", netip.AddrPortFrom(e.self, ftPort).String(),
-			"-spread", spread, "-psk-file", psk,
+			"-psk-file", psk,
 			"-addr", e.inner.String() + "/64",
 			"-stats", filepath.Join(dir, e.side+".json")}
-		if f.Spread {
-			args = append(args, "-prefix", e.prefix.String(), "-peer-prefix", e.peerPrefix.String())
+		args = append(args, f.spreadArgs(e.side, e.prefix, e.peerPrefix)...)
+		if f.Open {
+			args = append(args, "-open")
+		}
+		if f.Keepalive > 0 {
+			args = append(args, "-keepalive", f.Keepalive.String())
 		}
 		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.Bin, ftReady, args)
 		if err != nil {
@@ -191,6 +207,20 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		}
 	}
 	return InnerPath{Client: ftInnerClient, Server: ftInnerServer}, nil
+}
+
+// spreadArgs are the -spread and prefix flags of the end side, whose
+// spread prefix is prefix and whose peer's is peerPrefix.
+func (f *Flowtun) spreadArgs(side string, prefix, peerPrefix netip.Prefix) []string {
+	switch {
+	case !f.Spread:
+		return []string{"-spread", "off"}
+	case f.ServerSingle && side == "client":
+		return []string{"-spread", "src", "-prefix", prefix.String()}
+	case f.ServerSingle:
+		return []string{"-spread", "dst", "-peer-prefix", peerPrefix.String()}
+	}
+	return []string{"-spread", "both", "-prefix", prefix.String(), "-peer-prefix", peerPrefix.String()}
 }
 
 // queueTunnelDevice puts fq_codel on a tunnel's device, where inner
@@ -282,6 +312,43 @@ func Drops(counters map[string]json.RawMessage) (dropped, auth uint64) {
 		auth += s.Auth
 	}
 	return dropped, auth
+}
+
+// PathCounters are what flowtun's ends, summed, counted of the paths
+// they learnt (conn.Stats): datagrams sent on the canonical pair while a
+// flow's own pair was not known open, probe copies sent on spread pairs,
+// and pairs that became known open.
+type PathCounters struct {
+	SentWaiting uint64 `json:"sent_waiting"`
+	SentProbes  uint64 `json:"sent_probes"`
+	PathsOpened uint64 `json:"paths_opened"`
+	Keepalives  uint64 `json:"keepalives_sent"`
+}
+
+// Paths sums the path counters of the ends' counters (as Counters
+// returns them).
+func Paths(counters map[string]json.RawMessage) PathCounters {
+	var sum PathCounters
+	for _, raw := range counters {
+		var s struct {
+			Keepalives uint64                                                `json:"keepalives_sent"`
+			Conn       struct{ SentWaiting, SentProbes, PathsOpened uint64 } `json:"conn"`
+		}
+		if json.Unmarshal(raw, &s) != nil {
+			continue
+		}
+		sum.SentWaiting += s.Conn.SentWaiting
+		sum.SentProbes += s.Conn.SentProbes
+		sum.PathsOpened += s.Conn.PathsOpened
+		sum.Keepalives += s.Keepalives
+	}
+	return sum
+}
+
+// Since is p less the counters of earlier.
+func (p PathCounters) Since(earlier PathCounters) PathCounters {
+	return PathCounters{p.SentWaiting - earlier.SentWaiting, p.SentProbes - earlier.SentProbes,
+		p.PathsOpened - earlier.PathsOpened, p.Keepalives - earlier.Keepalives}
 }
 
 // trimCounters drops the per-address datagram counts from flowtun's

@@ -100,3 +100,38 @@ func TestFlowtunCounters(t *testing.T) {
 		t.Errorf("Drops = %d, %d; want 10, 2", dropped, auth)
 	}
 }
+
+func TestFlowtunSpreadArgs(t *testing.T) {
+	c, s := ftClientSpread, ftServerSpread
+	for _, tc := range []struct {
+		f              Flowtun
+		client, server string
+	}{
+		{Flowtun{}, "-spread off", "-spread off"},
+		{Flowtun{Spread: true}, "-spread both -prefix " + c.String() + " -peer-prefix " + s.String(), "-spread both -prefix " + s.String() + " -peer-prefix " + c.String()},
+		// The server has one address: the client spreads its sources,
+		// the server sends to the client's range.
+		{Flowtun{Spread: true, ServerSingle: true}, "-spread src -prefix " + c.String(), "-spread dst -peer-prefix " + c.String()},
+	} {
+		if got := strings.Join(tc.f.spreadArgs("client", c, s), " "); got != tc.client {
+			t.Errorf("%+v: client %q, want %q", tc.f, got, tc.client)
+		}
+		if got := strings.Join(tc.f.spreadArgs("server", s, c), " "); got != tc.server {
+			t.Errorf("%+v: server %q, want %q", tc.f, got, tc.server)
+		}
+	}
+}
+
+func TestPaths(t *testing.T) {
+	counters := map[string]json.RawMessage{
+		"client": json.RawMessage(`{"sent": 9, "keepalives_sent": 1, "conn": {"SentWaiting": 5, "SentProbes": 2, "PathsOpened": 3}}`),
+		"server": json.RawMessage(`{"sent": 9, "conn": {"SentWaiting": 1, "SentProbes": 4, "PathsOpened": 6}}`),
+	}
+	got := Paths(counters)
+	if want := (PathCounters{SentWaiting: 6, SentProbes: 6, PathsOpened: 9, Keepalives: 1}); got != want {
+		t.Errorf("Paths = %+v, want %+v", got, want)
+	}
+	if d := got.Since(PathCounters{SentProbes: 1}); d.SentProbes != 5 || d.PathsOpened != 9 {
+		t.Errorf("Since = %+v", d)
+	}
+}
