@@ -61,8 +61,8 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&cfg.VPN, "vpn", vpnFlowtun, "the VPN of the one-flow and spread modes: flowtun (examples/flowtun), or wireguard (examples/wgspread: wireguard-go with its own StdNetBind for one-flow, spreading for spread)")
 	fs.StringVar(&cfg.Flowtun, "flowtun", "", "path of a built examples/flowtun for the one-flow and spread modes with -vpn flowtun (default: go build it into -out)")
 	fs.StringVar(&cfg.Wgspread, "wgspread", "", "path of a built examples/wgspread for the one-flow and spread modes with -vpn wireguard (default: go build it into -out)")
-	fs.StringVar(&text.firewall, "firewall", firewallNone, "stateful firewalls (nftables, RFC 6092 style: replies, ICMPv6 and the VPN's port let in, the rest dropped) in front of: none, client, or both ends; behind one, flowtun learns each flow's path instead of -open and keeps the canonical pair open with -keepalive 25s")
-	fs.BoolVar(&cfg.Open, "open", false, "run flowtun -open even behind a firewall: each flow on its own address pair at once, which shows the flows a firewall black-holes (with -firewall none flowtun always runs -open)")
+	fs.StringVar(&text.firewall, "firewall", firewallNone, "stateful firewalls (nftables, RFC 6092 style: replies, ICMPv6 and the VPN's port let in, the rest dropped) in front of: none, client, or both ends; behind one, flowtun or wgspread learns each flow's path instead of -open and keeps the canonical pair open with a 25 s keepalive (flowtun -keepalive, WireGuard's persistent keepalive)")
+	fs.BoolVar(&cfg.Open, "open", false, "run flowtun or wgspread -open even behind a firewall: each flow on its own address pair at once, which shows the flows a firewall black-holes (with -firewall none flowtun always runs -open)")
 	fs.BoolVar(&cfg.IdleCheck, "idle-check", false, "in each mode with a tunnel, leave a TCP connection through it idle "+idleCheckTime.String()+" (past conntrack's 30 s UDP timeout), then send a segment from each end, and count the retransmissions")
 	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
@@ -150,8 +150,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-idle %v: want 0 (skip) or at least 1s", cfg.Idle)
 	case cfg.VMMemMB < 512:
 		return fmt.Errorf("-vm-mem %d: want at least 512 MiB", cfg.VMMemMB)
-	case cfg.VPN != vpnFlowtun && (cfg.Open || cfg.ServerSingle):
-		return fmt.Errorf("-open and -server-prefix=false are flowtun's: they need -vpn flowtun")
+	case cfg.VPN != vpnFlowtun && cfg.ServerSingle:
+		return fmt.Errorf("-server-prefix=false is flowtun's: it needs -vpn flowtun")
 	case cfg.IdleCheck && !usesTunnelProgram(cfg):
 		return fmt.Errorf("-idle-check needs a mode with flowtun's tunnel (one-flow or spread) in -modes")
 	}

@@ -77,13 +77,18 @@ const (
 // cfg's VPN.
 func newTunnelProgram(cfg *config, spread bool) (tunnel.Tunnel, error) {
 	if cfg.VPN == vpnWireGuard {
-		return tunnel.NewWgspread(cfg.Wgspread, spread)
+		w, err := tunnel.NewWgspread(cfg.Wgspread, spread)
+		if err != nil {
+			return nil, err
+		}
+		w.Open, w.Keepalive = cfg.tunnelOpen(), cfg.keepalive()
+		return w, nil
 	}
 	f, err := tunnel.NewFlowtun(cfg.Flowtun, spread)
 	if err != nil {
 		return nil, err
 	}
-	f.Open, f.Keepalive = cfg.flowtunOpen(), cfg.keepalive()
+	f.Open, f.Keepalive = cfg.tunnelOpen(), cfg.keepalive()
 	f.ServerSingle = cfg.ServerSingle
 	return f, nil
 }

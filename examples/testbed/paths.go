@@ -44,11 +44,13 @@ func (cfg *config) behindFirewall() bool {
 	return cfg.Firewall == firewallClient || cfg.Firewall == firewallBoth
 }
 
-// flowtunOpen says whether flowtun runs -open: with no firewall (today's
-// behaviour, so earlier figures stay comparable), or when -open asks.
-func (cfg *config) flowtunOpen() bool { return !cfg.behindFirewall() || cfg.Open }
+// tunnelOpen says whether flowtun or wgspread runs -open: with no
+// firewall (today's behaviour, so earlier figures stay comparable), or
+// when -open asks.
+func (cfg *config) tunnelOpen() bool { return !cfg.behindFirewall() || cfg.Open }
 
-// keepalive is flowtun's -keepalive: only behind a firewall.
+// keepalive is flowtun's -keepalive, and wgspread's persistent keepalive:
+// only behind a firewall.
 func (cfg *config) keepalive() time.Duration {
 	if !cfg.behindFirewall() {
 		return 0
@@ -138,13 +140,13 @@ func (s pathSnapshot) since(earlier pathSnapshot) report.PathCounters {
 // load, and returns the mode's Paths with the checks' counters; the
 // caller finishes it with finishPaths after the load.
 func (e *experiment) checkPaths(ctx context.Context, tun tunnel.Tunnel, inner tunnel.InnerPath) (*report.Paths, pathSnapshot, error) {
-	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.flowtunOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
+	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
 		MustReach: !e.cfg.behindFirewall() || !e.cfg.Open, PairsOut: -1, PairsIn: -1}
 	switch tun.(type) {
 	case *tunnel.Flowtun:
 		p.Tunnel = "flowtun"
 	case *tunnel.Wgspread:
-		p.Tunnel, p.Open, p.KeepaliveS = "wgspread", false, 0
+		p.Tunnel = "wgspread"
 	default:
 		p.Tunnel, p.Open, p.KeepaliveS = "kernel WireGuard", false, 0
 	}

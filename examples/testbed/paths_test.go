@@ -27,8 +27,8 @@ func TestParseFlagsFirewall(t *testing.T) {
 		{"-open forces it behind a firewall", []string{"-firewall", "client", "-open"}, "", true, 25 * time.Second, false},
 		{"server with one address", []string{"-server-prefix=false"}, "", true, 0, true},
 		{"unknown firewall", []string{"-firewall", "router"}, `-firewall "router"`, false, 0, false},
-		{"-open is flowtun's", []string{"-vpn", "wireguard", "-open"}, "need -vpn flowtun", false, 0, false},
-		{"one server address is flowtun's", []string{"-vpn", "wireguard", "-server-prefix=false"}, "need -vpn flowtun", false, 0, false},
+		{"wgspread behind a firewall, -open", []string{"-vpn", "wireguard", "-firewall", "client", "-open"}, "", true, 25 * time.Second, false},
+		{"one server address is flowtun's", []string{"-vpn", "wireguard", "-server-prefix=false"}, "needs -vpn flowtun", false, 0, false},
 		{"idle check needs a tunnel", []string{"-idle-check", "-modes", "direct"}, "-idle-check needs", false, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,14 +42,22 @@ func TestParseFlagsFirewall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg.Flowtun = tunnelBinary(t)
+			cfg.Flowtun, cfg.Wgspread = tunnelBinary(t), tunnelBinary(t)
 			tun, err := newTunnelProgram(cfg, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := tun.(*tunnel.Flowtun)
-			if f.Open != tc.open || f.Keepalive != tc.keepalive || f.ServerSingle != tc.single {
-				t.Errorf("flowtun open %v keepalive %v one server address %v; want %v %v %v", f.Open, f.Keepalive, f.ServerSingle, tc.open, tc.keepalive, tc.single)
+			switch tun := tun.(type) {
+			case *tunnel.Flowtun:
+				if tun.Open != tc.open || tun.Keepalive != tc.keepalive || tun.ServerSingle != tc.single {
+					t.Errorf("flowtun open %v keepalive %v one server address %v; want %v %v %v", tun.Open, tun.Keepalive, tun.ServerSingle, tc.open, tc.keepalive, tc.single)
+				}
+			case *tunnel.Wgspread:
+				if tun.Open != tc.open || tun.Keepalive != tc.keepalive || tc.single {
+					t.Errorf("wgspread open %v keepalive %v; want %v %v, one server address %v", tun.Open, tun.Keepalive, tc.open, tc.keepalive, tc.single)
+				}
+			default:
+				t.Fatalf("tunnel %T", tun)
 			}
 		})
 	}
@@ -82,7 +90,7 @@ func TestVMTestsFirewallFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Firewall != firewallBoth || !cfg.IdleCheck || cfg.flowtunOpen() || cfg.LatencyTarget {
+	if cfg.Firewall != firewallBoth || !cfg.IdleCheck || cfg.tunnelOpen() || cfg.LatencyTarget {
 		t.Errorf("config %+v", cfg)
 	}
 }

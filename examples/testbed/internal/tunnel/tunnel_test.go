@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
 )
@@ -43,20 +44,20 @@ func TestWgspreadArgs(t *testing.T) {
 	// The key goes in a file: a command line is readable by every user.
 	const keyFile = "/tmp/fstb-wgspread-1/hash-key"
 	for _, tc := range []struct {
-		name   string
-		end    wgspreadEnd
-		spread bool
-		want   []string
+		name         string
+		end          wgspreadEnd
+		spread, open bool
+		want         []string
 	}{
-		{"client stock bind", ends[0], false, []string{"-stock-bind", "wgsc0a0b0c"}},
-		{"server stock bind", ends[1], false, []string{"-stock-bind", "wgss0a0b0c"}},
-		{"client spread", ends[0], true, []string{"-prefix", "2001:db8:a:1::/64",
+		{"client stock bind", ends[0], false, false, []string{"-stock-bind", "wgsc0a0b0c"}},
+		{"server stock bind", ends[1], false, true, []string{"-stock-bind", "wgss0a0b0c"}},
+		{"client spread", ends[0], true, false, []string{"-prefix", "2001:db8:a:1::/64",
 			"-peer-prefix", "[2001:db8:b::1]:51820=2001:db8:b:1::/64", "-hash-key-file", keyFile, "wgsc0a0b0c"}},
-		{"server spread", ends[1], true, []string{"-prefix", "2001:db8:b:1::/64",
-			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key-file", keyFile, "wgss0a0b0c"}},
+		{"server spread, open", ends[1], true, true, []string{"-prefix", "2001:db8:b:1::/64",
+			"-peer-prefix", "[2001:db8:a::1]:51820=2001:db8:a:1::/64", "-hash-key-file", keyFile, "-open", "wgss0a0b0c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := wgspreadArgs(tc.end, tc.spread, keyFile); !slices.Equal(got, tc.want) {
+			if got := wgspreadArgs(tc.end, tc.spread, tc.open, keyFile); !slices.Equal(got, tc.want) {
 				t.Errorf("wgspread %q\nwant     %q", got, tc.want)
 			}
 		})
@@ -66,17 +67,18 @@ func TestWgspreadArgs(t *testing.T) {
 func TestWgSetArgs(t *testing.T) {
 	ends := testWgspreadEnds()
 	for _, tc := range []struct {
-		name string
-		end  wgspreadEnd
-		want []string
+		name      string
+		end       wgspreadEnd
+		keepalive time.Duration
+		want      []string
 	}{
-		{"client", ends[0], []string{"wg", "set", "wgsc0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+		{"client", ends[0], 0, []string{"wg", "set", "wgsc0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
 			"peer", "PEERPUB=", "endpoint", "[2001:db8:b::1]:51820", "allowed-ips", "2001:db8:d::b/128"}},
-		{"server", ends[1], []string{"wg", "set", "wgss0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
-			"peer", "PEERPUB=", "endpoint", "[2001:db8:a::1]:51820", "allowed-ips", "2001:db8:d::a/128"}},
+		{"server, keepalive", ends[1], 25 * time.Second, []string{"wg", "set", "wgss0a0b0c", "listen-port", "51820", "private-key", "/proc/self/fd/0",
+			"peer", "PEERPUB=", "endpoint", "[2001:db8:a::1]:51820", "allowed-ips", "2001:db8:d::a/128", "persistent-keepalive", "25"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := wgSetArgs(tc.end, "PEERPUB="); !slices.Equal(got, tc.want) {
+			if got := wgSetArgs(tc.end, "PEERPUB=", tc.keepalive); !slices.Equal(got, tc.want) {
 				t.Errorf("wg set %q\nwant   %q", got, tc.want)
 			}
 		})
@@ -84,7 +86,7 @@ func TestWgSetArgs(t *testing.T) {
 	// The canonical endpoint must be the peer host's own address, which
 	// the peer's -peer-prefix names: wgspread drops datagrams from any
 	// other source outside the peer's prefix.
-	if ep := netip.AddrPortFrom(ends[0].peer, wgsPort); !strings.Contains(wgspreadArgs(ends[0], true, "k")[3], ep.String()+"=") {
+	if ep := netip.AddrPortFrom(ends[0].peer, wgsPort); !strings.Contains(wgspreadArgs(ends[0], true, false, "k")[3], ep.String()+"=") {
 		t.Errorf("the client's -peer-prefix does not name the endpoint %v it gives wg", ep)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
 	"github.com/flowspread/flowspread/internal/netns"
@@ -47,8 +48,15 @@ const (
 type Wgspread struct {
 	Bin    string
 	Spread bool
-	ends   []*tunnelEnd
-	dir    string // holds the hash key file
+	// Open runs wgspread -open: each end's spread range reachable from
+	// the other's, every flow on its own pair at once (no firewall).
+	Open bool
+	// Keepalive is WireGuard's persistent keepalive (wg set ...
+	// persistent-keepalive), which holds the canonical pair open in a
+	// firewall; 0 is off.
+	Keepalive time.Duration
+	ends      []*tunnelEnd
+	dir       string // holds the hash key file
 }
 
 // wgspreadEnd is what one end's command lines are made from.
@@ -95,22 +103,30 @@ func wgspreadEnds(topo *network.Topology, suffix string) [2]wgspreadEnd {
 // bind, or spreading over e.prefix towards e.peerPrefix with the hash key
 // in keyFile (the same at both ends; a file, as the command line is
 // readable by every user).
-func wgspreadArgs(e wgspreadEnd, spread bool, keyFile string) []string {
+func wgspreadArgs(e wgspreadEnd, spread, open bool, keyFile string) []string {
 	if !spread {
 		return []string{"-stock-bind", e.iface}
 	}
-	return []string{"-prefix", e.prefix.String(),
+	args := []string{"-prefix", e.prefix.String(),
 		"-peer-prefix", netip.AddrPortFrom(e.peer, wgsPort).String() + "=" + e.peerPrefix.String(),
-		"-hash-key-file", keyFile, e.iface}
+		"-hash-key-file", keyFile}
+	if open {
+		args = append(args, "-open")
+	}
+	return append(args, e.iface)
 }
 
 // wgSetArgs returns the wg command that configures one end, which reads
 // the private key from its standard input: a pipe, never a file (the VM
 // has no /dev/stdin link: no udev there).
-func wgSetArgs(e wgspreadEnd, peerPublic string) []string {
-	return []string{"wg", "set", e.iface, "listen-port", strconv.Itoa(wgsPort), "private-key", "/proc/self/fd/0",
+func wgSetArgs(e wgspreadEnd, peerPublic string, keepalive time.Duration) []string {
+	args := []string{"wg", "set", e.iface, "listen-port", strconv.Itoa(wgsPort), "private-key", "/proc/self/fd/0",
 		"peer", peerPublic, "endpoint", netip.AddrPortFrom(e.peer, wgsPort).String(),
 		"allowed-ips", netip.PrefixFrom(e.peerInner, e.peerInner.BitLen()).String()}
+	if keepalive > 0 {
+		args = append(args, "persistent-keepalive", strconv.Itoa(int(keepalive/time.Second)))
+	}
+	return args
 }
 
 // Start runs wgspread at both ends, configures them with wg and ip, and
@@ -136,7 +152,7 @@ func (w *Wgspread) Start(ctx context.Context, topo *network.Topology) (InnerPath
 	}
 	var private, public [2]string
 	for i, e := range ends {
-		end, err := startTunnelEnd(e.ns, "wgspread", e.side, w.Bin, wgsReady, wgspreadArgs(e, w.Spread, keyFile))
+		end, err := startTunnelEnd(e.ns, "wgspread", e.side, w.Bin, wgsReady, wgspreadArgs(e, w.Spread, w.Open, keyFile))
 		if err != nil {
 			return fail(err)
 		}
@@ -146,7 +162,7 @@ func (w *Wgspread) Start(ctx context.Context, topo *network.Topology) (InnerPath
 		}
 	}
 	for i, e := range ends {
-		cmd := e.ns.Command(wgSetArgs(e, public[1-i])...)
+		cmd := e.ns.Command(wgSetArgs(e, public[1-i], w.Keepalive)...)
 		cmd.Stdin = strings.NewReader(private[i] + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fail(fmt.Errorf("wg set %s in %s: %w: %s", e.iface, e.ns, err, bytes.TrimSpace(out)))
