@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -182,12 +183,7 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 			"-addr", e.inner.String() + "/64",
 			"-stats", filepath.Join(dir, e.side+".json")}
 		args = append(args, f.spreadArgs(e.side, e.prefix, e.peerPrefix)...)
-		if f.Open {
-			args = append(args, "-open")
-		}
-		if f.Keepalive > 0 {
-			args = append(args, "-keepalive", f.Keepalive.String())
-		}
+		args = append(args, f.pathArgs(e.side)...)
 		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.Bin, ftReady, args)
 		if err != nil {
 			f.Stop()
@@ -221,6 +217,21 @@ func (f *Flowtun) spreadArgs(side string, prefix, peerPrefix netip.Prefix) []str
 		return []string{"-spread", "dst", "-peer-prefix", peerPrefix.String()}
 	}
 	return []string{"-spread", "both", "-prefix", prefix.String(), "-peer-prefix", peerPrefix.String()}
+}
+
+// pathArgs returns the flags of one end's paths: -open where the end
+// sends to the peer's range (flowtun refuses -open without -peer-prefix:
+// the one-flow mode, the client of a server with one address), and the
+// keepalive.
+func (f *Flowtun) pathArgs(side string) []string {
+	var args []string
+	if f.Open && slices.Contains(f.spreadArgs(side, netip.Prefix{}, netip.Prefix{}), "-peer-prefix") {
+		args = append(args, "-open")
+	}
+	if f.Keepalive > 0 {
+		args = append(args, "-keepalive", f.Keepalive.String())
+	}
+	return args
 }
 
 // queueTunnelDevice puts fq_codel on a tunnel's device, where inner

@@ -137,3 +137,23 @@ func TestPaths(t *testing.T) {
 		t.Errorf("Since = %+v", d)
 	}
 }
+
+// TestFlowtunPathArgs checks that -open goes only to an end that sends to
+// the peer's range, which flowtun requires, and the keepalive to both.
+func TestFlowtunPathArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		f              Flowtun
+		client, server string
+	}{
+		{"one-flow, open", Flowtun{Open: true}, "", ""},
+		{"spread, open", Flowtun{Spread: true, Open: true}, "-open", "-open"},
+		{"spread, learning, keepalive", Flowtun{Spread: true, Keepalive: 25 * time.Second}, "-keepalive 25s", "-keepalive 25s"},
+		{"one server address, open", Flowtun{Spread: true, Open: true, ServerSingle: true}, "", "-open"},
+	} {
+		client, server := strings.Join(tc.f.pathArgs("client"), " "), strings.Join(tc.f.pathArgs("server"), " ")
+		if client != tc.client || server != tc.server {
+			t.Errorf("%s: client %q, server %q; want %q, %q", tc.name, client, server, tc.client, tc.server)
+		}
+	}
+}
