@@ -142,11 +142,22 @@ func (s pathSnapshot) since(earlier pathSnapshot) report.PathCounters {
 func (e *experiment) checkPaths(ctx context.Context, tun tunnel.Tunnel, inner tunnel.InnerPath) (*report.Paths, pathSnapshot, error) {
 	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
 		MustReach: !e.cfg.behindFirewall() || !e.cfg.Open, PairsOut: -1, PairsIn: -1}
-	switch tun.(type) {
+	switch tun := tun.(type) {
 	case *tunnel.Flowtun:
 		p.Tunnel = "flowtun"
+		if !tun.Spread { // one outer flow: no range, no pair to open
+			p.Tunnel, p.Open = "flowtun without spreading", false
+		}
 	case *tunnel.Wgspread:
-		p.Tunnel = "wgspread"
+		p.Open = p.Open && tun.Spread
+		switch {
+		case !tun.Spread:
+			p.Tunnel = "wgspread with the stock bind"
+		case p.Open:
+			p.Tunnel = "wgspread -open"
+		default:
+			p.Tunnel = "wgspread, learning each path"
+		}
 	default:
 		p.Tunnel, p.Open, p.KeepaliveS = "kernel WireGuard", false, 0
 	}
