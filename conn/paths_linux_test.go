@@ -3,13 +3,8 @@ package conn_test
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,55 +14,20 @@ import (
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
-// homeFirewall is a home router's stateful IPv6 firewall in the style of
-// RFC 6092, as nftables rules on R's forward chain, protecting A (behind
-// r0): replies to what A sent pass, A may send anything, ICMPv6 passes,
-// and the only unsolicited inbound datagrams let in are those to A's
-// canonical address and port, which the user opened for the VPN.
-const homeFirewall = `
-table inet home {
-	counter dropped {}
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept
-		meta l4proto ipv6-icmp accept
-		iifname "r0" accept
-		ip6 daddr 2001:db8:ff:1::2 udp dport %d accept
-		counter name dropped drop
-	}
-}
-`
-
-// withHomeFirewall puts homeFirewall on h's router, with conntrack's UDP
-// timeouts set to udpTimeout (both the one-way and the two-way one), and
-// returns a function that reads the firewall's drop counter.
+// withHomeFirewall puts a home router's stateful firewall on h's router
+// in front of A (behind r0), with A's canonical address and port open
+// (testutil.HomeFirewall), and conntrack's UDP timeouts set to udpTimeout
+// (both the one-way and the two-way one), and returns a function that
+// reads the firewall's drop counter.
 func withHomeFirewall(t *testing.T, h *routedHosts, udpTimeout time.Duration) (dropped func() int) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nft (nftables): scripts/install-deps installs it")
-	}
-	rules := filepath.Join(t.TempDir(), "home.nft")
-	if err := os.WriteFile(rules, fmt.Appendf(nil, homeFirewall, portA), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.r.Run(t, "nft", "-f", rules)
+	testutil.HomeFirewall(t, h.r, "r0", linkA, testutil.HomeFirewallRules{})
 	// One echo across resolves the four neighbours on the way, so the
 	// first datagrams do not wait a second in a neighbour queue.
 	h.a.Run(t, "ping", "-6", "-c", "1", "-W", "5", linkB.Addr().String())
 	secs := strconv.Itoa(int(udpTimeout / time.Second))
 	h.r.Run(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout="+secs, "net.netfilter.nf_conntrack_udp_timeout_stream="+secs)
-	return func() int {
-		out := h.r.Run(t, "nft", "list", "counter", "inet", "home", "dropped")
-		i := strings.Index(out, "packets ")
-		if i < 0 {
-			t.Fatalf("no packet count in %q", out)
-		}
-		n, err := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
-		if err != nil {
-			t.Fatalf("packet count in %q: %v", out, err)
-		}
-		return n
-	}
+	return func() int { return int(testutil.NftCounter(t, h.r, "dropped")) }
 }
 
 // vpnEnd stands for a VPN on a conn: every datagram it reads is

@@ -9,8 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -40,23 +38,13 @@ var (
 	fwLinkB = netip.MustParseAddrPort("[2001:db8:2::1]:51821")
 )
 
-const firewallRules = `
-table inet fw {
-	counter dropped {}
-	counter spreadIn {}
-	counter spreadOut {}
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ip6 saddr 2001:db8:b::/64 ip6 daddr 2001:db8:a::/64 counter name "spreadIn"
-		ip6 saddr 2001:db8:a::/64 ip6 daddr 2001:db8:b::/64 counter name "spreadOut"
-		ct state established,related accept
-		meta l4proto ipv6-icmp accept
-		iifname "ra" accept
-		iifname "rb" ip6 daddr 2001:db8:1::1 udp dport 51820 accept
-		counter name "dropped" drop
-	}
+// fwCounters count the spread traffic through the firewall, each way,
+// before it judges it.
+var fwCounters = testutil.HomeFirewallRules{
+	Decls: "counter spreadIn {}\n\tcounter spreadOut {}",
+	First: `ip6 saddr 2001:db8:b::/64 ip6 daddr 2001:db8:a::/64 counter name "spreadIn"
+		ip6 saddr 2001:db8:a::/64 ip6 daddr 2001:db8:b::/64 counter name "spreadOut"`,
 }
-`
 
 // fwEnd is one wireguard-go device on a kernel TUN.
 type fwEnd struct {
@@ -68,9 +56,6 @@ type fwEnd struct {
 // newFirewallTunnel builds the topology above and brings both devices up.
 func newFirewallTunnel(t *testing.T) (a, b *fwEnd, r *testutil.Netns) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs the nft command: apt-get install nftables (scripts/install-deps)")
-	}
 	if _, err := exec.LookPath("ping"); err != nil {
 		t.Skip("needs the ping command: apt-get install iputils-ping")
 	}
@@ -97,11 +82,7 @@ func newFirewallTunnel(t *testing.T) (a, b *fwEnd, r *testutil.Netns) {
 			t.Fatalf("local route %v: %v", e.p, err)
 		}
 	}
-	rules := t.TempDir() + "/fw.nft"
-	if err := os.WriteFile(rules, []byte(firewallRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	nsR.Run(t, "nft", "-f", rules)
+	testutil.HomeFirewall(t, nsR, "ra", fwLinkA, fwCounters)
 
 	var key hash.Key
 	rand.Read(key[:])
@@ -153,18 +134,6 @@ func (e *fwEnd) configure(t *testing.T, self, peer wgKey, port uint16, peerAddr 
 	e.ns.Run(t, "ip", "link", "set", "wg0", "mtu", fmt.Sprint(device.DefaultMTU), "up")
 }
 
-// nftCounter returns the packets of a named counter in R's firewall.
-func nftCounter(t *testing.T, r *testutil.Netns, name string) int {
-	t.Helper()
-	out := r.Run(t, "nft", "list", "counter", "inet", "fw", name)
-	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no packet count in %q", out)
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
 // TestFirewallBothSides opens inner flows from each side through the
 // firewall in front of A, with spreading on: five ping runs (five echo
 // identifiers, five flows) and a TCP connection from each side must
@@ -191,9 +160,9 @@ func TestFirewallBothSides(t *testing.T) {
 		if err := fwEcho(s.from.ns, addr, 256<<10); err != nil {
 			t.Errorf("TCP %s: %v", s.name, err)
 		}
-		t.Logf("%s: firewall dropped %d so far", s.name, nftCounter(t, r, "dropped"))
+		t.Logf("%s: firewall dropped %d so far", s.name, int(testutil.NftCounter(t, r, "dropped")))
 	}
-	dropped, in, out := nftCounter(t, r, "dropped"), nftCounter(t, r, "spreadIn"), nftCounter(t, r, "spreadOut")
+	dropped, in, out := int(testutil.NftCounter(t, r, "dropped")), int(testutil.NftCounter(t, r, "spreadIn")), int(testutil.NftCounter(t, r, "spreadOut"))
 	ca, cb := a.bind.Conn().Stats(), b.bind.Conn().Stats()
 	t.Logf("firewall: %d datagrams dropped; spread pairs forwarded %d to A, %d from A", dropped, in, out)
 	t.Logf("A: sent waiting %d, probes %d, paths opened %d; bind %+v", ca.SentWaiting, ca.SentProbes, ca.PathsOpened, a.bind.Stats())
@@ -211,7 +180,7 @@ func TestFirewallBothSides(t *testing.T) {
 		t.Fatal(err)
 	}
 	out2, err := b.ns.Output("ping", "-c", "2", "-i", "0.2", "-W", "1", innerA.String())
-	after := nftCounter(t, r, "dropped")
+	after := int(testutil.NftCounter(t, r, "dropped"))
 	t.Logf("with A declared Open at B: ping B to A: %v; firewall dropped %d more", err, after-dropped)
 	if err == nil {
 		t.Errorf("ping from B to A passed the firewall with A declared Open at B: the firewall does not bite: %s", out2)

@@ -12,33 +12,17 @@ import (
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
-// The home router's firewall, RFC 6092 style, in front of the client
-// (newSites: the router's r0 faces the client, r1 the server): whatever
-// the client sends goes out and opens state, replies to it come back,
-// ICMPv6 passes, and the one hole the user opened for the VPN lets in
-// UDP to the client's canonical address and port; everything else is
-// dropped and counted. A second chain, after the firewall, notes each
-// outer address pair of the tunnel that got through, per direction.
-const homeFirewall = `
-table inet home {
-	counter dropped {}
-	set up { type ipv6_addr . ipv6_addr; flags dynamic; }
+// passedPairs adds to the home router's firewall (testutil.HomeFirewall,
+// in front of the client: newSites' r0 faces the client, r1 the server)
+// a chain after it that notes each outer address pair of the tunnel that
+// got through, per direction.
+var passedPairs = testutil.HomeFirewallRules{Decls: `set up { type ipv6_addr . ipv6_addr; flags dynamic; }
 	set down { type ipv6_addr . ipv6_addr; flags dynamic; }
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept
-		meta l4proto ipv6-icmp accept
-		iifname "r0" accept
-		oifname "r0" ip6 daddr 2001:db8:a::1 udp dport 51820 accept
-		counter name "dropped"
-	}
 	chain passed {
 		type filter hook postrouting priority filter; policy accept;
 		oifname "r1" udp sport 51820 udp dport 51820 add @up { ip6 saddr . ip6 daddr }
 		oifname "r0" udp sport 51820 udp dport 51820 add @down { ip6 saddr . ip6 daddr }
-	}
-}
-`
+	}`}
 
 var (
 	clientCanonical = netip.MustParseAddrPort("[2001:db8:a::1]:51820")
@@ -131,19 +115,7 @@ type firewallSeen struct {
 func readFirewall(t *testing.T, router *testutil.Netns) firewallSeen {
 	t.Helper()
 	var seen firewallSeen
-	var c struct {
-		Nftables []struct {
-			Counter *struct{ Packets uint64 } `json:"counter"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(router.Run(t, "nft", "-j", "list", "counter", "inet", "home", "dropped")), &c); err != nil {
-		t.Fatalf("nft counter: %v", err)
-	}
-	for _, o := range c.Nftables {
-		if o.Counter != nil {
-			seen.dropped = o.Counter.Packets
-		}
-	}
+	seen.dropped = testutil.NftCounter(t, router, "dropped")
 	for _, set := range []struct {
 		name  string
 		pairs *[][2]netip.Addr
@@ -185,11 +157,7 @@ type firewallRun struct {
 
 func runThroughFirewall(t *testing.T, serverPrefix, serverOpen bool) firewallRun {
 	s := newSites(t)
-	nft := s.router.Command("nft", "-f", "-")
-	nft.Stdin = strings.NewReader(homeFirewall)
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Skipf("needs nftables in the router's namespace: %v: %s", err, out)
-	}
+	testutil.HomeFirewall(t, s.router, "r0", clientCanonical, passedPairs)
 	// The routed path first: until the router's links have finished
 	// duplicate address detection, it resolves no neighbour, and the
 	// first second of traffic would be lost to that, not to the firewall.
