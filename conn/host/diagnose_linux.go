@@ -63,12 +63,12 @@ func diagnose(cfg settings) Report {
 	add := func(check string, s Severity, fix string, format string, args ...any) {
 		r.Findings = append(r.Findings, Finding{Check: check, Severity: s, Detail: fmt.Sprintf(format, args...), Fix: fix})
 	}
-	prefixOK := cfg.Prefix.IsValid() && cfg.Prefix.Addr().Is6() && !cfg.Prefix.Addr().Is4In6()
+	prefixOK := cfg.Range.Prefix.IsValid() && cfg.Range.Prefix.Addr().Is6() && !cfg.Range.Prefix.Addr().Is4In6()
 	raw := cfg.Interface != ""
 	switch {
 	case !prefixOK:
 		add(CheckConfig, Block, "pass the IPv6 prefix routed to this host, e.g. -prefix 2001:db8:b::/64",
-			"prefix %v is not an IPv6 prefix: spreading needs an IPv6 prefix routed to this host", cfg.Prefix)
+			"prefix %v is not an IPv6 prefix: spreading needs an IPv6 prefix routed to this host", cfg.Range.Prefix)
 	case cfg.Port == 0:
 		add(CheckConfig, Warn, "pass the port the peers send to, e.g. -port 51820",
 			"no port given: the port check is skipped, and the raw mode needs the port")
@@ -77,7 +77,7 @@ func diagnose(cfg settings) Report {
 		if raw {
 			mode = "raw (AF_PACKET on " + cfg.Interface + ")"
 		}
-		add(CheckConfig, OK, "", "prefix %v, port %d, receive mode %s", cfg.Prefix.Masked(), cfg.Port, mode)
+		add(CheckConfig, OK, "", "prefix %v, port %d, receive mode %s", cfg.Range.Prefix.Masked(), cfg.Port, mode)
 	}
 
 	ipv6OK := checkIPv6(cfg, add)
@@ -86,12 +86,12 @@ func diagnose(cfg settings) Report {
 		if raw {
 			checkRawRouting(cfg, add)
 		} else {
-			checkLocalRoute(cfg.Prefix.Masked(), add)
+			checkLocalRoute(cfg.Range.Prefix.Masked(), add)
 			if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" {
 				add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
 			}
 		}
-		checkReachability(cfg.Prefix.Masked(), add)
+		checkReachability(cfg.Range.Prefix.Masked(), add)
 	}
 	if ipv6OK {
 		checkSocketFeatures(cfg, add)
@@ -248,7 +248,7 @@ func checkLocalRoute(p netip.Prefix, add addFinding) {
 }
 
 func checkRawRouting(cfg settings, add addFinding) {
-	p := cfg.Prefix.Masked()
+	p := cfg.Range.Prefix.Masked()
 	link, err := netlink.LinkByName(cfg.Interface)
 	switch {
 	case err != nil:

@@ -84,14 +84,14 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "off despite prefixes", args: with(pfx, []string{"-spread", "off"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if cfg.spread != spreadOff || c.Prefix.IsValid() || c.Peers[0].Prefix.IsValid() {
-				t.Errorf("off: spread %v, conn prefix %v, peer prefix %v", cfg.spread, c.Prefix, c.Peers[0].Prefix)
+			if cfg.spread != spreadOff || c.Range.Prefix.IsValid() || c.Peers[0].Range.Prefix.IsValid() {
+				t.Errorf("off: spread %v, conn prefix %v, peer prefix %v", cfg.spread, c.Range.Prefix, c.Peers[0].Range.Prefix)
 			}
 		}},
 		{name: "src leaves the peer unspread", args: with(pfx, []string{"-spread", "src"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if c.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Prefix.IsValid() {
-				t.Errorf("src: conn prefix %v, peer prefix %v", c.Prefix, c.Peers[0].Prefix)
+			if c.Range.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Range.Prefix.IsValid() {
+				t.Errorf("src: conn prefix %v, peer prefix %v", c.Range.Prefix, c.Peers[0].Range.Prefix)
 			}
 		}},
 		{name: "addresses and routes, repeated and comma-separated",
@@ -204,8 +204,8 @@ func TestParseFlags(t *testing.T) {
 		// -peer-prefix; it answers each flow on the pair it came on.
 		{name: "server without a prefix", args: with([]string{"-peer-prefix", "2001:db8:a::/64"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if cfg.spread != spreadDst || c.Prefix.IsValid() || c.Peers[0].Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Open {
-				t.Errorf("spread %v, our prefix %v, peer %+v", cfg.spread, c.Prefix, c.Peers[0])
+			if cfg.spread != spreadDst || c.Range.Prefix.IsValid() || c.Peers[0].Range.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Open {
+				t.Errorf("spread %v, our prefix %v, peer %+v", cfg.spread, c.Range.Prefix, c.Peers[0])
 			}
 		}},
 		{name: "stray argument", args: with([]string{"extra"}), wantErr: "unexpected argument"},

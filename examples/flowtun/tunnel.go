@@ -86,10 +86,10 @@ func (cfg *config) connConfig() conn.Config {
 	}
 	peer := conn.Peer{Addr: cfg.peer, Open: cfg.open}
 	if cfg.spread.ourPrefix() {
-		c.Prefix, c.Bits = cfg.prefix, cfg.bits
+		c.Range.Prefix, c.Range.Bits = cfg.prefix, cfg.bits
 	}
 	if cfg.spread.peerPrefix() {
-		peer.Prefix, peer.Bits = cfg.peerPrefix, cfg.bits
+		peer.Range.Prefix, peer.Range.Bits = cfg.peerPrefix, cfg.bits
 	}
 	c.Peers = []conn.Peer{peer}
 	return c
