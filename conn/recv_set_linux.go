@@ -22,7 +22,12 @@ const setEvents = 64
 // socket would multiply both.
 //
 // The ready sockets are served in turn: each read takes one batch from
-// the next ready socket, so a busy port cannot starve the others.
+// the next ready socket, so a busy port cannot starve the others. The
+// canonical socket (the first) is served last of each round: a probe
+// copy (Config.Probe) leaves on its flow's port just before the same
+// datagram leaves on the canonical pair, and the VPN learns the pair
+// only from the copy it sees first (it drops the second as a replay), so
+// when both wait, the copy on the port must be read first.
 type socketSet struct {
 	r     *anyIPReceiver
 	ep    *os.File
@@ -94,9 +99,19 @@ func (s *socketSet) read(epfd uintptr) bool {
 			if err != nil || n == 0 {
 				return false
 			}
-			s.head, s.tail = 0, n
-			for k := range n {
-				s.ready[k] = s.events[k].Fd
+			s.head, s.tail = 0, 0
+			canonical := false
+			for _, ev := range s.events[:n] {
+				if ev.Fd == 0 {
+					canonical = true
+					continue
+				}
+				s.ready[s.tail] = ev.Fd
+				s.tail++
+			}
+			if canonical {
+				s.ready[s.tail] = 0
+				s.tail++
 			}
 		}
 		i := s.ready[s.head]

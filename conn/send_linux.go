@@ -287,6 +287,7 @@ func (c *FlowSpreadConn) addPath(b *sendBatch, p []byte, o *outerHdr, bucket int
 			b.add(p, o, -1, gso)
 		}
 		c.waitOn(o, peer)
+		bucket = -1 // the datagram itself goes on the canonical pair
 	}
 	b.add(p, o, bucket, gso)
 }
