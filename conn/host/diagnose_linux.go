@@ -345,7 +345,7 @@ func checkReachability(p netip.Prefix, add addFinding) {
 		}
 	}
 	add(CheckReachability, Info, "on the upstream router: route "+p.String()+" via this host's address",
-		"datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p)
+		"%v is not on-link here (no connected route holds it), so it must be routed: datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p, p)
 }
 
 // checkSocketFeatures sets on a fresh socket the options Listen sets on

@@ -141,9 +141,9 @@ func checkOnLink(cfg settings, route onLinkRoute, add addFinding) {
 		return
 	}
 	n := m.Len()
-	detail := fmt.Sprintf("%v is on-link on %s (connected route %v, no gateway): the upstream router looks up each address by neighbour discovery, "+
-		"so this host must answer for the range (neighbour proxies) and route the range, not the prefix, locally. "+
-		"Each address in use takes an entry in the router's neighbour table: this range has %d", p, route.Dev, route.Subnet, n)
+	where := fmt.Sprintf("%v is on-link on %s (connected route %v, no gateway): the upstream router looks up each address by neighbour discovery", p, route.Dev, route.Subnet)
+	cost := fmt.Sprintf("each of the range's %d addresses in use takes an entry in the router's neighbour table", n)
+	detail := where + ", so this host must answer for the range (neighbour proxies) and route the range, not the prefix, locally; " + cost
 	addrs, err := rangeAddrs(m)
 	if err != nil {
 		add(CheckReachability, Block, "use a smaller range: Bits 4 (16 addresses) on a home LAN", "%s. %v", detail, err)
@@ -160,9 +160,10 @@ func checkOnLink(cfg settings, route onLinkRoute, add addFinding) {
 		add(CheckReachability, Warn, "add neighbour proxies (host.AddNeighbourProxies) and the local route for the range: "+rangeLocalRouteFix(m), "%s", detail)
 	case n > linuxGCThresh1:
 		add(CheckReachability, Warn, "use a smaller range: Bits 4 (16 addresses) on a home LAN, and spread over ports for the rest",
-			"%s, more than the %d a Linux router keeps without collecting (its whole table holds %d by default; home routers often fewer)", detail, linuxGCThresh1, linuxGCThresh3)
+			"%s, and this host answers for the range; but %s: more than the %d a Linux router keeps without collecting (its whole table holds %d by default; home routers often fewer)",
+			where, cost, linuxGCThresh1, linuxGCThresh3)
 	default:
-		add(CheckReachability, OK, "", "%s", detail)
+		add(CheckReachability, OK, "", "%s, and this host answers for the range; %s", where, cost)
 	}
 	switch {
 	case err != nil:
@@ -172,7 +173,7 @@ func checkOnLink(cfg settings, route onLinkRoute, add addFinding) {
 			"all %d addresses of the range have proxy entries on %s, but its proxy_ndp or forwarding is off: the kernel answers only with both on", n, route.Dev)
 	case present < n:
 		add(CheckNeighbours, Block, proxyFix,
-			"%d of the %d addresses of the range have proxy entries on %s (%v has none): nothing answers the upstream router's neighbour solicitations for the others, so their datagrams never arrive",
+			"%d of the %d addresses of the range have proxy entries on %s (%v has none): the upstream router's neighbour solicitations for an address without one go unanswered, so datagrams to it never arrive",
 			present, n, route.Dev, missing)
 	default:
 		add(CheckNeighbours, OK, "", "the kernel answers neighbour discovery on %s for all %d addresses of the range (proxy entries, proxy_ndp and forwarding on)", route.Dev, n)
