@@ -85,13 +85,15 @@ func TestDiagnoseOnLinkRangeSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lan.host.Do(func() error {
+	if err := lan.host.Do(func() error {
 		p, err := AddNeighbourProxies(lanHostLink, m)
 		if err == nil {
 			t.Cleanup(func() { p.Remove() })
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r = diagnoseIn(t, lan.host, cfg)
 	wantFinding(t, r, CheckNeighbours, OK, "")
 	wantFinding(t, r, CheckReachability, Warn, "Bits 4 (16 addresses) on a home LAN")

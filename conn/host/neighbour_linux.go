@@ -132,22 +132,21 @@ func ndpLink(h *netlink.Handle, name string) (int, error) {
 }
 
 // proxiedAddrs returns the IPv6 addresses with a proxy entry on the link.
+// (An entry added with the router flag is not listed, and counts as
+// missing: the netlink library keeps only entries whose flags are exactly
+// NTF_PROXY.)
 func proxiedAddrs(h *netlink.Handle, linkIndex int) (map[netip.Addr]bool, error) {
-	// Not NeighProxyList: it keeps only entries whose flags are exactly
-	// NTF_PROXY, and misses those added with the router flag.
-	neighs, err := h.NeighListExecute(netlink.Ndmsg{Family: netlink.FAMILY_V6, Index: uint32(linkIndex), Flags: netlink.NTF_PROXY})
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, err
-	}
+	neighs, err := h.NeighProxyList(linkIndex, netlink.FAMILY_V6)
 	if errors.Is(err, netlink.ErrDumpInterrupted) {
 		// The table changed under the dump: read it again.
-		if neighs, err = h.NeighListExecute(netlink.Ndmsg{Family: netlink.FAMILY_V6, Index: uint32(linkIndex), Flags: netlink.NTF_PROXY}); err != nil {
-			return nil, err
-		}
+		neighs, err = h.NeighProxyList(linkIndex, netlink.FAMILY_V6)
+	}
+	if err != nil {
+		return nil, err
 	}
 	got := make(map[netip.Addr]bool, len(neighs))
 	for _, n := range neighs {
-		if a, ok := netip.AddrFromSlice(n.IP); ok && n.Flags&netlink.NTF_PROXY != 0 {
+		if a, ok := netip.AddrFromSlice(n.IP); ok {
 			got[a.Unmap()] = true
 		}
 	}
@@ -165,15 +164,21 @@ func neighbourError(link, op string, err error) error {
 	return fmt.Errorf("host: neighbour proxies on %s: %s: %w", link, op, err)
 }
 
+// sysctlSetting is a value a sysctl must have, set only when its value
+// is onlyFrom, if that is given.
+type sysctlSetting struct {
+	name, value, onlyFrom string
+}
+
 // proxySysctls are the settings of link that proxy NDP needs, in the
 // order they are set: accept_ra before forwarding, so that no router
 // advertisement is ignored in between.
-func proxySysctls(link string) []SysctlChange {
+func proxySysctls(link string) []sysctlSetting {
 	conf := "net/ipv6/conf/" + link + "/"
-	return []SysctlChange{
-		{Name: conf + "proxy_ndp", Old: "", New: "1"},
-		{Name: conf + "accept_ra", Old: "1", New: "2"}, // only from 1: 0 stays off
-		{Name: conf + "forwarding", Old: "", New: "1"},
+	return []sysctlSetting{
+		{name: conf + "proxy_ndp", value: "1"},
+		{name: conf + "accept_ra", value: "2", onlyFrom: "1"}, // 0 stays off
+		{name: conf + "forwarding", value: "1"},
 	}
 }
 
@@ -197,25 +202,25 @@ func setProxySysctls(link string) (changed []SysctlChange, restore func() error,
 		return errors.Join(errs...)
 	}
 	for _, want := range proxySysctls(link) {
-		f, err := os.OpenFile("/proc/sys/"+want.Name, os.O_RDWR, 0)
+		f, err := os.OpenFile("/proc/sys/"+want.name, os.O_RDWR, 0)
 		if err != nil {
-			return nil, nil, errors.Join(sysctlError(want.Name, "open", err), restore())
+			return nil, nil, errors.Join(sysctlError(want.name, "open", err), restore())
 		}
 		b, err := io.ReadAll(f)
 		old := strings.TrimSpace(string(b))
-		if err == nil && (old == want.New || want.Old != "" && old != want.Old) {
+		if err == nil && (old == want.value || want.onlyFrom != "" && old != want.onlyFrom) {
 			f.Close()
 			continue
 		}
 		if err == nil {
-			err = writeSysctlFile(f, want.New)
+			err = writeSysctlFile(f, want.value)
 		}
 		if err != nil {
 			f.Close()
-			return nil, nil, errors.Join(sysctlError(want.Name, "set "+want.New, err), restore())
+			return nil, nil, errors.Join(sysctlError(want.name, "set "+want.value, err), restore())
 		}
 		files = append(files, f)
-		changed = append(changed, SysctlChange{Name: want.Name, Old: old, New: want.New})
+		changed = append(changed, SysctlChange{Name: want.name, Old: old, New: want.value})
 	}
 	return changed, restore, nil
 }

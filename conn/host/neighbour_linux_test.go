@@ -248,13 +248,15 @@ func TestNeighbourProxiesOnLink(t *testing.T) {
 
 	neighs := lan.routerNeighbours(t)
 	var hostMAC net.HardwareAddr
-	lan.host.Do(func() error {
+	if err := lan.host.Do(func() error {
 		l, err := netlink.LinkByName(lanHostLink)
 		if err == nil {
 			hostMAC = l.Attrs().HardwareAddr
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	var entries []string
 	for a, n := range neighs {
 		if !resolved(n) {
