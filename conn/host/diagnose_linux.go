@@ -36,8 +36,15 @@ import (
 //     interface exists and is up, and that the kernel neither delivers the
 //     prefix locally (datagrams twice) nor forwards it (they would leave
 //     again);
-//   - whether the prefix overlaps a subnet on a link, where neighbours
-//     would look each address up by neighbour discovery and get no answer;
+//   - whether the prefix is routed here or on-link: inside a connected
+//     route (a subnet on an interface, no gateway), where the upstream
+//     router looks each address up by neighbour discovery. On-link, it
+//     says so, checks that the range's addresses (not the whole prefix,
+//     which the neighbours share) are routed locally, and counts the
+//     range's proxy entries and the link's proxy_ndp and forwarding (see
+//     [AddNeighbourProxies]); it warns when the range would crowd the
+//     router's neighbour table. A prefix that merely overlaps a subnet on
+//     a link gets a warning;
 //   - kernel support, by setting on a fresh socket the options Listen
 //     sets, with the same code: IPV6_FREEBIND (or IP_FREEBIND) or
 //     IPV6_TRANSPARENT, IPV6_FLOWINFO_SEND for a flow label, UDP GSO,
@@ -83,15 +90,26 @@ func diagnose(cfg settings) Report {
 	ipv6OK := checkIPv6(cfg, add)
 	checkCapabilities(cfg, add)
 	if prefixOK && ipv6OK {
-		if raw {
+		p := cfg.Range.Prefix.Masked()
+		onLink, onLinkOK := onLinkRouteFor(p)
+		switch {
+		case raw:
 			checkRawRouting(cfg, add)
-		} else {
-			checkLocalRoute(cfg.Range.Prefix.Masked(), add)
-			if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" {
-				add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
-			}
+		case onLinkOK:
+			// Not the whole prefix: on-link, a local route for it would
+			// take the neighbours' addresses too.
+			checkRangeLocalRoute(cfg, add)
+		default:
+			checkLocalRoute(p, add)
 		}
-		checkReachability(cfg.Range.Prefix.Masked(), add)
+		if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" && !raw {
+			add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
+		}
+		if onLinkOK {
+			checkOnLink(cfg, onLink, add)
+		} else {
+			checkReachability(p, add)
+		}
 	}
 	if ipv6OK {
 		checkSocketFeatures(cfg, add)
@@ -300,8 +318,9 @@ func checkRawMTU(ifname string, mtu int, add addFinding) {
 		ifname, mtu, usual)
 }
 
-// checkReachability warns when the prefix is a subnet on a link, and says
-// what Diagnose cannot see.
+// checkReachability warns when the prefix overlaps a subnet on a link
+// without lying inside a connected route (see [checkOnLink] for that), and
+// says what Diagnose cannot see of a routed prefix.
 func checkReachability(p netip.Prefix, add addFinding) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
 	if err == nil {
@@ -320,13 +339,13 @@ func checkReachability(p netip.Prefix, add addFinding) {
 				dev = ifi.Name
 			}
 			add(CheckReachability, Warn,
-				"use a prefix routed to this host (e.g. a delegated prefix), or answer neighbour discovery: sysctl -w net.ipv6.conf."+dev+".proxy_ndp=1 and ip -6 neigh add proxy ADDRESS dev "+dev+" for each address (or a daemon such as ndppd)",
+				"use a prefix routed to this host (e.g. a delegated prefix), or a prefix inside the subnet with neighbour proxies for its range (host.AddNeighbourProxies; by hand: sysctl -w net.ipv6.conf."+dev+".proxy_ndp=1 net.ipv6.conf."+dev+".forwarding=1 and ip -6 neigh add proxy ADDRESS dev "+dev+" for each address)",
 				"%v overlaps %v, a subnet on link %s: neighbours look each address up by neighbour discovery, and nothing answers for the spread addresses", p, sub, dev)
 			return
 		}
 	}
 	add(CheckReachability, Info, "on the upstream router: route "+p.String()+" via this host's address",
-		"datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p)
+		"%v is not on-link here (no connected route holds it), so it must be routed: datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p, p)
 }
 
 // checkSocketFeatures sets on a fresh socket the options Listen sets on

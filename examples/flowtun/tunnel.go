@@ -53,17 +53,17 @@ type config struct {
 	// ours and theirs are our widened endpoint and the peer's (-range,
 	// -peer-range, and the -prefix shorthands).
 	ours, theirs conn.Range
-	spread     spreadMode
-	psk        [PSKSize]byte
-	hashKey    hash.Key
-	symmetric  bool
-	addrs      []netip.Prefix // inner addresses of the TUN
-	routes     []netip.Prefix // inner routes through the TUN
-	mtu        int
-	localRoute bool // install the AnyIP local route for prefix
-	batch      int
-	flowLabel  bool
-	gso        bool
+	spread       spreadMode
+	psk          [PSKSize]byte
+	hashKey      hash.Key
+	symmetric    bool
+	addrs        []netip.Prefix // inner addresses of the TUN
+	routes       []netip.Prefix // inner routes through the TUN
+	mtu          int
+	localRoute   bool // install the AnyIP local route for prefix
+	batch        int
+	flowLabel    bool
+	gso          bool
 	// open declares the peer's whole range reachable (conn.Peer.Open):
 	// flows go on their spread pairs at once instead of being learned.
 	open bool
