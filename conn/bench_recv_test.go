@@ -102,6 +102,57 @@ func BenchmarkRecv(b *testing.B) {
 	})
 	b.Run("spread-batch-nogro", func(b *testing.B) { benchRecvSpread(b, 0, true, false) })
 	b.Run("spread-gro", func(b *testing.B) { benchRecvSpread(b, 0, false, true) })
+	b.Run("spread-ports-batch", func(b *testing.B) { benchRecvPorts(b, false) })
+	b.Run("spread-ports-gro", func(b *testing.B) { benchRecvPorts(b, true) })
+}
+
+// benchRecvPorts is BenchmarkRecv's port cases: a conn spreading over 64
+// ports (no prefix) reads the 1024 mixed flows, or the 4 bulk flows as
+// GSO super-datagrams, that its peer (testSender, one address and port)
+// sends each to its port, as a server's answers reach a client that
+// spreads over ports. Every read goes through the socket set.
+func benchRecvPorts(b *testing.B, bulk bool) {
+	ns := benchRecvNetns(b)
+	snd := newBenchSender(b, ns)
+	ports := PortRange{First: 40000, Bits: 6}
+	cfg := Config{Range: Range{Ports: ports}, Peers: []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port)}}}
+	var c *FlowSpreadConn
+	if err := ns.Do(func() (err error) {
+		c, err = Listen(cfg)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	for _, pc := range c.portConns {
+		setRecvBuffer(b, pc)
+	}
+	if bulk && !c.Stats().GRO {
+		b.Skip("no UDP GRO on this kernel")
+	}
+	n := benchFlows
+	if bulk {
+		n = benchBulkFlows
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pairs := make([]addrPair, n)
+	for i := range pairs {
+		pairs[i] = addrPair{src: testSender, dst: addrInPrefix(testPrefix, 1), dstPort: ports.PortOf(rng.Uint64())}
+	}
+	snd.prepare(b, 0, pairs, bulk)
+	msgs := makeMsgs(benchBatch, 2048)
+	benchLoop(b, snd, c.SetReadDeadline, func() (int, error) {
+		n, err := c.ReadBatch(msgs)
+		for _, m := range msgs[:n] {
+			if !ports.Contains(m.OuterDst.Port()) || m.Peer != cfg.Peers[0].Addr {
+				b.Fatalf("read %v -> %v as from %v, want a datagram from %v to a port of %v", m.OuterSrc, m.OuterDst, m.Peer, cfg.Peers[0].Addr, ports)
+			}
+		}
+		return n, err
+	})
+	if st := c.Stats(); st.DroppedForeign != 0 {
+		b.Errorf("dropped %d foreign datagrams: the benchmark's traffic is wrong", st.DroppedForeign)
+	}
 }
 
 // benchRecvSpread is BenchmarkRecv's spread cases: ReadBatch of 1024
@@ -250,12 +301,16 @@ func setRecvBuffer(b *testing.B, uc *net.UDPConn) {
 	}
 }
 
-// addrPair is the outer source and destination of the sender's datagrams.
-type addrPair struct{ src, dst netip.Addr }
+// addrPair is the outer source and destination of the sender's
+// datagrams, and their destination port (0: the port prepare is given).
+type addrPair struct {
+	src, dst netip.Addr
+	dstPort  uint16
+}
 
 // plainPairs is the traffic of a tunnel that does not spread: one pair.
 func plainPairs() []addrPair {
-	return []addrPair{{testSender, addrInPrefix(testPrefix, 1)}}
+	return []addrPair{{src: testSender, dst: addrInPrefix(testPrefix, 1)}}
 }
 
 // spreadPairs returns the outer pairs of n flows with random hashes, as c's
@@ -339,7 +394,11 @@ func (s *benchSender) prepare(b *testing.B, port uint16, pairs []addrPair, gso b
 		pr := pairs[i%len(pairs)]
 		names[i].Family = unix.AF_INET6
 		p := (*[2]byte)(unsafe.Pointer(&names[i].Port))
-		p[0], p[1] = byte(port>>8), byte(port)
+		dport := port
+		if pr.dstPort != 0 {
+			dport = pr.dstPort
+		}
+		p[0], p[1] = byte(dport>>8), byte(dport)
 		names[i].Addr = pr.dst.As16()
 		iovs[i].Base = &payload[0]
 		iovs[i].SetLen(size)

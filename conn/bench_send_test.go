@@ -133,6 +133,47 @@ func BenchmarkSend(b *testing.B) {
 		reportPPS(b, b.N*benchBatch, start)
 	})
 
+	// Spreading over source ports: the same 1024 flows in a random order
+	// and the same four bulk runs, from a conn with 64 ports and no
+	// prefix to the peer's one address and port, as a client on IPv4 or
+	// behind a NAT sends. Each datagram leaves from its port's socket.
+	ports := listenIn(b, ns, conn.Config{Range: conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}, Peers: []conn.Peer{{Addr: dst}}})
+	b.Run("spread-ports-batch", func(b *testing.B) {
+		msgs := make([]conn.Message, len(flows))
+		for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
+			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: flows[f]}
+		}
+
+		b.ReportAllocs()
+		start, cpu := time.Now(), processCPU(b)
+		k := 0
+		for b.Loop() {
+			writeAllSpread(b, ports, msgs[k:k+benchBatch])
+			k = (k + benchBatch) % len(msgs)
+		}
+		reportPPS(b, b.N*benchBatch, start)
+		reportCPU(b, b.N*benchBatch, cpu)
+	})
+	b.Run("spread-ports-gso", func(b *testing.B) {
+		if !ports.Stats().GSO {
+			b.Skip("no UDP GSO on this kernel")
+		}
+		msgs := make([]conn.Message, benchBatch)
+		for i := range msgs {
+			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: flows[i/16]}
+		}
+		b.ReportAllocs()
+		start, cpu := time.Now(), processCPU(b)
+		for b.Loop() {
+			writeAllSpread(b, ports, msgs)
+		}
+		reportPPS(b, b.N*benchBatch, start)
+		reportCPU(b, b.N*benchBatch, cpu)
+	})
+	if st := ports.Stats(); st.SendErrors != 0 || st.SentUnspread != 0 {
+		b.Errorf("ports: %d send errors, %d datagrams sent unspread: the benchmark's traffic is wrong", st.SendErrors, st.SentUnspread)
+	}
+
 	if st := c.Stats(); st.SendErrors != 0 || !st.GSO && c.Stats().GSOSends > 0 {
 		b.Errorf("SendErrors %d, GSO %v after %d GSO sends", st.SendErrors, st.GSO, st.GSOSends)
 	}

@@ -59,6 +59,13 @@ type FlowSpreadConn struct {
 	portShift uint8
 	portConns []*net.UDPConn
 	portRC    []syscall.RawConn
+	// ring sends a batch that leaves from several sockets with one
+	// system call (nil: no port range, or no io_uring here); sockFDs
+	// are the sockets' descriptors, the canonical one first, which
+	// sockMu keeps open while the ring uses them.
+	ring    *sendRing
+	sockFDs []int32
+	sockMu  sync.RWMutex
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -166,6 +173,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	}
 	if len(c.portConns) > 0 {
 		c.stats.ports = make([]atomic.Uint64, len(c.portConns))
+		c.openRing()
 	}
 	c.snd.init(caps)
 
@@ -204,7 +212,12 @@ func (c *FlowSpreadConn) Close() error {
 		if c.host != nil {
 			errRecv = errors.Join(errRecv, c.host.close())
 		}
+		c.sockMu.Lock() // no ring send in flight on the descriptors
 		errSock := c.uc.Close()
+		if c.ring != nil {
+			c.ring.close()
+		}
+		c.sockMu.Unlock()
 		for _, pc := range c.portConns {
 			if e := pc.Close(); !errors.Is(e, net.ErrClosed) {
 				errSock = errors.Join(errSock, e)

@@ -3,6 +3,7 @@ package conn
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -73,8 +74,12 @@ type sendBatch struct {
 	nhdr, nmsg int
 
 	// State of one sendmmsg loop, for the RawConn callback: it sends
-	// headers up to end, all from one socket.
+	// headers up to end, all from one socket. done marks the headers
+	// the ring sent (sendRing), which the loop skips.
 	end   int
+	done  [sendBatchSize]bool
+	fds   [sendBatchSize]int32
+	res   [sendBatchSize]int32
 	sent  int // headers sent
 	errno unix.Errno
 	write func(fd uintptr) bool
@@ -83,6 +88,9 @@ type sendBatch struct {
 func (b *sendBatch) reset() {
 	for i := range b.nmsg {
 		b.iovs[i] = unix.Iovec{} // do not keep the caller's buffers alive
+	}
+	for h := range b.nhdr {
+		b.done[h] = false
 	}
 	b.nhdr, b.nmsg, b.sent, b.errno = 0, 0, 0, 0
 }
@@ -304,11 +312,18 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	}
 	b.finish()
 	var err error
+	if c.ring != nil && b.mixed() {
+		err = c.flushRing(b)
+	}
 	for b.sent < b.nhdr && b.errno == 0 && err == nil {
+		if b.done[b.sent] {
+			b.sent++
+			continue
+		}
 		// One sendmmsg loop per run of headers from one socket.
 		sock := b.sock[b.sent]
 		b.end = b.sent + 1
-		for b.end < b.nhdr && b.sock[b.end] == sock {
+		for b.end < b.nhdr && b.sock[b.end] == sock && !b.done[b.end] {
 			b.end++
 		}
 		if sock == 0 {
@@ -391,4 +406,52 @@ func (c *FlowSpreadConn) count(b *sendBatch) int {
 		c.stats.sentProbes.Add(probes)
 	}
 	return int(probes)
+}
+
+// mixed reports whether the batch's headers leave from more than one
+// socket.
+func (b *sendBatch) mixed() bool {
+	for h := 1; h < b.nhdr; h++ {
+		if b.sock[h] != b.sock[0] {
+			return true
+		}
+	}
+	return false
+}
+
+// flushRing sends the headers of a batch that leaves from several
+// sockets through the conn's io_uring (sendRing), all with one system
+// call, and marks those sent done. It leaves b.sent at the first header
+// not sent; a header the kernel refused sets b.errno, unless it only
+// found its socket's buffer full (EAGAIN), which the caller's loop sends
+// again, waiting for room. Headers after a refused one that went out are
+// reported unsent, as sendmmsg reports them: on a retry they go twice,
+// which a VPN's replay window drops. A batch that finds the ring busy
+// (another goroutine sends) leaves everything to the caller's loop.
+func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
+	if !c.ring.mu.TryLock() {
+		return nil
+	}
+	defer c.ring.mu.Unlock()
+	c.sockMu.RLock()
+	defer c.sockMu.RUnlock()
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	for h := range b.nhdr {
+		b.fds[h] = c.sockFDs[b.sock[h]]
+	}
+	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.fds[:b.nhdr], b.res[:b.nhdr]); err != nil {
+		return nil // the caller's loop sends them the old way
+	}
+	for h := range b.nhdr {
+		b.done[h] = b.res[h] >= 0
+	}
+	for b.sent < b.nhdr && b.done[b.sent] {
+		b.sent++
+	}
+	if b.sent < b.nhdr && b.res[b.sent] != -int32(unix.EAGAIN) {
+		b.errno = unix.Errno(-b.res[b.sent])
+	}
+	return nil
 }

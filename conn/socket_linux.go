@@ -65,3 +65,21 @@ func openPortSockets(cfg *Config) ([]*net.UDPConn, error) {
 	}
 	return conns, nil
 }
+
+// openRing sets up the io_uring that sends a batch from several of the
+// port range's sockets at once, and notes the sockets' descriptors. It
+// leaves c.ring nil where the kernel has no io_uring: batches then take
+// a sendmmsg(2) per socket.
+func (c *FlowSpreadConn) openRing() {
+	fds := make([]int32, 0, 1+len(c.portRC))
+	for _, rc := range append([]syscall.RawConn{c.rc}, c.portRC...) {
+		if err := rc.Control(func(fd uintptr) { fds = append(fds, int32(fd)) }); err != nil {
+			return
+		}
+	}
+	ring, err := newSendRing()
+	if err != nil {
+		return
+	}
+	c.ring, c.sockFDs = ring, fds
+}
