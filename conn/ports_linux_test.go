@@ -209,3 +209,55 @@ func TestPortSpreadIPv4(t *testing.T) {
 		})
 	}
 }
+
+// TestPortsBatch sends batches of mixed flows, each datagram from its
+// flow's port of the range, through the io_uring that sends a batch from
+// many sockets at once and through sendmmsg per socket; a plain socket
+// checks that every datagram arrived once, from its flow's port, with
+// its payload, in order within each flow.
+func TestPortsBatch(t *testing.T) {
+	for _, ring := range []bool{true, false} {
+		t.Run(map[bool]string{true: "io_uring", false: "sendmmsg"}[ring], func(t *testing.T) {
+			ns := loopbackNetns(t)
+			s := newSink(t, ns)
+			dst := netip.AddrPortFrom(netip.IPv6Loopback(), s.port)
+			ports := conn.PortRange{First: 40000, Bits: 5}
+			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}})
+			if !ring {
+				conn.DropSendRing(c)
+			} else if !conn.UsesSendRing(c) {
+				t.Skip("no io_uring on this kernel: batches use sendmmsg per socket (the other subtest)")
+			}
+			hashes := testHashes(48)
+			var msgs []conn.Message
+			for round := range 4 {
+				for i, h := range hashes {
+					msgs = append(msgs, conn.Message{Buf: fmt.Appendf(nil, "%d %d", i, round), Peer: dst, Flow: conn.Flow{Hash: h, Valid: true}})
+				}
+			}
+			if n, err := c.WriteBatch(msgs); n != len(msgs) || err != nil {
+				t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(msgs))
+			}
+			next := make([]int, len(hashes)) // the next round expected of each flow
+			for range msgs {
+				a := s.read(t)
+				var i, round int
+				if _, err := fmt.Sscanf(string(a.payload), "%d %d", &i, &round); err != nil {
+					t.Fatalf("payload %q: %v", a.payload, err)
+				}
+				if want := ports.PortOf(hashes[i]); a.src.Port() != want {
+					t.Errorf("flow %d round %d came from port %d, want %d", i, round, a.src.Port(), want)
+				}
+				if round != next[i] {
+					t.Errorf("flow %d: round %d arrived when %d was due", i, round, next[i])
+				}
+				next[i] = round + 1
+			}
+			s.expectNone(t)
+			st := c.Stats()
+			if st.Sent != uint64(len(msgs)) || st.SendErrors != 0 {
+				t.Errorf("Stats: sent %d, errors %d; want %d, 0", st.Sent, st.SendErrors, len(msgs))
+			}
+		})
+	}
+}
