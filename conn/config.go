@@ -96,11 +96,12 @@ type Config struct {
 	// capability and is enough with an AnyIP local route.
 	Transparent bool
 	// FlowLabel sets the IPv6 flow label of each outer packet (RFC 6438)
-	// from its outer address pair: every packet of a flow carries one
-	// nonzero label, shared by every flow of that pair, so the label tells
-	// an observer nothing the addresses do not, and a hop that hashes
-	// {src, dst, flow label} separates exactly the flows that hops hashing
-	// the addresses separate.
+	// from its outer address and port pair: every packet of a flow
+	// carries one nonzero label, shared by every flow of that pair, so the
+	// label tells an observer nothing the addresses and ports do not, and
+	// a hop that hashes {src, dst, flow label} in place of the ports (as
+	// Linux does for a nonzero label) separates exactly the flows that
+	// hops hashing the 5-tuple separate.
 	FlowLabel bool
 	// Probe lets the conn send, for a flow whose spread pair is not yet
 	// known open, a rate-limited copy of one of its datagrams on the

@@ -1,26 +1,31 @@
 // Package conn spreads the inner flows of an encrypted UDP tunnel over many
-// outer IPv6 addresses, so that fq_codel or cake on the path gives each
-// inner flow its own queue.
+// outer endpoints, so that fq_codel or cake on the path gives each inner
+// flow its own queue.
 //
 // [FlowSpreadConn] is a [net.PacketConn] for a VPN's UDP socket. Each
 // inner flow, identified by a keyed hash of its innermost 5-tuple, is sent
-// from its own address of our prefix to its own address of the peer's
-// prefix; every datagram from any address of a peer's range is read as
-// coming from the peer's one canonical address, so the VPN's peer and
-// roaming logic see nothing new.
+// from its own endpoint of our [Range] to its own endpoint of the peer's:
+// its own source port (on IPv4 or IPv6, through NAT, with no prefix), its
+// own IPv6 address of a prefix, or both. Every datagram from a peer's range
+// is read as coming from the peer's one canonical address, so the VPN's
+// peer and roaming logic see nothing new.
 //
 // # Use it in your VPN
 //
 // Four calls. Open the conn instead of your UDP socket:
 //
 //	c, err := conn.Listen(conn.Config{
-//		Prefix:    netip.MustParsePrefix("2001:db8:a::/64"), // routed to this host
 //		Port:      51820,
-//		Peers:     []conn.Peer{{Addr: peerAddr, Prefix: netip.MustParsePrefix("2001:db8:b::/64")}},
+//		Range:     conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}, // 64 source ports
+//		Peers:     []conn.Peer{{Addr: serverAddr}}, // one address and port
 //		Key:       sharedKey, // the same at both ends, with Symmetric
 //		Symmetric: true,
 //		Probe:     true, // if your VPN drops replayed datagrams
 //	})
+//
+// The server lists the client as a peer with the client's Range (or,
+// behind a NAT, Range{Ports: conn.PortRange{Bits: 6, Translated: true}})
+// and answers each flow on the port pair it arrived on.
 //
 // Classify each plaintext packet before you encrypt it:
 //
@@ -41,23 +46,38 @@
 // and let [FlowSpreadConn.Decapsulate] carry congestion marks to the
 // inner packet (RFC 6040).
 //
-// # What the host needs
+// # What to spread
 //
-// The prefix must reach the socket. With the default [AnyIP] backend, make
-// every address of the prefix local:
+// Ports need nothing from the host: Listen opens a socket on each port of
+// Range.Ports (no privileges) and reads them all with one reader, and a
+// batch that leaves from several of them goes out with one io_uring
+// system call where the kernel has io_uring. Every flow queue tells flows
+// on different ports apart, a NAT keeps them apart, and a host-fair queue
+// (cake's default triple-isolate, dual-srchost, dual-dsthost) still sees
+// one host, so spreading over ports takes no more than the host's share
+// of a shared link. It is the recommended setting.
+//
+// Addresses (Range.Prefix) work on IPv6 only and need the prefix to reach
+// the socket: routed to the host, with every address made local,
 //
 //	ip -6 route add local 2001:db8:a::/64 dev lo
 //
-// and have the prefix routed to the host (from the upstream router, or
-// DHCPv6-PD). The socket sets IPV6_FREEBIND, which needs no capability,
-// to send from those addresses with a per-datagram IPV6_PKTINFO. The [Raw]
-// backend captures the prefix's datagrams on an interface instead (needs
-// CAP_NET_RAW).
+// (or the [Raw] backend, which captures the prefix's datagrams on an
+// interface, with CAP_NET_RAW), or on-link, with neighbour proxies for
+// the range's addresses. The socket sets IPV6_FREEBIND, which needs no
+// capability, to send from them with a per-datagram IPV6_PKTINFO. A
+// host-fair queue counts each address as a host, so a sender spreading
+// over 2^Bits addresses outweighs its neighbours there: spread over
+// addresses only where the path's queues are not host-fair.
+// docs/dimensions.md has the figures for each choice at each kind of
+// queue.
 //
 // Package conn is the data path only. Package
 // [github.com/flowspread/flowspread/conn/host] adds the local route
-// (host.AddLocalRoute) and checks a host for a Config before you Listen
-// (host.Diagnose), probing the kernel with the same code Listen uses.
+// (host.AddLocalRoute) and the neighbour proxies
+// (host.AddNeighbourProxies), and checks a host for a Config before you
+// Listen (host.Diagnose), probing the kernel with the same code Listen
+// uses.
 //
 // # Batches and offloads
 //
@@ -73,14 +93,15 @@
 // # Peers and roaming
 //
 // By default the conn reads only datagrams from its peers: from a peer's
-// canonical address, or from its spread range with its port.
+// canonical address, or from its Range.
 //
 // That is sorting, not authentication: the conn never authenticates a
-// source. Any host that can send from an address of a peer's range, with
-// the peer's port, passes as the peer, so the range widens who can pose
-// as the peer from one address to 2^Bits. An off-path attacker finds a
-// range address no easier to forge than the canonical one, but a host on
-// the path inside the peer's prefix (its /64) now qualifies. The VPN must
+// source. Any host that can send from an address and port of a peer's
+// range passes as the peer, so the range widens who can pose as the peer
+// from one address and port to the range's. An off-path attacker finds a
+// range endpoint no easier to forge than the canonical one, but a host on
+// the path inside the peer's prefix (its /64) now qualifies, and for a
+// peer whose ports a NAT translates, any port of its address does. The VPN must
 // authenticate every datagram, as WireGuard does.
 //
 // A VPN that
@@ -127,13 +148,18 @@
 // range cannot move a flow.
 //
 // Memory: a spreading peer that is not Open keeps one 8-byte slot per
-// pair of buckets, 2^max(Bits, peer's Bits) slots up to 4096 (32 KiB), 8
-// KiB with the default 1024, allocated when it first learns or probes.
+// pair of endpoints, 2^(the wider of the two address ranges' bits + the
+// wider of the two port ranges' bits) slots up to 4096 (32 KiB), 8 KiB
+// with the default 1024 addresses, allocated when it first learns or
+// probes; a peer whose ports a NAT translates keeps 4 more bytes a slot
+// for the port each flow came from.
 //
-// A server needs no prefix: with one address and port, its client's
-// Prefix as the peer's, Symmetric and the client's Key, it learns each of
-// the client's flows on the pair the flow arrived on and answers there,
-// so both directions are spread although only the client has a range.
+// A server needs no range: with one address and port, its client's Range
+// as the peer's, Symmetric and the client's Key, it learns each of the
+// client's flows on the pair the flow arrived on and answers there, so
+// both directions are spread although only the client has a range.
+// Through a NAT it answers on the ports the NAT translated the flows to
+// (PortRange.Translated).
 //
 // Peers can change while the conn runs ([FlowSpreadConn.SetPeer],
 // [FlowSpreadConn.RemovePeer]): the peer table is swapped whole, with no
@@ -145,7 +171,7 @@
 // With Config.Symmetric and the same hash key at both ends, a request and
 // its reply use the same outer address pair, so stateful firewalls match
 // replies. Both ends must also agree on Layout, PermKey and each other's
-// Prefix and Bits. A rotating [hash.Policy] (hash.NewPeriodic) changes the
+// Range. A rotating [hash.Policy] (hash.NewPeriodic) changes the
 // mapping periodically, which limits what an observer learns by counting
 // addresses; its handover keeps a busy flow on its pair mid-burst. Both
 // ends rotate by their own clocks: a skew d between them maps apart the
@@ -155,10 +181,11 @@
 //
 // # Exposure
 //
-// An observer on the path sees up to 2^Bits addresses in use, about as
-// many as the tunnel has active flows. With Config.FlowLabel the label
-// is derived from the address pair, not from the flow, so it adds nothing
-// to count by. cake in dual-srchost or
-// triple-isolate mode counts each source address as a host, so a spreading
-// sender counts as up to 2^Bits hosts there: Bits bounds that too.
+// An observer on the path sees up to 2^Bits addresses or ports in use,
+// about as many as the tunnel has active flows. With Config.FlowLabel the
+// label is derived from the address pair, not from the flow, so it adds
+// nothing to count by. cake in dual-srchost, dual-dsthost or
+// triple-isolate mode counts each address as a host, so a sender that
+// spreads over addresses counts as up to 2^Bits hosts there; over ports it
+// stays one.
 package conn

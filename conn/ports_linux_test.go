@@ -222,7 +222,7 @@ func TestPortsBatch(t *testing.T) {
 			s := newSink(t, ns)
 			dst := netip.AddrPortFrom(netip.IPv6Loopback(), s.port)
 			ports := conn.PortRange{First: 40000, Bits: 5}
-			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}})
+			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}, FlowLabel: true})
 			if !ring {
 				conn.DropSendRing(c)
 			} else if !conn.UsesSendRing(c) {
@@ -239,8 +239,13 @@ func TestPortsBatch(t *testing.T) {
 				t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(msgs))
 			}
 			next := make([]int, len(hashes)) // the next round expected of each flow
+			labels := map[uint16]map[uint32]bool{} // source port -> flow labels seen
 			for range msgs {
 				a := s.read(t)
+				if labels[a.src.Port()] == nil {
+					labels[a.src.Port()] = map[uint32]bool{}
+				}
+				labels[a.src.Port()][a.flowinfo&0xfffff] = true
 				var i, round int
 				if _, err := fmt.Sscanf(string(a.payload), "%d %d", &i, &round); err != nil {
 					t.Fatalf("payload %q: %v", a.payload, err)
@@ -254,6 +259,20 @@ func TestPortsBatch(t *testing.T) {
 				next[i] = round + 1
 			}
 			s.expectNone(t)
+			// Linux hashes a nonzero label in place of the ports: one
+			// label per port pair keeps the ports' flows apart there.
+			distinct := map[uint32]bool{}
+			for port, ls := range labels {
+				if len(ls) != 1 {
+					t.Errorf("port %d carried %d flow labels, want one", port, len(ls))
+				}
+				for l := range ls {
+					distinct[l] = true
+				}
+			}
+			if len(distinct) != len(labels) || distinct[0] {
+				t.Errorf("%d ports carried %d distinct flow labels (zero among them: %v): each port pair needs its own nonzero label", len(labels), len(distinct), distinct[0])
+			}
 			st := c.Stats()
 			if st.Sent != uint64(len(msgs)) || st.SendErrors != 0 {
 				t.Errorf("Stats: sent %d, errors %d; want %d, 0", st.Sent, st.SendErrors, len(msgs))

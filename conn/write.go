@@ -196,10 +196,21 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		o.sock = 1 + portIndex(f.Hash, c.portShift)
 	}
 	if c.flowLabel && !v4 {
-		o.label = flowLabel(&o.src, &o.dst)
+		o.label = flowLabel(&o.src, &o.dst, c.srcPort(o), o.port)
 	}
 	o.path = path
 	return b, path, nil
+}
+
+// srcPort returns the source port of a datagram with header o.
+func (c *FlowSpreadConn) srcPort(o *outerHdr) uint16 {
+	switch {
+	case o.sock > 0:
+		return c.ports.Port(int(o.sock - 1))
+	case c.localAddr == nil: // a conn that never listened, in tests
+		return 0
+	}
+	return uint16(c.localAddr.Port)
 }
 
 // waitOn turns o, the header of a datagram to a peer's canonical address
@@ -214,7 +225,7 @@ func (c *FlowSpreadConn) waitOn(o *outerHdr, peer netip.AddrPort) {
 		return
 	}
 	if c.flowLabel {
-		o.label = flowLabel(&o.src, &o.dst)
+		o.label = flowLabel(&o.src, &o.dst, c.srcPort(o), o.port)
 	}
 }
 
@@ -226,14 +237,18 @@ func putWords(a *[16]byte, hi, lo uint64) {
 
 // flowLabel derives a nonzero 20-bit IPv6 flow label (RFC 6438: the same
 // for every packet of a flow; zero means none) from the outer address
-// pair, not from the flow hash: every flow of a bucket gets the same
-// label, so the label shows an observer nothing the addresses do not
-// (at most one label per address pair, so Bits still bounds what can be
-// counted), and a hop that hashes {src, dst, label} isolates exactly the
-// buckets, as one that hashes the addresses does. src is zero when the
-// kernel picks the source. The mix needs no key: its input is on the wire.
-func flowLabel(src, dst *[16]byte) uint32 {
-	h := mix64(binary.LittleEndian.Uint64(src[:8]))
+// and port pair, not from the flow hash: every flow of a bucket gets the
+// same label, so the label shows an observer nothing the addresses and
+// ports do not (at most one label per pair, so the range still bounds
+// what can be counted), and a hop that hashes {src, dst, label} in place
+// of the ports, as Linux does for a nonzero label, isolates exactly the
+// buckets, as one that hashes the 5-tuple does: with ports in the range,
+// a label of the addresses alone would put every flow in one queue there.
+// src is zero when the kernel picks the source. The mix needs no key: its
+// input is on the wire.
+func flowLabel(src, dst *[16]byte, srcPort, dstPort uint16) uint32 {
+	h := mix64(uint64(srcPort)<<16 | uint64(dstPort))
+	h = mix64(h ^ binary.LittleEndian.Uint64(src[:8]))
 	h = mix64(h ^ binary.LittleEndian.Uint64(src[8:]))
 	h = mix64(h ^ binary.LittleEndian.Uint64(dst[:8]))
 	h = mix64(h ^ binary.LittleEndian.Uint64(dst[8:]))
