@@ -238,7 +238,7 @@ func TestPortsBatch(t *testing.T) {
 			if n, err := c.WriteBatch(msgs); n != len(msgs) || err != nil {
 				t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(msgs))
 			}
-			next := make([]int, len(hashes)) // the next round expected of each flow
+			next := make([]int, len(hashes))       // the next round expected of each flow
 			labels := map[uint16]map[uint32]bool{} // source port -> flow labels seen
 			for range msgs {
 				a := s.read(t)
