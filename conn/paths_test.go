@@ -327,3 +327,107 @@ func BenchmarkPathStateMemory(b *testing.B) {
 		b.ReportMetric(total/(1<<20), "MiB/10k-peers")
 	}
 }
+
+// portsConn builds, as pathsConn does, a conn that spreads over ports
+// 40000-40063 with one IPv4 peer, 192.0.2.1:5000, whose range is theirs.
+func portsConn(tb testing.TB, theirs PortRange) (*FlowSpreadConn, netip.AddrPort) {
+	tb.Helper()
+	peer := netip.MustParseAddrPort("192.0.2.1:5000")
+	cfg, err := Config{
+		Port:  6000,
+		Range: Range{Ports: PortRange{First: 40000, Bits: 6}},
+		Peers: []Peer{{Addr: peer, Range: Range{Ports: theirs}}},
+		Probe: true,
+	}.validate()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &FlowSpreadConn{
+		ports:       cfg.Range.Ports,
+		portShift:   uint8(32 - cfg.Range.Ports.Bits),
+		ourBits:     localBits(&cfg),
+		epoch:       time.Now(),
+		pathTimeout: uint32(cfg.PathTimeout >> tickShift),
+		probe:       cfg.Probe,
+	}
+	if err = c.initPeers(&cfg); err != nil {
+		tb.Fatal(err)
+	}
+	c.tickRecvClock()
+	return c, peer
+}
+
+// TestObserveForgedPorts is TestObserveForgedSources for port ranges:
+// arrivals of real flows on ports not theirs (another port of the peer's
+// range, another of ours, the peer's canonical port, another address)
+// leave the path table as it was; the flow's own port pair opens it.
+func TestObserveForgedPorts(t *testing.T) {
+	theirs := PortRange{First: 41000, Bits: 6}
+	c, peer := portsConn(t, theirs)
+	t4 := c.peers.Load()
+	info := func(h uint64) RecvInfo {
+		return RecvInfo{
+			Peer:     peer,
+			OuterSrc: netip.AddrPortFrom(peer.Addr(), theirs.PortOf(h)),
+			OuterDst: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), c.ports.PortOf(h)),
+			from:     peerRef{t4, 0},
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 16 {
+		h := rng.Uint64()
+		c.Observe(ptr(info(h)), Flow{Hash: h, Valid: true})
+		if path, o := sendPath(t, c, peer, h); path != pathSpread || o.port != theirs.PortOf(h) || c.srcPort(&o) != c.ports.PortOf(h) {
+			t.Fatalf("after its pair opened, flow %#x goes %d from port %d to %d; want spread, %d to %d", h, path, c.srcPort(&o), o.port, c.ports.PortOf(h), theirs.PortOf(h))
+		}
+	}
+	before := pathSlots(c)
+	for range 2000 {
+		h := rng.Uint64()
+		in := info(h)
+		switch rng.IntN(4) {
+		case 0: // from another port of the peer's range
+			in.OuterSrc = netip.AddrPortFrom(peer.Addr(), theirs.First+uint16(rng.IntN(theirs.Len())))
+		case 1: // to another of our ports
+			in.OuterDst = netip.AddrPortFrom(in.OuterDst.Addr(), c.ports.First+uint16(rng.IntN(c.ports.Len())))
+		case 2: // from the peer's canonical port to our port for the flow
+			in.OuterSrc = peer
+		case 3: // from another address
+			in.OuterSrc = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.9"), in.OuterSrc.Port())
+		}
+		if in.OuterSrc == info(h).OuterSrc && in.OuterDst == info(h).OuterDst {
+			continue // the random port was the right one
+		}
+		c.Observe(&in, Flow{Hash: h, Valid: true})
+	}
+	if after := pathSlots(c); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("forged arrivals changed the path table:\nbefore %x\nafter  %x", before, after)
+	}
+}
+
+// TestObserveTranslatedPorts checks a peer behind a NAT: a flow waits on
+// the canonical pair (no probe: its port is not known) until it arrives
+// from some port, and then goes to that port, and to the newer one when
+// the NAT moves it; an arrival on the canonical port teaches nothing.
+func TestObserveTranslatedPorts(t *testing.T) {
+	c, peer := portsConn(t, PortRange{Bits: 6, Translated: true})
+	h := uint64(0x1234_5678_9abc_def0)
+	f := Flow{Hash: h, Valid: true}
+	ours := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), c.ports.PortOf(h))
+	if path, o := sendPath(t, c, peer, h); path != pathWaiting || o.port != peer.Port() {
+		t.Fatalf("before any arrival the flow goes %d to port %d; want waiting, to %d (and no probe)", path, o.port, peer.Port())
+	}
+	c.Observe(&RecvInfo{Peer: peer, OuterSrc: peer, OuterDst: ours, from: peerRef{c.peers.Load(), 0}}, f)
+	if path, _ := sendPath(t, c, peer, h); path != pathWaiting {
+		t.Fatalf("an arrival on the canonical port opened the flow's pair (path %d)", path)
+	}
+	for _, natPort := range []uint16{23456, 31000} {
+		c.Observe(&RecvInfo{Peer: peer, OuterSrc: netip.AddrPortFrom(peer.Addr(), natPort), OuterDst: ours, from: peerRef{c.peers.Load(), 0}}, f)
+		if path, o := sendPath(t, c, peer, h); path != pathSpread || o.port != natPort || c.srcPort(&o) != ours.Port() {
+			t.Fatalf("after arriving from port %d the flow goes %d from %d to %d; want spread, from %d to %d", natPort, path, c.srcPort(&o), o.port, ours.Port(), natPort)
+		}
+	}
+	if n := c.stats.pathsOpened.Load(); n != 1 {
+		t.Errorf("PathsOpened %d, want 1 (the NAT moving a flow's port is not a new path)", n)
+	}
+}

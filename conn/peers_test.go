@@ -191,3 +191,55 @@ func TestPeerEntrySize(t *testing.T) {
 		t.Errorf("peerEntry is %d bytes, more than a 64-byte cache line", n)
 	}
 }
+
+// TestBySourcePorts checks how sources map to peers that spread over
+// ports: a port of the range from the peer's address (or from an address
+// of its prefix, with both), any port from a peer whose ports a NAT
+// translates, and nothing else.
+func TestBySourcePorts(t *testing.T) {
+	v4 := netip.MustParseAddrPort("192.0.2.1:5000")
+	nat := netip.MustParseAddrPort("198.51.100.7:5000")
+	both := netip.MustParseAddrPort("[2001:db8:c::1]:5000")
+	plain := netip.MustParseAddrPort("192.0.2.99:6000") // a peer with no range
+	cfg := Config{Peers: []Peer{
+		{Addr: v4, Range: Range{Ports: PortRange{First: 40000, Bits: 4}}},
+		{Addr: nat, Range: Range{Ports: PortRange{Bits: 4, Translated: true}}},
+		{Addr: both, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:c::/64"), Bits: 4, Ports: PortRange{First: 40000, Bits: 4}}},
+		{Addr: plain},
+	}}
+	v, err := cfg.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := newPeerTable(&v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rangeAddr := netip.AddrFrom16(tbl.peers[2].mapper.Addr16(3))
+	for _, tc := range []struct {
+		src    string
+		peer   int32
+		spread bool
+	}{
+		{"192.0.2.1:5000", 0, false},
+		{"192.0.2.1:40000", 0, true},
+		{"192.0.2.1:40015", 0, true},
+		{"192.0.2.1:40016", -1, false},
+		{"192.0.2.1:39999", -1, false},
+		{"192.0.2.2:40001", -1, false},
+		{"198.51.100.7:5000", 1, false},
+		{"198.51.100.7:23456", 1, true},
+		{"198.51.100.8:23456", -1, false},
+		{"[2001:db8:c::1]:5000", 2, false},
+		{netip.AddrPortFrom(rangeAddr, 40007).String(), 2, true},
+		{netip.AddrPortFrom(rangeAddr, 5000).String(), -1, false}, // both: a range address needs a range port
+		{"[2001:db8:c::1]:40007", -1, false},                      // the canonical address is not in the range
+		{"192.0.2.99:6000", 3, false},
+		{"192.0.2.99:6001", -1, false},
+	} {
+		i, spread := tbl.bySource(netip.MustParseAddrPort(tc.src))
+		if i != tc.peer || spread != tc.spread {
+			t.Errorf("bySource(%s) = %d, %v; want %d, %v", tc.src, i, spread, tc.peer, tc.spread)
+		}
+	}
+}

@@ -192,7 +192,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		putWords(&o.src, hi, lo)
 		o.kind = outerSpread
 	}
-	if c.portRC != nil {
+	if c.ports.Len() > 0 {
 		o.sock = 1 + portIndex(f.Hash, c.portShift)
 	}
 	if c.flowLabel && !v4 {
