@@ -315,6 +315,11 @@ func (c *FlowSpreadConn) SetWriteDeadline(t time.Time) error {
 	if err := c.uc.SetWriteDeadline(t); err != nil {
 		return c.opError("set", nil, unwrapOp(err))
 	}
+	for _, pc := range c.portConns {
+		if err := pc.SetWriteDeadline(t); err != nil {
+			return c.opError("set", nil, unwrapOp(err))
+		}
+	}
 	return nil
 }
 
@@ -417,6 +422,11 @@ type Stats struct {
 	GRO bool
 	// BatchRead says the receive backend reads many datagrams per call.
 	BatchRead bool
+	// RingSend says a batch that leaves from several ports of
+	// Range.Ports goes out with one io_uring system call; false with
+	// ports means the kernel has no io_uring (or forbids it), and such
+	// a batch costs a sendmmsg per port.
+	RingSend bool
 }
 
 // counters are the live Stats. Send and receive counters sit on different
@@ -451,6 +461,7 @@ func (c *FlowSpreadConn) Stats() Stats {
 		DroppedECN:          c.stats.droppedECN.Load(),
 		RecvBadSource:       c.stats.droppedBadSource.Load(),
 		GSO:                 c.snd.gsoEnabled(),
+		RingSend:            c.ring != nil,
 	}
 	if c.stats.buckets != nil {
 		s.SentPerAddress = make([]uint64, len(c.stats.buckets))

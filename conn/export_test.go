@@ -9,9 +9,8 @@ var (
 
 const BenchPeerStride = benchPeerStride
 
-// UsesSendRing reports whether c sends batches from several sockets
-// through its io_uring; DropSendRing makes it use sendmmsg per socket.
-func UsesSendRing(c *FlowSpreadConn) bool { return c.ring != nil }
+// DropSendRing makes c send a batch from several sockets with a
+// sendmmsg per socket, as where the kernel has no io_uring.
 func DropSendRing(c *FlowSpreadConn) {
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()

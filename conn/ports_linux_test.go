@@ -225,7 +225,7 @@ func TestPortsBatch(t *testing.T) {
 			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}, FlowLabel: true})
 			if !ring {
 				conn.DropSendRing(c)
-			} else if !conn.UsesSendRing(c) {
+			} else if !c.Stats().RingSend {
 				t.Skip("no io_uring on this kernel: batches use sendmmsg per socket (the other subtest)")
 			}
 			hashes := testHashes(48)
