@@ -90,11 +90,9 @@ func newNATTunnel(t *testing.T, natPorts bool) (c, s *fwEnd, nsR *testutil.Netns
 // translated port its datagrams came from.
 func TestNATPortSpread(t *testing.T) {
 	c, s, _ := newNATTunnel(t, true)
-	capture := startV4Capture(t, s.ns, "s0", natServer.Port())
+	capture := startPairCapture(t, s.ns, "s0")
 	natTraffic(t, c, s, natPublic.String())
-	toS, fromS := capture.stop(t)
-	delete(toS, natPair{natPublic, natServer}) // the canonical pair
-	delete(fromS, natPair{natServer, natPublic})
+	toS, fromS := capture.stop(t, func(ap netip.AddrPort) bool { return ap == natServer }, natServer, natPublic)
 	cs, ss := c.bind.Conn().Stats(), s.bind.Conn().Stats()
 	t.Logf("on the server's wire: data on %d spread port pairs to the server, %d from it", len(toS), len(fromS))
 	t.Logf("client: sent %d, per port %v, unspread %d; bind %+v", cs.Sent, cs.SentPerPort, cs.SentUnspread, c.bind.Stats())
@@ -285,22 +283,21 @@ func echoed(s *net.UDPConn, msg, buf []byte) bool {
 // natPair is the outer address and port pair of a datagram.
 type natPair struct{ src, dst netip.AddrPort }
 
-// v4Capture reads the IPv4 packets on an interface with AF_PACKET, both
-// ways, and keeps the outer pairs of WireGuard transport data to and from
-// one UDP port: a view of the wire after the NAT, independent of the
-// adapter's counters.
-type v4Capture struct {
-	fd       int
-	port     uint16
-	done     chan struct{}
-	stopped  atomic.Bool
-	mu       sync.Mutex
-	to, from map[natPair]int
+// pairCapture reads the IPv4 and IPv6 packets on an interface with
+// AF_PACKET, both ways, and counts the WireGuard transport data on each
+// outer pair: a view of the wire (after the NAT, if any), independent of
+// the adapter's counters.
+type pairCapture struct {
+	fd      int
+	done    chan struct{}
+	stopped atomic.Bool
+	mu      sync.Mutex
+	pairs   map[natPair]int
 }
 
-func startV4Capture(t *testing.T, ns *testutil.Netns, iface string, port uint16) *v4Capture {
+func startPairCapture(t *testing.T, ns *testutil.Netns, iface string) *pairCapture {
 	t.Helper()
-	c := &v4Capture{port: port, done: make(chan struct{}), to: map[natPair]int{}, from: map[natPair]int{}}
+	c := &pairCapture{done: make(chan struct{}), pairs: map[natPair]int{}}
 	// ETH_P_ALL: the kernel hands outgoing packets to such sockets alone.
 	proto := htons(unix.ETH_P_ALL)
 	err := ns.Do(func() error {
@@ -333,56 +330,64 @@ func startV4Capture(t *testing.T, ns *testutil.Netns, iface string, port uint16)
 	return c
 }
 
-func (c *v4Capture) run() {
+func (c *pairCapture) run() {
 	defer close(c.done)
 	buf := make([]byte, 1<<16)
 	for !c.stopped.Load() {
-		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
 		if err != nil {
 			continue // the timeout, or an interrupted call
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Protocol == htons(unix.ETH_P_IP) {
-			c.packet(buf[:n])
-		}
+		c.packet(buf[:n])
 	}
 }
 
-// packet records an IPv4 packet (RFC 791: header length in the low
-// nibble of byte 0, protocol at 9, addresses at 12 and 16) that carries
-// UDP to or from the port, whose payload starts as WireGuard transport
-// data with content (a GSO run of them crosses the veth as one packet).
-func (c *v4Capture) packet(p []byte) {
-	if len(p) < 20 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
-		return
-	}
-	ihl := int(p[0]&0xf) * 4
-	if len(p) < ihl+8+transportOverhead+1 {
-		return
-	}
-	u := p[ihl:]
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(u[0:]))
-	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(u[2:]))
-	if binary.LittleEndian.Uint32(u[8:]) != messageTransportType {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// packet records an IP packet that carries UDP whose payload starts as WireGuard transport data with content (a GSO
+// run of them crosses the veth as one packet). IPv4 (RFC 791): header
+// length in the low nibble of byte 0, protocol at 9, addresses at 12 and
+// 16. IPv6 (RFC 8200): next header at 6, addresses at 8 and 24; the conn
+// sends no extension headers.
+func (c *pairCapture) packet(p []byte) {
+	var src, dst netip.Addr
+	var u []byte
 	switch {
-	case dst.Port() == c.port:
-		c.to[natPair{src, dst}]++
-	case src.Port() == c.port:
-		c.from[natPair{src, dst}]++
+	case len(p) >= 20 && p[0]>>4 == 4 && p[9] == unix.IPPROTO_UDP:
+		src, dst = netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20]))
+		u = p[int(p[0]&0xf)*4:]
+	case len(p) >= 40 && p[0]>>4 == 6 && p[6] == unix.IPPROTO_UDP:
+		src, dst = netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40]))
+		u = p[40:]
+	default:
+		return
 	}
+	if len(u) < 8+transportOverhead+1 || binary.LittleEndian.Uint32(u[8:]) != messageTransportType {
+		return
+	}
+	pair := natPair{netip.AddrPortFrom(src, binary.BigEndian.Uint16(u)), netip.AddrPortFrom(dst, binary.BigEndian.Uint16(u[2:]))}
+	c.mu.Lock()
+	c.pairs[pair]++
+	c.mu.Unlock()
 }
 
 // stop ends the capture and returns the outer pairs of the data to the
-// port and from it.
-func (c *v4Capture) stop(t *testing.T) (to, from map[natPair]int) {
+// end that ours says is ours, and from it, but for the canonical pair
+// between canon and peer, in either direction.
+func (c *pairCapture) stop(t *testing.T, ours func(netip.AddrPort) bool, canon, peer netip.AddrPort) (to, from map[natPair]int) {
 	t.Helper()
 	c.stopped.Store(true)
 	<-c.done
 	if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err != nil || st.Drops != 0 {
 		t.Logf("capture statistics %+v, %v: some frames were dropped", st, err)
 	}
-	return c.to, c.from
+	to, from = map[natPair]int{}, map[natPair]int{}
+	for p, n := range c.pairs {
+		switch {
+		case p == natPair{peer, canon} || p == natPair{canon, peer}:
+		case ours(p.dst):
+			to[p] = n
+		case ours(p.src):
+			from[p] = n
+		}
+	}
+	return to, from
 }
