@@ -6,8 +6,8 @@
 // # Use it with wireguard-go
 //
 //	b := wireguard.NewBind(conn.Config{
-//		Prefix:    netip.MustParsePrefix("2001:db8:a::/64"), // routed here, with a local route
-//		Peers:     []conn.Peer{{Addr: peerAddr, Prefix: netip.MustParsePrefix("2001:db8:b::/64")}},
+//		Range:     conn.Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64")}, // routed here, with a local route
+//		Peers:     []conn.Peer{{Addr: peerAddr, Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}}},
 //		Key:       sharedKey,
 //		Symmetric: true,
 //	})
@@ -16,7 +16,10 @@
 //		"endpoint=" + peerAddr.String() + "\nallowed_ip=10.0.0.2/32\n")
 //	dev.Up()
 //
-// Each spreading peer's wireguard-go endpoint must be its canonical
+// The Bind spreads over every dimension of [conn.Range]: addresses of an
+// IPv6 prefix, UDP ports (IPv4 or IPv6, a socket per port, all read by
+// the one receive function the Bind gives wireguard-go), or both. Each
+// spreading peer's wireguard-go endpoint must be its canonical
 // conn.Peer.Addr in Config.Peers. A peer that is not there is not spread
 // but still works, as with wireguard-go's own Bind. fwmark is not
 // supported.
@@ -64,6 +67,28 @@
 // peer whose whole range is reachable (no stateful firewall in front of
 // it): its flows go on their spread pairs from the first datagram.
 //
+// # Through a NAT
+//
+// A client behind a NAT spreads over ports (Config.Range.Ports); the NAT
+// gives each of its source ports a port of its own, which nobody can
+// know in advance. The server lists the client as a peer whose
+// Range.Ports are Translated (nat-ports), at the address and port the
+// NAT maps the client's canonical socket to: every datagram from that
+// address, whatever its port, is then the client's and reports the
+// client's one canonical Endpoint, so wireguard-go's endpoint stays put;
+// and the Bind's Observe teaches the conn each flow's translated port,
+// on which the server answers it. A flow the server opens goes on the
+// canonical pair until the client's traffic for it arrives. The client
+// keeps the NAT's mappings alive with persistent_keepalive_interval, as
+// any WireGuard client behind a NAT does; the server needs no endpoint
+// for it. TestNATPortSpread runs this through a real Linux masquerade.
+//
+// A server that does not list the client (AcceptUnknown alone) still
+// works, but does not spread: each translated port is a stranger,
+// wireguard-go roams the client's endpoint to the port of the latest
+// authenticated datagram, and the server sends everything there, one
+// port pair at a time (TestNATUnconfiguredPeer).
+//
 // # Peers at runtime
 //
 // [Bind.SetPeer], [Bind.RemovePeer] and [Bind.Peers] change the peers the
@@ -99,9 +124,10 @@
 // # Roaming
 //
 // wireguard-go moves a peer's endpoint to the source of the latest
-// authenticated datagram. Every datagram a peer sends from any address of
-// its spread range reports the peer's one canonical [Endpoint], so the
-// endpoint does not flap between the range's addresses. [NewBind] sets
+// authenticated datagram. Every datagram a peer sends from any address
+// and port of its spread range (any port of its address, with
+// translated ports) reports the peer's one canonical [Endpoint], so the
+// endpoint does not flap between them. [NewBind] sets
 // conn.Config.AcceptUnknown, which is safe because WireGuard
 // authenticates every datagram: a datagram from a source that is no
 // peer's (a peer that moved to a new address or port, or one not in
@@ -116,6 +142,7 @@
 // its old canonical Endpoint for those, so the endpoint alternates
 // between the two: traffic flows either way (spread to the range, or
 // plain to the new address), but give such a peer its new address. A
-// peer that spreads from a prefix not configured here looks like one
-// stranger per address and flaps between them.
+// peer that spreads from a range not configured here (a prefix, ports,
+// or a NAT's translated ports) looks like one stranger per address and
+// port and flaps between them.
 package wireguard

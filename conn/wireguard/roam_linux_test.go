@@ -19,6 +19,18 @@ func flows(t *testing.T, from, to *end, src, dst netip.Addr, n int, tag string) 
 	to.receive(t, n)
 }
 
+// replies answers the n inner flows of flows, from its receiving end:
+// the same flows reversed, so each goes on the pair that the flow's
+// datagrams (or their probe copies) arrived on, which the sender
+// learned from them.
+func replies(t *testing.T, from, to *end, src, dst netip.Addr, n int, tag string) {
+	t.Helper()
+	for i := range n {
+		from.send(innerUDP(src, dst, 9000, uint16(30000+i), flowaddr.NotECT, fmt.Sprintf("%s %d", tag, i)))
+	}
+	to.receive(t, n)
+}
+
 // TestTunnelRoams moves B, as a host that changes networks does: a new
 // address, a new port, and no spread prefix there. A must follow B to
 // its new endpoint (wireguard-go's roaming, through the Bind's
@@ -35,9 +47,11 @@ func TestTunnelRoams(t *testing.T) {
 		}
 	}
 
-	// At home: spread both ways, the endpoint stays canonical.
+	// At home: spread both ways, the endpoint stays canonical. A's new
+	// flows wait on the canonical pair with probe copies on their own,
+	// which B learns them from; B's answers go on those pairs.
 	flows(t, a, b, innerA, innerB, n, "A at home")
-	flows(t, b, a, innerB, innerA, n, "B at home")
+	replies(t, b, a, innerB, innerA, n, "B at home")
 	checkEndpoint("B spreading from its range", linkB)
 	if s := a.bind.Conn().Stats(); s.ReceivedUnknown != 0 {
 		t.Errorf("at home: A received %d datagrams from strangers, want 0 (all from B's range)", s.ReceivedUnknown)

@@ -176,11 +176,19 @@ func TestTunnelSpreadsFlows(t *testing.T) {
 		}
 		delete(sent, string(p))
 	}
-	// Replies, so both directions carry spread data.
+	// Replies, so both directions carry spread data: B learned each flow
+	// from the probe copy of A's datagram on its pair, A learns it from
+	// B's reply there, and A's second datagram of each flow goes on it
+	// (its first waited on the canonical pair, which SentPerAddress does
+	// not count).
 	for i := range flows {
 		b.send(innerUDP(innerB, innerA, 9000, uint16(40000+i), flowaddr.NotECT, "reply"))
 	}
 	a.receive(t, flows)
+	for i := range flows {
+		a.send(innerUDP(innerA, innerB, uint16(40000+i), 9000, flowaddr.NotECT, fmt.Sprintf("flow %d again", i)))
+	}
+	b.receive(t, flows)
 
 	sa, sb := a.bind.Stats(), b.bind.Stats()
 	t.Logf("A bind %+v\nB bind %+v", sa, sb)

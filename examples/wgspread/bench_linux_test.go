@@ -161,7 +161,7 @@ func BenchmarkIperf3(b *testing.B) {
 					w    *wgTunnel
 					bits *float64
 				}{{stock, &stockBits}, {spread, &spreadBits}} {
-					bps, err := iperf3(run.w.nsA, e2eInnerB, streams)
+					bps, err := iperf3(run.w.nsA, e2eInnerB, streams, iperf3Seconds)
 					if err != nil {
 						b.Fatalf("%v%s", err, run.w.logs())
 					}
@@ -175,12 +175,12 @@ func BenchmarkIperf3(b *testing.B) {
 	}
 }
 
-// iperf3 runs one TCP transfer of iperf3Seconds with streams streams from
-// ns to the iperf3 server at addr and returns the receiver's bits per
-// second.
-func iperf3(ns *testutil.Netns, addr netip.Addr, streams int) (float64, error) {
+// iperf3 runs one TCP transfer of the given seconds, after one second
+// not counted (TCP's slow start), with streams streams from ns to the
+// iperf3 server at addr and returns the receiver's bits per second.
+func iperf3(ns *testutil.Netns, addr netip.Addr, streams, seconds int) (float64, error) {
 	cmd := ns.Command("iperf3", "-c", addr.String(), "-J", "-P", strconv.Itoa(streams),
-		"-t", strconv.Itoa(iperf3Seconds), "-O", "1")
+		"-t", strconv.Itoa(seconds), "-O", "1")
 	out, err := cmd.Output()
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 -P %d: %w: %s", streams, err, out)

@@ -1,6 +1,8 @@
 // Command wgspread is a userspace WireGuard interface, like wireguard-go,
-// whose inner flows each leave on their own outer IPv6 address pair, so
-// that fq_codel or cake on the path queue the tunnel's flows apart. It is
+// whose inner flows each leave on their own outer address and port pair,
+// so that fq_codel or cake on the path queue the tunnel's flows apart:
+// over IPv6 addresses of a prefix routed to the host, over UDP ports (on
+// IPv4 and IPv6, through a NAT, with no prefix), or both. It is
 // wireguard-go's device with the [github.com/flowspread/flowspread/conn/wireguard.Bind] and
 // [github.com/flowspread/flowspread/conn/wireguard.WrapTUN]
 // adapter of this module, configured with the standard wg tool.
@@ -19,11 +21,19 @@
 //
 // The flags say what wg cannot:
 //
-//	-prefix 2001:db8:a::/64       our spread prefix, routed to this host
+//	-range R                      our widened endpoint (conn.ParseRange
+//	                              form): prefix=P,bits=N for addresses of an
+//	                              IPv6 prefix routed to this host,
+//	                              ports=FIRST-LAST for source ports, or both
+//	-peer-range 'ADDR:PORT=R'     a peer's canonical endpoint and its -range;
+//	                              nat-ports=N in place of ports= for a peer
+//	                              behind a NAT that rewrites its N ports;
+//	                              repeat it for each peer
+//	-prefix 2001:db8:a::/64       shorthand for -range prefix=2001:db8:a::/64
 //	-peer-prefix '[2001:db8:ff::2]:51820=2001:db8:b::/64'
-//	                              a peer's canonical endpoint and its spread
-//	                              prefix; repeat it for each peer
+//	                              shorthand for -peer-range with a prefix
 //	-bits 10                      spread over 2^bits addresses of each prefix
+//	                              that gives no bits= of its own
 //	-hash-key-file FILE           the flow hash key, 32 hex digits, the same
 //	                              at both ends; or $WGSPREAD_HASH_KEY, or
 //	                              -hash-key HEX, which every local user can
@@ -39,14 +49,14 @@
 //	                              baseline for comparisons
 //
 // Each peer's endpoint in wg must be the canonical address of its
-// -peer-prefix (or of a -peer-prefix with no prefix, ADDR alone, for a
-// peer that does not spread): the adapter reads every datagram of a peer's
+// -peer-range or -peer-prefix (ADDR:PORT alone for a peer that does not
+// spread): the adapter reads every datagram of a peer's
 // range as coming from that address, so wg show reports it however many
 // outer addresses the peer sends from. Datagrams from any other source are
 // handed to wireguard-go, which authenticates them and roams a peer that
 // moved to its new address, as wireguard-go does; until that address is
 // the peer's -peer-prefix endpoint, traffic to it goes unspread. Both ends
-// must agree on -bits, the hash key and each other's prefix. fwmark is not
+// must agree on -bits, the hash key and each other's range. fwmark is not
 // supported.
 //
 // Between hosts A (2001:db8:ff::1, prefix 2001:db8:a::/64) and B
@@ -58,6 +68,26 @@
 //	A# ip addr add 10.0.0.1/24 dev wg0 && ip link set wg0 up
 //
 // and the same at B with the roles swapped.
+//
+// # IPv4, NAT, no prefix: spreading over ports
+//
+// A client C behind a NAT (Linux masquerade, a home router) and a server
+// S with one address and one port. C sends each flow from its own source
+// port; the NAT gives each a port of its own, and S answers each flow on
+// the port pair it last arrived on, which it learns from C's
+// authenticated traffic, so both directions are spread:
+//
+//	C# wgspread -range ports=40000-40063 -peer-range 192.0.2.2:51820 -hash-key-file k.hex wg0
+//	C# wg set wg0 listen-port 51820 private-key c.key peer S_PUB endpoint 192.0.2.2:51820 allowed-ips 10.0.0.2/32 persistent-keepalive 25
+//	S# wgspread -peer-range '198.51.100.1:51820=nat-ports=64' -hash-key-file k.hex wg0
+//	S# wg set wg0 listen-port 51820 private-key s.key peer C_PUB allowed-ips 10.0.0.1/32
+//
+// 198.51.100.1:51820 is where the NAT maps C's listen port (masquerade
+// and most home NATs keep a port that is free): the endpoint wg show
+// reports for C. Without the -peer-range for C, S still works but does
+// not spread: each datagram from another of C's translated ports looks
+// like a peer that moved, wireguard-go follows the latest, and S sends
+// everything to that one port.
 //
 // # Firewalls
 //
@@ -72,11 +102,14 @@
 //
 // # Changing peers while it runs
 //
-// -peers-file names a file of peers, one a line, as -peer-prefix takes
-// them, then options (bits=N, open); # starts a comment:
+// -peers-file names a file of peers, one a line, as -peer-prefix or
+// -peer-range takes them, then options (bits=N for a prefix, open); #
+// starts a comment:
 //
 //	[2001:db8:ff::2]:51820=2001:db8:b::/64  open
 //	[2001:db8:ff::3]:51820=2001:db8:c::/64  bits=8
+//	[2001:db8:ff::4]:51820=prefix=2001:db8:d::/64,bits=8,ports=40000-40063
+//	198.51.100.9:51820=nat-ports=64         # behind a NAT, never open
 //	192.0.2.7:51820                         # does not spread
 //
 // kill -HUP rereads it and applies it while traffic flows: a new line adds

@@ -69,45 +69,82 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// peerList is the repeatable -peer-prefix flag: ADDR:PORT=PREFIX, or
-// ADDR:PORT alone for a peer that does not spread.
-type peerList []conn.Peer
-
-func (l *peerList) String() string {
-	s := make([]string, len(*l))
-	for i, p := range *l {
-		s[i] = p.Addr.String()
-		if p.Range.Prefix.IsValid() {
-			s[i] += "=" + p.Range.Prefix.String()
-		}
-	}
-	return strings.Join(s, ",")
+// peerFlag is one of the repeatable -peer-prefix and -peer-range flags,
+// which add to one list of peers: ADDR:PORT=PREFIX or ADDR:PORT=RANGE
+// (in [conn.ParseRange] form), or ADDR:PORT alone for a peer that does
+// not spread.
+type peerFlag struct {
+	peers   *[]conn.Peer
+	asRange bool
 }
 
-func (l *peerList) Set(v string) error {
-	addr, prefix, hasPrefix := strings.Cut(v, "=")
-	var p conn.Peer
-	var err error
-	if p.Addr, err = netip.ParseAddrPort(addr); err != nil {
-		return fmt.Errorf("peer endpoint %q: %w (want [2001:db8::2]:51820=2001:db8:b::/64)", addr, err)
+func (f peerFlag) String() string {
+	if f.peers == nil {
+		return ""
 	}
-	p.Addr = netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
-	if hasPrefix {
-		if p.Range.Prefix, err = netip.ParsePrefix(prefix); err != nil {
-			return fmt.Errorf("peer prefix %q: %w", prefix, err)
+	s := make([]string, len(*f.peers))
+	for i, p := range *f.peers {
+		s[i] = p.Addr.String()
+		if !p.Range.IsZero() {
+			s[i] += "=" + p.Range.String()
 		}
-		if !p.Range.Prefix.Addr().Is6() {
-			return fmt.Errorf("peer prefix %v: want an IPv6 prefix", p.Range.Prefix)
-		}
-		p.Range.Prefix = p.Range.Prefix.Masked()
 	}
-	for _, q := range *l {
+	return strings.Join(s, " ")
+}
+
+func (f peerFlag) Set(v string) error {
+	p, err := parsePeer(v, f.asRange)
+	if err != nil {
+		return err
+	}
+	for _, q := range *f.peers {
 		if q.Addr == p.Addr {
 			return fmt.Errorf("peer %v given twice", p.Addr)
 		}
 	}
-	*l = append(*l, p)
+	*f.peers = append(*f.peers, p)
 	return nil
+}
+
+// parsePeer reads ADDR:PORT=PREFIX (asRange false) or ADDR:PORT=RANGE
+// (asRange true), or ADDR:PORT alone. It checks the form; the conn
+// checks the rest when the peers are applied.
+func parsePeer(v string, asRange bool) (conn.Peer, error) {
+	addr, spec, hasSpec := strings.Cut(v, "=")
+	var p conn.Peer
+	var err error
+	if p.Addr, err = netip.ParseAddrPort(addr); err != nil {
+		return p, fmt.Errorf("peer endpoint %q: %w (want [2001:db8::2]:51820=2001:db8:b::/64 or 192.0.2.7:51820=nat-ports=64)", addr, err)
+	}
+	p.Addr = netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
+	switch {
+	case !hasSpec:
+	case asRange:
+		if p.Range, err = conn.ParseRange(spec); err != nil {
+			return p, fmt.Errorf("peer %v: %w", p.Addr, err)
+		}
+	default:
+		if p.Range.Prefix, err = netip.ParsePrefix(spec); err != nil {
+			return p, fmt.Errorf("peer prefix %q: %w (for ports, use -peer-range ADDR:PORT=ports=FIRST-LAST or nat-ports=N)", spec, err)
+		}
+		if !p.Range.Prefix.Addr().Is6() {
+			return p, fmt.Errorf("peer prefix %v: want an IPv6 prefix (on IPv4, spread over ports: -peer-range ADDR:PORT=ports=FIRST-LAST)", p.Range.Prefix)
+		}
+		p.Range.Prefix = p.Range.Prefix.Masked()
+	}
+	return p, nil
+}
+
+// withDefaults fills in what the command line's defaults say for a peer
+// given without them: -bits for a prefix without bits=, -open for a peer
+// whose ports a NAT does not translate (a translated peer's ports are
+// known only once its traffic arrives, so it is never open).
+func withDefaults(p conn.Peer, bits int, open bool) conn.Peer {
+	if p.Range.Prefix.IsValid() && p.Range.Bits == 0 {
+		p.Range.Bits = bits
+	}
+	p.Open = open && !p.Range.Ports.Translated
+	return p
 }
 
 // parseFlags turns the command line into options.
@@ -115,10 +152,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("wgspread", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var opts options
-	var peers peerList
-	fs.TextVar(&opts.cfg.Range.Prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
-	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
-	fs.IntVar(&opts.cfg.Range.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
+	var peers []conn.Peer
+	var prefix netip.Prefix
+	fs.TextVar(&opts.cfg.Range, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix routed to this host), bits=N (2^N of its addresses, default -bits), ports=FIRST-LAST (our source ports, a power-of-two count, none of them the listen port); e.g. ports=40000-40063 on IPv4 or behind a NAT, where no prefix is needed (empty: do not spread our sources)")
+	fs.TextVar(&prefix, "prefix", netip.Prefix{}, "our spread `prefix`, shorthand for -range prefix=P: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
+	fs.Var(peerFlag{&peers, false}, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
+	fs.Var(peerFlag{&peers, true}, "peer-range", "a peer's canonical endpoint and widened endpoint (its -range), `ADDR:PORT=RANGE`, e.g. '192.0.2.7:51820=ports=40000-40063', or nat-ports=N for a peer behind a NAT that rewrites its N ports (each flow is answered on the port it last came from); repeat for each peer")
+	bitsFlag := fs.Int("bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix that gives no bits= of its own; both ends must agree")
 	hashKey := secretflag.Secret{What: "the hash key", Flag: "hash-key", Env: hashKeyEnv}
 	secretflag.Var(fs, &opts.cfg.Key, hashKey.Flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
 		"every local user can read it in /proc/PID/cmdline: prefer -hash-key-file or $"+hashKeyEnv)
@@ -126,10 +166,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&opts.cfg.Symmetric, "symmetric", true, "map both directions of an inner flow to one outer address pair, so stateful firewalls match replies")
 	fs.BoolVar(&opts.localRoute, "local-route", true, "add the AnyIP local route for -prefix (ip -6 route add local PREFIX dev lo) and remove it at exit")
 	fs.BoolVar(&opts.open, "open", false, "declare every peer's whole spread range reachable (no stateful firewall in front of it): flows go on their spread pairs at once, instead of on the peer's endpoint until the peer's own traffic for them arrived on their pair")
-	fs.StringVar(&opts.peersFile, "peers-file", "", "read more peers from `file`, one a line: ADDR:PORT=PREFIX [bits=N] [open]; reread on SIGHUP (kill -HUP), so peers' spread options change while the interface runs; a peer also given with -peer-prefix takes the file's line")
+	fs.StringVar(&opts.peersFile, "peers-file", "", "read more peers from `file`, one a line: ADDR:PORT=PREFIX [bits=N] [open], or ADDR:PORT=RANGE [open]; reread on SIGHUP (kill -HUP), so peers' spread options change while the interface runs; a peer also given with -peer-prefix or -peer-range takes the file's line")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses;\nconfigure it with wg set or wg setconf. SIGHUP rereads -peers-file.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses and UDP ports;\nconfigure it with wg set or wg setconf. SIGHUP rereads -peers-file.\nOn IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=40000-40063,\nthe server -peer-range 'CLIENT:PORT=nat-ports=64' (or =ports=40000-40063 with no NAT).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -143,38 +183,41 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(opts.iface) >= 16 || strings.ContainsAny(opts.iface, "/ ") {
 		return opts, fmt.Errorf("interface name %q: use at most 15 characters, no slash or space", opts.iface)
 	}
-	if p := opts.cfg.Range.Prefix; p.IsValid() {
-		if !p.Addr().Is6() {
-			return opts, fmt.Errorf("-prefix %v: want an IPv6 prefix", p)
-		}
-		opts.cfg.Range.Prefix = p.Masked()
+	bits := *bitsFlag
+	if bits < 0 || bits > 32 {
+		return opts, fmt.Errorf("-bits %d: give 0 to 32", bits)
 	}
-	if opts.cfg.Range.Bits < 0 || opts.cfg.Range.Bits > 32 {
-		return opts, fmt.Errorf("-bits %d: give 0 to 32", opts.cfg.Range.Bits)
-	}
-	for _, p := range append([]netip.Prefix{opts.cfg.Range.Prefix}, prefixesOf(peers)...) {
-		if p.IsValid() && 128-p.Bits() < opts.cfg.Range.Bits {
-			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Range.Bits)
+	if prefix.IsValid() {
+		if opts.cfg.Range.Prefix.IsValid() {
+			return opts, fmt.Errorf("-prefix %v and -range %v both give our prefix: give one", prefix, opts.cfg.Range)
 		}
+		if !prefix.Addr().Is6() {
+			return opts, fmt.Errorf("-prefix %v: want an IPv6 prefix (on IPv4, spread over ports: -range ports=FIRST-LAST)", prefix)
+		}
+		opts.cfg.Range.Prefix = prefix.Masked()
+	}
+	if opts.cfg.Range.Prefix.IsValid() && opts.cfg.Range.Bits == 0 {
+		opts.cfg.Range.Bits = bits
 	}
 	for i := range peers {
-		peers[i].Open = opts.open
-		if peers[i].Range.Prefix.IsValid() {
-			// Both ends agree on -bits: the peer's range is as wide as ours.
-			peers[i].Range.Bits = opts.cfg.Range.Bits
-		}
+		peers[i] = withDefaults(peers[i], bits, opts.open)
 	}
 	opts.flagPeers = peers
 	opts.cfg.Peers = peers
 	if opts.peersFile != "" {
-		file, err := readPeersFile(opts.peersFile, opts.cfg.Range.Bits, opts.open)
+		file, err := readPeersFile(opts.peersFile, bits, opts.open)
 		if err != nil {
 			return opts, fmt.Errorf("-peers-file: %w", err)
 		}
 		opts.cfg.Peers = mergePeers(peers, file)
 	}
+	for _, r := range append([]conn.Range{opts.cfg.Range}, rangesOf(opts.cfg.Peers)...) {
+		if p := r.Prefix; p.IsValid() && 128-p.Bits() < r.Bits {
+			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits (or its bits=)", p, r.Bits)
+		}
+	}
 	if len(opts.cfg.Peers) == 0 && !opts.stockBind {
-		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX or in -peers-file: the interface spreads only to those")
+		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX, -peer-range ADDR:PORT=RANGE or in -peers-file: the interface spreads only to those")
 	}
 	given, err := hashKey.Load(fs, &opts.cfg.Key)
 	if err != nil {
@@ -194,12 +237,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // its own user and root.
 const hashKeyEnv = "WGSPREAD_HASH_KEY"
 
-func prefixesOf(peers []conn.Peer) []netip.Prefix {
-	ps := make([]netip.Prefix, len(peers))
+func rangesOf(peers []conn.Peer) []conn.Range {
+	rs := make([]conn.Range, len(peers))
 	for i, p := range peers {
-		ps[i] = p.Range.Prefix
+		rs[i] = p.Range
 	}
-	return ps
+	return rs
 }
 
 // describe says what the interface spreads, in one line for the log.
@@ -208,21 +251,23 @@ func describe(opts options) string {
 		return "stock StdNetBind, nothing spread"
 	}
 	var b strings.Builder
-	if opts.cfg.Range.Prefix.IsValid() {
-		fmt.Fprintf(&b, "sources in %v", opts.cfg.Range.Prefix)
-	} else {
+	if opts.cfg.Range.IsZero() {
 		b.WriteString("sources unspread")
+	} else {
+		fmt.Fprintf(&b, "sources in %v", opts.cfg.Range)
 	}
 	for _, p := range opts.cfg.Peers {
-		if p.Range.Prefix.IsValid() {
-			fmt.Fprintf(&b, ", peer %v in %v", p.Addr, p.Range.Prefix)
-		} else {
+		if p.Range.IsZero() {
 			fmt.Fprintf(&b, ", peer %v unspread", p.Addr)
+		} else {
+			fmt.Fprintf(&b, ", peer %v in %v", p.Addr, p.Range)
 		}
 	}
-	fmt.Fprintf(&b, " (2^%d addresses", opts.cfg.Range.Bits)
+	b.WriteString(" (")
 	if opts.cfg.Symmetric {
-		b.WriteString(", symmetric")
+		b.WriteString("symmetric")
+	} else {
+		b.WriteString("not symmetric")
 	}
 	if opts.open {
 		b.WriteString(", peers open")

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,6 +54,42 @@ func TestParseFlags(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "ports over IPv4: -range and a -peer-range behind a NAT, -open not for it",
+			args: []string{"-range", "ports=40000-40063", "-peer-range", "198.51.100.9:51820=nat-ports=64",
+				"-peer-range", "[2001:db8:ff::3]:51820=prefix=2001:db8:c::/64,ports=41000-41015", "-open", "wg0"},
+			check: func(t *testing.T, o options) {
+				if want := (conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}); o.cfg.Range != want {
+					t.Errorf("our range %v, want %v (no prefix, so no bits)", o.cfg.Range, want)
+				}
+				want := []conn.Peer{
+					{Addr: netip.MustParseAddrPort("198.51.100.9:51820"), Range: conn.Range{Ports: conn.PortRange{Bits: 6, Translated: true}}},
+					{Addr: netip.MustParseAddrPort("[2001:db8:ff::3]:51820"), Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:c::/64"), Bits: conn.DefaultBits,
+						Ports: conn.PortRange{First: 41000, Bits: 4}}, Open: true},
+				}
+				if !slices.Equal(o.cfg.Peers, want) {
+					t.Errorf("peers %+v\nwant  %+v", o.cfg.Peers, want)
+				}
+			},
+		},
+		{
+			name: "-range with its own bits, -bits for the peer prefix, -prefix shorthand and -peer-range together",
+			args: []string{"-range", "prefix=2001:db8:a::/64,bits=6,ports=40000-40003", "-bits", "8",
+				"-peer-prefix", peerB, "-peer-range", "192.0.2.7:51820", "wg0"},
+			check: func(t *testing.T, o options) {
+				if o.cfg.Range.Bits != 6 || o.cfg.Range.Ports.Len() != 4 {
+					t.Errorf("our range %v: want its own bits=6 and 4 ports", o.cfg.Range)
+				}
+				if len(o.cfg.Peers) != 2 || o.cfg.Peers[0].Range.Bits != 8 || !o.cfg.Peers[1].Range.IsZero() {
+					t.Errorf("peers %+v: want B's prefix with -bits 8, then an unspread peer", o.cfg.Peers)
+				}
+			},
+		},
+		{name: "-prefix and -range both give our prefix", args: []string{"-prefix", "2001:db8:a::/64", "-range", "prefix=2001:db8:1::/64", "-peer-prefix", peerB, "wg0"}, wantErr: "give one"},
+		{name: "bad -range", args: []string{"-range", "ports=40000-40002", "-peer-prefix", peerB, "wg0"}, wantErr: "power of two"},
+		{name: "bad -peer-range", args: []string{"-peer-range", "192.0.2.7:51820=nat-ports=3", "wg0"}, wantErr: "power-of-two"},
+		{name: "peer twice, once per flag", args: []string{"-peer-prefix", peerB, "-peer-range", "[2001:db8:ff::2]:51821=ports=40000-40001", "wg0"}, wantErr: "given twice"},
+		{name: "IPv4 -prefix names ports", args: []string{"-prefix", "192.0.2.0/24", "-peer-prefix", peerB, "wg0"}, wantErr: "-range ports="},
 		{name: "no interface", args: []string{"-peer-prefix", peerB}, wantErr: "exactly one interface"},
 		{name: "two interfaces", args: []string{"-peer-prefix", peerB, "wg0", "wg1"}, wantErr: "exactly one interface"},
 		{name: "long interface name", args: []string{"-peer-prefix", peerB, "wgspread0123456789"}, wantErr: "at most 15"},

@@ -16,15 +16,21 @@ import (
 )
 
 // readPeersFile reads the -peers-file: the spread options of peers, one
-// peer a line, as -peer-prefix takes them and then options:
+// peer a line, as -peer-prefix or -peer-range takes them and then
+// options:
 //
-//	# endpoint=prefix                        options
-//	[2001:db8:ff::2]:51820=2001:db8:b::/64   bits=10 open
-//	192.0.2.7:51820                          # a peer that does not spread
+//	# endpoint=prefix or endpoint=range          options
+//	[2001:db8:ff::2]:51820=2001:db8:b::/64       bits=10 open
+//	[2001:db8:ff::3]:51820=prefix=2001:db8:c::/64,bits=8,ports=40000-40063
+//	198.51.100.9:51820=nat-ports=64              # behind a NAT
+//	192.0.2.7:51820                              # a peer that does not spread
 //
-// bits=N sets the size of the peer's range (default: -bits), open
-// declares every pair of its range reachable (default: -open). The conn
-// validates the rest when the peers are applied.
+// A range is told from a prefix by its key=value form. bits=N sets the
+// size of a prefix's range (default: -bits; a range gives its bits=
+// inside), open declares every pair of its range reachable (default:
+// -open, except for a peer with nat-ports, whose ports are known only
+// once its traffic arrives). The conn validates the rest when the peers
+// are applied.
 func readPeersFile(path string, bits int, open bool) ([]conn.Peer, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -39,7 +45,7 @@ func readPeersFile(path string, bits int, open bool) ([]conn.Peer, error) {
 }
 
 func parsePeers(r io.Reader, bits int, open bool) ([]conn.Peer, error) {
-	var peers peerList
+	var peers []conn.Peer
 	s := bufio.NewScanner(r)
 	for n := 1; s.Scan(); n++ {
 		line, _, _ := strings.Cut(s.Text(), "#")
@@ -47,20 +53,24 @@ func parsePeers(r io.Reader, bits int, open bool) ([]conn.Peer, error) {
 		if len(fields) == 0 {
 			continue
 		}
-		if err := peers.Set(fields[0]); err != nil {
+		_, spec, _ := strings.Cut(fields[0], "=")
+		asRange := strings.Contains(spec, "=")
+		if err := (peerFlag{&peers, asRange}).Set(fields[0]); err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
 		p := &peers[len(peers)-1]
-		p.Open = open
-		if p.Range.Prefix.IsValid() {
-			p.Range.Bits = bits
-		}
+		*p = withDefaults(*p, 0, open)
 		for _, opt := range fields[1:] {
 			switch v, isBits := strings.CutPrefix(opt, "bits="); {
 			case opt == "open":
+				if p.Range.Ports.Translated {
+					return nil, fmt.Errorf("line %d: open: a NAT rewrites this peer's ports (nat-ports), so they are known only once its traffic arrives: drop open", n)
+				}
 				p.Open = true
 			case opt == "open=false":
 				p.Open = false
+			case isBits && asRange:
+				return nil, fmt.Errorf("line %d: %q: give bits= inside the range, after its prefix=", n, opt)
 			case isBits:
 				b, err := strconv.Atoi(v)
 				if err != nil || !p.Range.Prefix.IsValid() {
@@ -70,6 +80,9 @@ func parsePeers(r io.Reader, bits int, open bool) ([]conn.Peer, error) {
 			default:
 				return nil, fmt.Errorf("line %d: unknown option %q: want bits=N, open or open=false", n, opt)
 			}
+		}
+		if p.Range.Prefix.IsValid() && p.Range.Bits == 0 {
+			p.Range.Bits = bits
 		}
 	}
 	return peers, s.Err()

@@ -464,8 +464,8 @@ func udpFlows(ns *testutil.Netns, addr netip.AddrPort, n int) error {
 // outerPair is the outer address pair of a captured datagram.
 type outerPair struct{ src, dst netip.Addr }
 
-// capture reads IPv6 packets from an interface with AF_PACKET: a view of
-// the wire independent of the adapter's own counters.
+// capture reads IPv6 and IPv4 packets from an interface with AF_PACKET:
+// a view of the wire independent of the adapter's own counters.
 type capture struct {
 	fd      int
 	done    chan struct{}
@@ -521,7 +521,7 @@ func startCapture(t testing.TB, ns *testutil.Netns, iface string) *capture {
 			if err != nil {
 				continue // the timeout, or an interrupted call
 			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Protocol != htons(unix.ETH_P_IPV6) {
+			if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Protocol != htons(unix.ETH_P_IPV6) && ll.Protocol != htons(unix.ETH_P_IP) {
 				continue
 			}
 			c.mu.Lock()
