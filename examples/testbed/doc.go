@@ -7,7 +7,8 @@
 // client's and the server's site prefixes (2001:db8:a::/48 and
 // 2001:db8:b::/48) are routed through the router, whose egress towards
 // each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
-// default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
+// default) with fq_codel, cake (flows, triple-isolate, or the host-fair
+// dual-srchost and dual-dsthost) or a plain FIFO.
 // Where this kernel lacks the qdisc, the router is a VM instead of a
 // namespace (see Running it).
 //

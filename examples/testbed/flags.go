@@ -39,7 +39,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 // defineFlags defines the flags of fs into a config.
 func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	cfg, text := &config{}, &flagText{}
-	fs.StringVar(&text.qdisc, "qdisc", string(shaping.FQCodel), "bottleneck qdisc: fq_codel (under HTB), cake-flows, cake-triple, or fifo (the control with no isolation)")
+	fs.StringVar(&text.qdisc, "qdisc", string(shaping.FQCodel), "bottleneck qdisc: fq_codel (under HTB), cake-flows, cake-triple, cake-dual-srchost, cake-dual-dsthost (cake fair between hosts by address first: source or destination), or fifo (the control with no isolation)")
 	fs.Float64Var(&cfg.RateMbit, "rate", 20, "bottleneck rate in Mbit/s, each way")
 	fs.DurationVar(&cfg.Duration, "d", 20*time.Second, "measured time of each mode, cut into -rounds rounds (the whole, not each round's)")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds each mode's measured time is cut into: the latency verdict is judged in each round, with fresh probes, and reported with its spread across them")

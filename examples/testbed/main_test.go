@@ -46,6 +46,8 @@ func TestParseFlags(t *testing.T) {
 		check   func(*config) bool
 	}{
 		{"cake triple-isolate", []string{"-qdisc", "cake-triple"}, "", func(c *config) bool { return c.Qdisc == shaping.CakeTriple }},
+		{"cake fair between source hosts", []string{"-qdisc", "cake-dual-srchost"}, "", func(c *config) bool { return c.Qdisc == shaping.CakeDualSrcHost }},
+		{"cake fair between destination hosts", []string{"-qdisc", "cake-dual-dsthost"}, "", func(c *config) bool { return c.Qdisc == shaping.CakeDualDstHost }},
 		{"modes in the given order", []string{"-modes", "control,direct"}, "", func(c *config) bool { return slices.Equal(c.Modes, []string{"control", "direct"}) }},
 		{"wire on the client side only", []string{"-wire", "client"}, "", func(c *config) bool { return c.Wire == network.WireClient }},
 		{"copying wire", []string{"-wire-kind", "copy"}, "", func(c *config) bool { return c.WireKind == network.WireCopy }},
