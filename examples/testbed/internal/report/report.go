@@ -147,7 +147,22 @@ type ModeResult struct {
 	// verdict over all of them.
 	Rounds   []RoundResult `json:"rounds,omitempty"`
 	Verdict  *Verdict      `json:"verdict,omitempty"`
-	ElapsedS float64       `json:"elapsed_s"`
+	// Dimension is what the spread mode spread its outer flows over:
+	// addresses, ports or both (-dimension); empty for the other modes.
+	Dimension string `json:"dimension,omitempty"`
+	// HostShare is the spread mode's cake share check against the
+	// direct mode (CheckHostShare); nil unless the bottleneck is cake.
+	HostShare *HostShare `json:"host_share,omitempty"`
+	ElapsedS  float64    `json:"elapsed_s"`
+}
+
+// label names the row in the table: the mode, with the dimension it
+// spread over.
+func (r ModeResult) label() string {
+	if r.Dimension == "" {
+		return r.Mode
+	}
+	return r.Mode + " (" + r.Dimension + ")"
 }
 
 // ProbeSummary is one latency probe: the summary and every sample.

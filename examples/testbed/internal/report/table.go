@@ -56,7 +56,7 @@ func (rep *Report) writeModes(w io.Writer) {
 	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\tidle p50 ms in/out\twire p99 ms\tlatency: inner-outer q ms (rounds)\t")
 	for _, r := range rep.Modes {
 		if r.Status == StatusSkipped || r.Status == StatusFailed {
-			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\t\t\n", r.Mode, r.Status)
+			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\t\t\n", r.label(), r.Status)
 			continue
 		}
 		flows := "-"
@@ -71,7 +71,7 @@ func (rep *Report) writeModes(w io.Writer) {
 		if r.InnerIdle != nil && r.OuterIdle != nil {
 			idle = fmt.Sprintf("%.1f / %.1f", float64(r.InnerIdle.Median), float64(r.OuterIdle.Median))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Mode, r.Status,
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.label(), r.Status,
 			float64(r.TotalMbit), float64(r.TunnelShare), float64(r.ExpectedShare), float64(r.Jain), flows,
 			latencyCell(r.InnerProbe), latencyCell(r.OuterProbe), idle, wireDelay, verdictCell(r))
 	}
@@ -95,7 +95,7 @@ func (rep *Report) writeFlows(w io.Writer) {
 				out = append(out, cell)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t|\t%s\t\n", r.Mode, strings.Join(in, " "), strings.Join(out, " "))
+		fmt.Fprintf(tw, "%s\t%s\t|\t%s\t\n", r.label(), strings.Join(in, " "), strings.Join(out, " "))
 	}
 	tw.Flush()
 }
@@ -109,6 +109,7 @@ func (r ModeResult) writeFindings(w io.Writer) {
 	for _, s := range r.Notes {
 		fmt.Fprintf(w, "%s: %s\n", r.Mode, s)
 	}
+	r.writeHostShare(w)
 	if r.Mode != "spread" || r.Status != StatusOK {
 		return
 	}
