@@ -74,7 +74,7 @@ func (e *experiment) firewalled() []netns.Namespace {
 // and returns conntrack's timeouts (nil without a firewall).
 func (e *experiment) setUpFirewalls() (*firewall.Timeouts, error) {
 	if e.cfg.behindFirewall() || e.cfg.ServerSingle {
-		if err := firewall.CountPairs(e.topo.Client, network.ClientIf, tunnel.FlowtunPort); err != nil {
+		if err := firewall.CountPairs(e.topo.Client, network.ClientIf, e.topo.ClientHost, tunnel.FlowtunPort); err != nil {
 			return nil, err
 		}
 		e.countPairs = true

@@ -145,8 +145,8 @@ type ModeResult struct {
 	// Rounds are the measured time cut into rounds (-rounds), each with
 	// its bulk shares and its latency verdict; Verdict is the latency
 	// verdict over all of them.
-	Rounds   []RoundResult `json:"rounds,omitempty"`
-	Verdict  *Verdict      `json:"verdict,omitempty"`
+	Rounds  []RoundResult `json:"rounds,omitempty"`
+	Verdict *Verdict      `json:"verdict,omitempty"`
 	// Dimension is what the spread mode spread its outer flows over:
 	// addresses, ports or both (-dimension); empty for the other modes.
 	Dimension string `json:"dimension,omitempty"`

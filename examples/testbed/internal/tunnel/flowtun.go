@@ -40,13 +40,12 @@ const (
 	ftStartTimeout = 20 * time.Second
 )
 
+// The inner addresses. Each end spreads over its topology's spread
+// prefix (Topology.ClientSpread, ServerSpread), which flowtun makes local
+// with an AnyIP route.
 var (
-	// Each end spreads over a /64 of its site, which the router routes to
-	// it; flowtun makes the /64 local with an AnyIP route.
-	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
-	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
-	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
-	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
+	ftInnerClient = netip.MustParseAddr("2001:db8:e::a")
+	ftInnerServer = netip.MustParseAddr("2001:db8:e::b")
 )
 
 // FlowtunPort is the UDP port of both flowtun ends: the one a firewall
@@ -172,8 +171,8 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		prefix, peerPrefix netip.Prefix
 		inner              netip.Addr
 	}{
-		{"client", topo.Client, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, ftInnerClient},
-		{"server", topo.Server, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, ftInnerServer},
+		{"client", topo.Client, topo.ClientHost, topo.ServerHost, topo.ClientSpread, topo.ServerSpread, ftInnerClient},
+		{"server", topo.Server, topo.ServerHost, topo.ClientPublic, topo.ServerSpread, topo.ClientSpread, ftInnerServer},
 	}
 	for _, e := range ends {
 		args := []string{"-name", ftIf, "-listen-port", strconv.Itoa(ftPort),

@@ -13,8 +13,17 @@ import (
 
 // testWgspreadEnds are the two ends on the testbed's own address plan.
 func testWgspreadEnds() [2]wgspreadEnd {
-	return wgspreadEnds(&network.Topology{Client: "fstb-1-client", Server: "fstb-1-server",
-		ClientHost: netip.MustParseAddr("2001:db8:a::1"), ServerHost: netip.MustParseAddr("2001:db8:b::1")}, "0a0b0c")
+	return wgspreadEnds(testTopology(network.Options{}), "0a0b0c")
+}
+
+// testTopology is the testbed's address plan for opts, with namespaces
+// named fstb-1-client and so on, none of them made.
+func testTopology(opts network.Options) *network.Topology {
+	topo, err := network.Plan(opts, "fstb-1-")
+	if err != nil {
+		panic(err)
+	}
+	return topo
 }
 
 func TestWgspreadEnds(t *testing.T) {
@@ -32,10 +41,10 @@ func TestWgspreadEnds(t *testing.T) {
 		c.prefix != s.peerPrefix || c.peerPrefix != s.prefix || c.inner != s.peerInner || c.peerInner != s.inner {
 		t.Errorf("the ends do not mirror each other:\nclient %+v\nserver %+v", c, s)
 	}
-	// The spread prefixes are flowtun's, inside each side's site, so the
-	// router routes them and both VPNs are measured on one address plan.
-	if c.prefix != ftClientSpread || s.prefix != ftServerSpread || !netip.MustParsePrefix("2001:db8:a::/48").Overlaps(c.prefix) || !netip.MustParsePrefix("2001:db8:b::/48").Overlaps(s.prefix) {
-		t.Errorf("spread prefixes %v and %v, want %v and %v inside the sites", c.prefix, s.prefix, ftClientSpread, ftServerSpread)
+	// The spread prefixes are the topology's, inside each side's site,
+	// so the router routes them and both VPNs are measured on one plan.
+	if !netip.MustParsePrefix("2001:db8:a::/48").Overlaps(c.prefix) || !netip.MustParsePrefix("2001:db8:b::/48").Overlaps(s.prefix) {
+		t.Errorf("spread prefixes %v and %v, want them inside the sites", c.prefix, s.prefix)
 	}
 }
 
@@ -104,7 +113,8 @@ func TestFlowtunCounters(t *testing.T) {
 }
 
 func TestFlowtunSpreadArgs(t *testing.T) {
-	c, s := ftClientSpread, ftServerSpread
+	topo := testTopology(network.Options{})
+	c, s := topo.ClientSpread, topo.ServerSpread
 	for _, tc := range []struct {
 		f              Flowtun
 		client, server string
