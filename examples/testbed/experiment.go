@@ -59,6 +59,16 @@ type config struct {
 	// the client spreads towards it from its range.
 	ServerSingle bool
 
+	// Outer is the outer path's family; NAT puts a masquerading home
+	// router in front of the client; OnLink gives the client no routed
+	// prefix, only its link's /64.
+	Outer  network.Outer
+	NAT    bool
+	OnLink bool
+	// Dimension is what the spread mode spreads over: one of tunnel's
+	// DimensionAddresses, DimensionPorts or DimensionBoth.
+	Dimension string
+
 	VM string // auto, router, always or never
 	// RouterVM: the router runs in a VM, the hosts here.
 	RouterVM bool
@@ -135,6 +145,9 @@ func (e *experiment) buildTopology() (*network.Topology, error) {
 		Self:     e.self,
 		Wire:     e.cfg.Wire,
 		WireKind: e.cfg.WireKind,
+		Outer:    e.cfg.Outer,
+		NAT:      e.cfg.NAT,
+		OnLink:   e.cfg.OnLink,
 		Progress: func(s string) { e.progress("%s", s) },
 	}
 	if e.cfg.RouterVM {
@@ -172,6 +185,9 @@ func newReportConfig(cfg *config, start time.Time) report.Config {
 		VPN:             cfg.VPN,
 		Firewall:        cfg.Firewall,
 		ServerSingle:    cfg.ServerSingle,
+		Outer:           string(cfg.Outer),
+		NAT:             cfg.NAT,
+		OnLink:          cfg.OnLink,
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",
 		Started:         start.UTC().Format(time.RFC3339),

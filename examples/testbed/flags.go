@@ -10,13 +10,14 @@ import (
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
 	"github.com/flowspread/flowspread/examples/testbed/internal/shaping"
+	"github.com/flowspread/flowspread/examples/testbed/internal/tunnel"
 )
 
 // flagText holds the flags that parseFlags checks before they go into
 // the config.
 type flagText struct {
-	qdisc, modes, wire, wireKind, firewall string
-	serverPrefix                           bool
+	qdisc, modes, wire, wireKind, firewall, outer, dimension string
+	serverPrefix                                             bool
 }
 
 // parseFlags reads the command line into a config and checks it.
@@ -64,6 +65,10 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&text.firewall, "firewall", firewallNone, "stateful firewalls (nftables, RFC 6092 style: replies, ICMPv6 and the VPN's port let in, the rest dropped) in front of: none, client, or both ends; behind one, flowtun or wgspread learns each flow's path instead of -open and keeps the canonical pair open with a 25 s keepalive (flowtun -keepalive, WireGuard's persistent keepalive)")
 	fs.BoolVar(&cfg.Open, "open", false, "run flowtun or wgspread -open even behind a firewall: each flow on its own address pair at once, which shows the flows a firewall black-holes (with -firewall none flowtun always runs -open)")
 	fs.BoolVar(&cfg.IdleCheck, "idle-check", false, "in each mode with a tunnel, leave a TCP connection through it idle "+idleCheckTime.String()+" (past conntrack's 30 s UDP timeout), then send a segment from each end, and count the retransmissions")
+	fs.StringVar(&text.outer, "outer", string(network.OuterIPv6), "the outer path's family: ipv6 (sites routed to the hosts in 2001:db8::/32), or ipv4 (TEST-NET links, no prefix routed to a host: the spread mode spreads over ports only)")
+	fs.BoolVar(&cfg.NAT, "nat", false, "put a home router that masquerades the client (NAT44, nftables masquerade) between the client and the router, the client on 10.0.0.0/24; needs -outer ipv4")
+	fs.BoolVar(&cfg.OnLink, "onlink", false, "give the client no routed prefix: it spreads inside the /64 of its link to the router, which finds each address by neighbour discovery, and answers for its range with the kernel's proxy NDP; the router's neighbour entries on that link are counted after each mode (IPv6 only)")
+	fs.StringVar(&text.dimension, "dimension", tunnel.DimensionAddresses, "what the spread mode spreads each inner flow over: addresses (outer address pairs), ports (outer source ports, from one address: one host at a host-fair qdisc) or both; -outer ipv4 allows only ports")
 	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
@@ -114,6 +119,18 @@ func (cfg *config) setChoices(text *flagText) error {
 		return fmt.Errorf("-firewall %q: want none, client or both", text.firewall)
 	}
 	cfg.ServerSingle = !text.serverPrefix
+	switch o := network.Outer(text.outer); o {
+	case network.OuterIPv6, network.OuterIPv4:
+		cfg.Outer = o
+	default:
+		return fmt.Errorf("-outer %q: want ipv6 or ipv4", text.outer)
+	}
+	switch text.dimension {
+	case tunnel.DimensionAddresses, tunnel.DimensionPorts, tunnel.DimensionBoth:
+		cfg.Dimension = text.dimension
+	default:
+		return fmt.Errorf("-dimension %q: want addresses, ports or both", text.dimension)
+	}
 	for _, name := range strings.Split(text.modes, ",") {
 		name = strings.TrimSpace(name)
 		if _, ok := findMode(name); !ok {
@@ -154,6 +171,24 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-server-prefix=false is flowtun's: it needs -vpn flowtun")
 	case cfg.IdleCheck && !usesTunnelProgram(cfg):
 		return fmt.Errorf("-idle-check needs a mode with flowtun's tunnel (one-flow or spread) in -modes")
+	}
+	return cfg.checkTopology()
+}
+
+// checkTopology checks that the topology flags and the dimension fit
+// together.
+func (cfg *config) checkTopology() error {
+	switch {
+	case cfg.NAT && cfg.Outer != network.OuterIPv4:
+		return fmt.Errorf("-nat is a NAT44: it needs -outer ipv4")
+	case cfg.OnLink && cfg.Outer != network.OuterIPv6:
+		return fmt.Errorf("-onlink is an IPv6 topology (neighbour discovery): it cannot run with -outer ipv4")
+	case cfg.Outer == network.OuterIPv4 && cfg.Dimension != tunnel.DimensionPorts:
+		return fmt.Errorf("-outer ipv4 routes no prefix to a host, so the spread mode can spread only over ports: give -dimension ports")
+	case cfg.Dimension != tunnel.DimensionAddresses && cfg.VPN != vpnFlowtun:
+		return fmt.Errorf("-dimension %s is flowtun's for now: wgspread spreads over addresses only (give -vpn flowtun)", cfg.Dimension)
+	case cfg.Dimension == tunnel.DimensionPorts && cfg.ServerSingle:
+		return fmt.Errorf("-server-prefix=false is implied by -dimension ports (the server keeps one address and one port): drop it")
 	}
 	return nil
 }

@@ -226,8 +226,8 @@ func missingTools(cfg *config) []string {
 	if usesTunnelProgram(cfg) || slices.Contains(cfg.Modes, "control") {
 		need = append(need, "ping", "nstat") // the reachability checks
 	}
-	if cfg.behindFirewall() || cfg.ServerSingle {
-		need = append(need, "nft")
+	if cfg.countsPairs() {
+		need = append(need, "nft") // and the NAT's masquerade
 	}
 	if slices.Contains(cfg.Modes, "control") || cfg.VPN == vpnWireGuard && usesTunnelProgram(cfg) {
 		need = append(need, "wg")

@@ -90,6 +90,7 @@ func newTunnelProgram(cfg *config, spread bool) (tunnel.Tunnel, error) {
 	}
 	f.Open, f.Keepalive = cfg.tunnelOpen(), cfg.keepalive()
 	f.ServerSingle = cfg.ServerSingle
+	f.Dimension, f.NAT = cfg.Dimension, cfg.NAT
 	return f, nil
 }
 

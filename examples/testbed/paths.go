@@ -46,16 +46,26 @@ func (cfg *config) behindFirewall() bool {
 
 // tunnelOpen says whether flowtun or wgspread runs -open: with no
 // firewall (today's behaviour, so earlier figures stay comparable), or
-// when -open asks.
-func (cfg *config) tunnelOpen() bool { return !cfg.behindFirewall() || cfg.Open }
+// when -open asks; never behind the NAT, where the server learns the
+// client's translated ports (flowtun refuses -open with nat-ports).
+func (cfg *config) tunnelOpen() bool {
+	return !cfg.NAT && (!cfg.behindFirewall() || cfg.Open)
+}
 
 // keepalive is flowtun's -keepalive, and wgspread's persistent keepalive:
-// only behind a firewall.
+// only behind a firewall or the NAT, whose mapping it keeps.
 func (cfg *config) keepalive() time.Duration {
-	if !cfg.behindFirewall() {
+	if !cfg.behindFirewall() && !cfg.NAT {
 		return 0
 	}
 	return keepaliveBehindFirewall
+}
+
+// countsPairs says whether the client counts the tunnel's outer endpoint
+// pairs (nft): wherever the count says something the default run's does
+// not, so today's runs need no nft.
+func (cfg *config) countsPairs() bool {
+	return cfg.behindFirewall() || cfg.ServerSingle || cfg.NAT || cfg.Dimension != tunnel.DimensionAddresses
 }
 
 // firewalled returns the namespaces with a firewall in front.
@@ -73,7 +83,7 @@ func (e *experiment) firewalled() []netns.Namespace {
 // and the table counting the tunnel's outer pairs on the client's link,
 // and returns conntrack's timeouts (nil without a firewall).
 func (e *experiment) setUpFirewalls() (*firewall.Timeouts, error) {
-	if e.cfg.behindFirewall() || e.cfg.ServerSingle {
+	if e.cfg.countsPairs() {
 		if err := firewall.CountPairs(e.topo.Client, network.ClientIf, e.topo.ClientHost, tunnel.FlowtunPort); err != nil {
 			return nil, err
 		}

@@ -33,6 +33,9 @@ const qdiscSampleInterval = 3 * time.Second
 // status; only the whole experiment's setup errors stop the run.
 func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult) {
 	res = report.ModeResult{Mode: m.Name, Description: m.Describe}
+	if m.Name == "spread" {
+		res.Dimension = e.cfg.Dimension
+	}
 	start := time.Now()
 	defer func() { res.ElapsedS = time.Since(start).Seconds() }()
 	fail := func(err error) report.ModeResult {
@@ -51,6 +54,14 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult
 	}
 	if err := e.shapeRouter(); err != nil {
 		return fail(err)
+	}
+	if e.cfg.OnLink {
+		// Also when the load fails: a neighbour table that filled up
+		// may say why.
+		if err := e.topo.FlushNeighbours(); err != nil {
+			return fail(err)
+		}
+		defer e.countNeighbours(&res)
 	}
 	inner, stop, err := e.startTunnel(ctx, tun)
 	if err != nil {
@@ -83,6 +94,17 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult
 		InnerFlows: e.cfg.InnerFlows, OuterFlows: e.cfg.OuterFlows},
 		report.Kind{Squeezed: m.Squeezed, Control: m.Control}, got.rounds(e.cfg), e.cfg.targets())
 	return res
+}
+
+// countNeighbours adds the router's neighbour entries on the client link
+// to res.
+func (e *experiment) countNeighbours(res *report.ModeResult) {
+	n, err := e.topo.CountNeighbours()
+	if err != nil {
+		res.Notes = append(res.Notes, "the router's neighbour entries could not be counted: "+err.Error())
+		return
+	}
+	res.Neighbours = &n
 }
 
 // shapeRouter puts the bottleneck qdisc on both of the router's links.

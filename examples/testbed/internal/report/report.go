@@ -96,9 +96,15 @@ type Config struct {
 	Conntrack *firewall.Timeouts `json:"conntrack,omitempty"`
 	// ServerSingle: the server had one address and no spread prefix
 	// (-server-prefix=false).
-	ServerSingle bool    `json:"server_single_address,omitempty"`
-	Started      string  `json:"started"`
-	ElapsedS     float64 `json:"elapsed_s"`
+	ServerSingle bool `json:"server_single_address,omitempty"`
+	// Outer is the outer path's family (ipv6, ipv4); NAT: a home router
+	// masqueraded the client; OnLink: the client's addresses were on its
+	// link's /64, with no route to them.
+	Outer    string  `json:"outer,omitempty"`
+	NAT      bool    `json:"nat,omitempty"`
+	OnLink   bool    `json:"onlink,omitempty"`
+	Started  string  `json:"started"`
+	ElapsedS float64 `json:"elapsed_s"`
 }
 
 // ModeResult is one row: one mode measured.
@@ -153,7 +159,10 @@ type ModeResult struct {
 	// HostShare is the spread mode's cake share check against the
 	// direct mode (CheckHostShare); nil unless the bottleneck is cake.
 	HostShare *HostShare `json:"host_share,omitempty"`
-	ElapsedS  float64    `json:"elapsed_s"`
+	// Neighbours are the router's neighbour entries on the client link
+	// after the mode (-onlink): one per client address it resolved.
+	Neighbours *network.Neighbours `json:"router_neighbours,omitempty"`
+	ElapsedS   float64             `json:"elapsed_s"`
 }
 
 // label names the row in the table: the mode, with the dimension it

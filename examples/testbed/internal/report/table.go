@@ -3,7 +3,9 @@ package report
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -110,6 +112,10 @@ func (r ModeResult) writeFindings(w io.Writer) {
 		fmt.Fprintf(w, "%s: %s\n", r.Mode, s)
 	}
 	r.writeHostShare(w)
+	if n := r.Neighbours; n != nil {
+		fmt.Fprintf(w, "%s: the router's neighbour table on the client link held %d entries after the mode, %d of them addresses of the client's range (%s)\n",
+			r.label(), n.Entries, n.InRange, states(n.States))
+	}
 	if r.Mode != "spread" || r.Status != StatusOK {
 		return
 	}
@@ -127,6 +133,15 @@ func (r ModeResult) writeFindings(w io.Writer) {
 		fmt.Fprintf(w, "spread: with no load the tunnel itself added %.1f ms to the round trip (idle medians); under load the inner probe's p99 rose %.1f ms more than the outer's\n",
 			idle, float64(r.Targets.LoadP99GapMs))
 	}
+}
+
+// states lists neighbour states with their counts, in name order.
+func states(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func latencyCell(p ProbeSummary) string {

@@ -134,6 +134,44 @@ func TestFlowtunSpreadArgs(t *testing.T) {
 	}
 }
 
+func TestFlowtunPortArgs(t *testing.T) {
+	topo := testTopology(network.Options{})
+	c, s := topo.ClientSpread, topo.ServerSpread
+	const ports = "ports=40000-40063"
+	for _, tc := range []struct {
+		name                   string
+		f                      Flowtun
+		client, server         string
+		clientOpen, serverOpen bool
+	}{
+		{"ports", Flowtun{Spread: true, Dimension: DimensionPorts, Open: true},
+			"-range " + ports, "-peer-range " + ports, false, true},
+		{"ports behind the NAT: learnt, never -open", Flowtun{Spread: true, Dimension: DimensionPorts, NAT: true, Open: true},
+			"-range " + ports, "-peer-range nat-ports=64", false, false},
+		{"both", Flowtun{Spread: true, Dimension: DimensionBoth, Open: true},
+			"-range prefix=" + c.String() + ",bits=10," + ports + " -peer-prefix " + s.String(),
+			"-prefix " + s.String() + " -peer-range prefix=" + c.String() + ",bits=10," + ports, true, true},
+		{"both, the server on one address", Flowtun{Spread: true, Dimension: DimensionBoth, ServerSingle: true},
+			"-range prefix=" + c.String() + ",bits=10," + ports, "-peer-range prefix=" + c.String() + ",bits=10," + ports, false, false},
+		{"one-flow ignores the dimension", Flowtun{Dimension: DimensionPorts, Open: true}, "-spread off", "-spread off", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(tc.f.spreadArgs("client", c, s), " "); got != tc.client {
+				t.Errorf("client %q, want %q", got, tc.client)
+			}
+			if got := strings.Join(tc.f.spreadArgs("server", s, c), " "); got != tc.server {
+				t.Errorf("server %q, want %q", got, tc.server)
+			}
+			if got := slices.Contains(tc.f.pathArgs("client"), "-open"); got != tc.clientOpen {
+				t.Errorf("client -open %v, want %v", got, tc.clientOpen)
+			}
+			if got := slices.Contains(tc.f.pathArgs("server"), "-open"); got != tc.serverOpen {
+				t.Errorf("server -open %v, want %v", got, tc.serverOpen)
+			}
+		})
+	}
+}
+
 func TestPaths(t *testing.T) {
 	counters := map[string]json.RawMessage{
 		"client": json.RawMessage(`{"sent": 9, "keepalives_sent": 1, "conn": {"SentWaiting": 5, "SentProbes": 2, "PathsOpened": 3}}`),
