@@ -178,7 +178,10 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		prefix, peerPrefix netip.Prefix
 		inner              netip.Addr
 	}{
-		{"client", topo.Client, topo.ClientHost, topo.ServerHost, topo.ClientSpread, topo.ServerSpread, ftInnerClient},
+		// Behind the NAT the client's canonical address is the public
+		// one, as the server knows it: both ends must name the same pair
+		// (flowtun -nat: -self is not this host's address).
+		{"client", topo.Client, topo.ClientPublic, topo.ServerHost, topo.ClientSpread, topo.ServerSpread, ftInnerClient},
 		{"server", topo.Server, topo.ServerHost, topo.ClientPublic, topo.ServerSpread, topo.ClientSpread, ftInnerServer},
 	}
 	for _, e := range ends {
@@ -188,6 +191,9 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 			"-psk-file", psk,
 			"-addr", e.inner.String() + "/64",
 			"-stats", filepath.Join(dir, e.side+".json")}
+		if e.side == "client" && topo.NAT {
+			args = append(args, "-nat")
+		}
 		args = append(args, f.spreadArgs(e.side, e.prefix, e.peerPrefix)...)
 		args = append(args, f.pathArgs(e.side)...)
 		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.Bin, ftReady, args)
