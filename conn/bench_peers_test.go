@@ -37,7 +37,7 @@ func benchPeerList(n int, port uint16) []Peer {
 		a[4], a[5] = byte(block>>8), byte(block)
 		p := netip.PrefixFrom(netip.AddrFrom16(a), benchPeerLengths[i%len(benchPeerLengths)])
 		a[15] = 1
-		peers[i] = Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(a), port), Prefix: p, Open: true}
+		peers[i] = Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(a), port), Range: Range{Prefix: p}, Open: true}
 	}
 	return peers
 }
@@ -52,15 +52,15 @@ const benchPeerStride = 7919
 // accept uses, with our prefix 2001:db8:b::/64 (testPrefix) and n peers from benchPeerList.
 func scaleConn(tb testing.TB, n int) *FlowSpreadConn {
 	tb.Helper()
-	cfg, err := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: benchPeerList(n, 51820)}.validate()
+	cfg, err := Config{Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Peers: benchPeerList(n, 51820)}.validate()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &FlowSpreadConn{prefix: cfg.Prefix}
+	c := &FlowSpreadConn{prefix: cfg.Range.Prefix}
 	if err = c.initPeers(&cfg); err != nil {
 		tb.Fatal(err)
 	}
-	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
+	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Range.Prefix, Bits: cfg.Range.Bits}); err != nil {
 		tb.Fatal(err)
 	}
 	return c
@@ -146,7 +146,7 @@ func BenchmarkOuterForPeers(b *testing.B) {
 // two prefixes overlap) and building the peer table.
 func BenchmarkPeerSetup(b *testing.B) {
 	for _, n := range benchPeerCounts {
-		cfg := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: benchPeerList(n, 51820)}
+		cfg := Config{Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Peers: benchPeerList(n, 51820)}
 		b.Run(fmt.Sprintf("validate/peers=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -112,9 +112,9 @@ func BenchmarkRecv(b *testing.B) {
 func benchRecvSpread(b *testing.B, peers int, disableGRO, bulk bool) {
 	ns := benchRecvNetns(b)
 	snd := newBenchSender(b, ns)
-	cfg := Config{Prefix: testPrefix, DisableGRO: disableGRO}
+	cfg := Config{Range: Range{Prefix: testPrefix}, DisableGRO: disableGRO}
 	if peers == 0 {
-		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Prefix: benchPeerPrefix, Open: true}}
+		cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port), Range: Range{Prefix: benchPeerPrefix}, Open: true}}
 	} else {
 		cfg.Peers = benchPeerList(peers, snd.port)
 	}

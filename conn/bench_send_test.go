@@ -50,7 +50,7 @@ func BenchmarkSend(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { plain.Close() })
-	c := listenIn(b, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: dst, Prefix: prefixB, Open: true}}})
+	c := listenIn(b, ns, conn.Config{Range: conn.Range{Prefix: prefixA}, Peers: []conn.Peer{{Addr: dst, Range: conn.Range{Prefix: prefixB}, Open: true}}})
 
 	p := make([]byte, benchSize)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -93,7 +93,7 @@ func BenchmarkSend(b *testing.B) {
 		for _, n := range conn.BenchPeerCounts {
 			b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 				peers := conn.BenchPeerList(n, s.port)
-				c := listenIn(b, ns, conn.Config{Prefix: prefixA, Peers: peers})
+				c := listenIn(b, ns, conn.Config{Range: conn.Range{Prefix: prefixA}, Peers: peers})
 				msgs := make([]conn.Message, len(flows))
 				for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
 					msgs[i] = conn.Message{Buf: p, Peer: peers[f*conn.BenchPeerStride%n].Addr, Flow: flows[f]}

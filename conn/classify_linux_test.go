@@ -49,8 +49,8 @@ func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
 func classifier(t *testing.T, cfg conn.Config) *conn.FlowSpreadConn {
 	t.Helper()
 	ns := loopbackNetns(t)
-	cfg.Prefix = prefixA
-	cfg.Peers = []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:b::1]:51820"), Prefix: prefixB, Open: true}}
+	cfg.Range.Prefix = prefixA
+	cfg.Peers = []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:b::1]:51820"), Range: conn.Range{Prefix: prefixB}, Open: true}}
 	return listenIn(t, ns, cfg)
 }
 

@@ -19,13 +19,13 @@ const DefaultBits = 10
 const maxBits = 20
 
 // Config describes a [FlowSpreadConn]. Both ends of a tunnel must agree on
-// Layout, PermKey, each other's Prefix and Bits, and (for flow-symmetric
-// mapping) the hash key, so that both map a flow to the same address pair.
+// Layout, PermKey, each other's Range, and (for flow-symmetric mapping)
+// the hash key, so that both map a flow to the same address and port pair.
 //
 // The conn never authenticates a datagram's source: it only sorts
 // datagrams by outer address and port, which anyone who can send packets
 // with that source can forge. Spreading widens who passes as a peer from
-// one address to the 2^Bits addresses of its range. For an off-path
+// one address and port to the addresses and ports of its range. For an off-path
 // attacker, forging a source in the range is no easier than forging the
 // canonical address; but a host on the path inside the peer's prefix (its
 // /64, say) that owns or can send from a range address now passes as the
@@ -33,33 +33,33 @@ const maxBits = 20
 // WireGuard does; a VPN that trusts the source address is not safe with
 // this conn, nor with a plain UDP socket.
 type Config struct {
-	// Prefix is this host's spread prefix: an IPv6 prefix routed to this
-	// host, whose addresses become outer source addresses. Traffic to it
-	// must reach the socket: add an AnyIP local route
-	// (`ip -6 route add local PREFIX dev lo`) or use the [Raw] receiver.
-	// The zero Prefix disables source spreading (only destinations are
-	// spread, for peers that have a prefix).
-	Prefix netip.Prefix
-	// Bits is the size of the spread range: 2^Bits addresses of Prefix are
-	// used. Zero means [DefaultBits]. A smaller range bounds what an
-	// observer can count and the state a stateful firewall keeps.
-	Bits int
+	// Range is this host's widened endpoint: the outer source addresses
+	// and ports its flows go out from, and that peers send them to (see
+	// [Range]). The zero Range spreads no sources: only destinations are
+	// spread, for peers that have a Range. A Prefix must reach this
+	// host: add an AnyIP local route (`ip -6 route add local PREFIX dev
+	// lo`), use the [Raw] receiver, or, for a prefix that is on-link
+	// rather than routed, add neighbour proxies too (see package
+	// [github.com/flowspread/flowspread/conn/host]). Ports need nothing:
+	// Listen opens a socket on each.
+	Range Range
 	// Layout says where the bucket bits go inside the prefix; see
 	// [flowaddr.Layout]. It applies to the peers' prefixes too.
 	Layout flowaddr.Layout
 	// PermKey keys the permutation from bucket to address; both ends must
 	// use the same one.
 	PermKey [16]byte
-	// Port is the UDP port to bind on [::]. Zero picks a free port.
+	// Port is the canonical UDP port to bind on [::]. Zero picks a free
+	// port (not with Range.Ports, which must not hold it).
 	Port uint16
 
 	// Peers are the tunnel's other ends. Datagrams from anywhere else are
 	// dropped and counted, unless AcceptUnknown is set. Each peer's Addr
 	// must be distinct. A peer's datagrams come either from its canonical
-	// Addr (unspread, to any of our addresses) or from its spread range
-	// with its port, to our spread range: a peer that spreads must know
-	// our Prefix. Any datagram from any address of that range with that
-	// port is read as the peer's: the conn does not authenticate it.
+	// Addr (unspread, to any of our addresses) or from its Range, to our
+	// Range: a peer that spreads must know our Range. Any datagram from
+	// the peer's range is read as the peer's: the conn does not
+	// authenticate it.
 	Peers []Peer
 	// AcceptUnknown delivers datagrams from a source that is no peer's,
 	// instead of dropping them: a read reports such a datagram's plain
@@ -132,15 +132,15 @@ type Peer struct {
 	// and the address that reads report for every datagram from the peer,
 	// whichever outer source address it came from.
 	Addr netip.AddrPort
-	// Prefix is the peer's spread prefix, whose addresses become outer
-	// destination addresses. The zero Prefix means the peer is not
-	// spread: every datagram goes to Addr. With a Prefix, a datagram from
-	// any of the 2^Bits addresses of the peer's range, with Addr's port,
-	// is read as from Addr: whoever can send from one of them passes as
-	// the peer, so the VPN must authenticate every datagram.
-	Prefix netip.Prefix
-	// Bits is the size of the peer's spread range, as Config.Bits.
-	Bits int
+	// Range is the peer's widened endpoint, its Config.Range: the outer
+	// destination addresses and ports of its flows. The zero Range means
+	// the peer is not spread: every datagram goes to Addr. With a Range,
+	// a datagram from any address and port of the peer's range (its
+	// canonical address with a port of its range, if it has no Prefix;
+	// an address of its range with its canonical port, if it has no
+	// Ports) is read as from Addr: whoever can send from one of them
+	// passes as the peer, so the VPN must authenticate every datagram.
+	Range Range
 	// Open declares every outer address pair between our range and the
 	// peer's reachable from the start: no stateful firewall on the path
 	// drops a datagram on a pair the peer has not used yet (a lab, or a
@@ -202,31 +202,16 @@ func (Raw) receiveBackend()   {}
 // validate checks cfg and returns it with defaults filled in. Each error
 // says what is wrong and what is expected.
 func (cfg Config) validate() (Config, error) {
-	if cfg.Prefix.IsValid() {
-		if !cfg.Prefix.Addr().Is6() || cfg.Prefix.Addr().Is4In6() {
-			return cfg, fmt.Errorf("conn: Prefix %v is not IPv6: the spread prefix must be an IPv6 prefix routed to this host", cfg.Prefix)
-		}
-		if cfg.Prefix.Addr().Zone() != "" {
-			return cfg, fmt.Errorf("conn: Prefix %v has a zone: the spread prefix must be a global IPv6 prefix", cfg.Prefix)
-		}
-		if cfg.Prefix != cfg.Prefix.Masked() {
-			return cfg, fmt.Errorf("conn: Prefix %v has bits set past its length: did you mean %v?", cfg.Prefix, cfg.Prefix.Masked())
-		}
-		bits, err := rangeBits("Bits", cfg.Bits, cfg.Prefix)
-		if err != nil {
-			return cfg, fmt.Errorf("conn: %w", err)
-		}
-		cfg.Bits = bits
-	} else if cfg.Prefix != (netip.Prefix{}) {
-		return cfg, fmt.Errorf("conn: Prefix %v is not a valid prefix", cfg.Prefix)
-	} else if cfg.Bits != 0 {
-		return cfg, fmt.Errorf("conn: Bits is %d but Prefix is empty: set the IPv6 prefix to spread over, or leave Bits zero", cfg.Bits)
+	r, err := cfg.Range.validate("Range", cfg.Port, false)
+	if err != nil {
+		return cfg, fmt.Errorf("conn: %w", err)
 	}
+	cfg.Range = r
 
 	if len(cfg.Peers) == 0 && !cfg.AcceptUnknown {
 		return cfg, fmt.Errorf("conn: no Peers: list the tunnel's other ends, datagrams from anyone else are dropped (or set AcceptUnknown if your VPN authenticates every datagram)")
 	}
-	peers, err := validatePeers(cfg.Peers, cfg.Prefix, listedPeer)
+	peers, err := validatePeers(cfg.Peers, cfg.Range.Prefix, listedPeer)
 	if err != nil {
 		return cfg, fmt.Errorf("conn: %w", err)
 	}
@@ -247,8 +232,11 @@ func (cfg Config) validate() (Config, error) {
 		if r.Interface == "" {
 			return cfg, fmt.Errorf("conn: Raw receive needs an Interface: the name of the link the prefix is routed to")
 		}
-		if !cfg.Prefix.IsValid() {
-			return cfg, fmt.Errorf("conn: Raw receive on %s needs a Prefix: the listener captures datagrams to the prefix", r.Interface)
+		if !cfg.Range.Prefix.IsValid() {
+			return cfg, fmt.Errorf("conn: Raw receive on %s needs a Range.Prefix: the listener captures datagrams to the prefix", r.Interface)
+		}
+		if cfg.Range.Ports.Len() > 0 {
+			return cfg, fmt.Errorf("conn: Raw receive on %s takes no Range.Ports: it captures datagrams to one port; use the default AnyIP receive with the prefix's local route, which reads every port's socket", r.Interface)
 		}
 	default:
 		return cfg, fmt.Errorf("conn: unknown Receive %T: use conn.AnyIP{} or conn.Raw{Interface: ...}", r)
@@ -266,7 +254,7 @@ func canonicalPeerAddr(ap netip.AddrPort) netip.AddrPort {
 // Peer field name, or "" for the peer itself), in an error message.
 type peerNamer func(peers []Peer, i int, field string) string
 
-// listedPeer names peers by their place in Config.Peers: "Peers[2].Prefix".
+// listedPeer names peers by their place in Config.Peers: "Peers[2].Range".
 func listedPeer(_ []Peer, i int, field string) string {
 	if field == "" {
 		return fmt.Sprintf("Peers[%d]", i)
@@ -279,6 +267,7 @@ func listedPeer(_ []Peer, i int, field string) string {
 // peers with name and do not start with "conn: ".
 func validatePeers(peers []Peer, ours netip.Prefix, name peerNamer) ([]Peer, error) {
 	seen := make(map[netip.AddrPort]int, len(peers))
+	hosts := make(map[netip.Addr]int, len(peers)) // the first peer at each address
 	valid := make([]Peer, len(peers))
 	overlapJ, overlapI := firstOverlap(peers)
 	for i, p := range peers {
@@ -293,35 +282,45 @@ func validatePeers(peers []Peer, ours netip.Prefix, name peerNamer) ([]Peer, err
 			return nil, fmt.Errorf("%s and %s have the same Addr %v", name(peers, j, ""), name(peers, i, ""), p.Addr)
 		}
 		seen[canon] = i
-		if p.Prefix.IsValid() {
-			if !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
-				return nil, fmt.Errorf("%s %v is not IPv6: a peer's spread prefix must be an IPv6 prefix routed to the peer", name(peers, i, "Prefix"), p.Prefix)
-			}
-			if p.Prefix != p.Prefix.Masked() {
-				return nil, fmt.Errorf("%s %v has bits set past its length: did you mean %v?", name(peers, i, "Prefix"), p.Prefix, p.Prefix.Masked())
-			}
-			if !p.Addr.Addr().Is6() || p.Addr.Addr().Is4In6() {
-				return nil, fmt.Errorf("%s has an IPv6 Prefix %v but an IPv4 Addr %v: spreading needs an IPv6 path to the peer", name(peers, i, ""), p.Prefix, p.Addr)
-			}
-			bits, err := rangeBits(name(peers, i, "Bits"), p.Bits, p.Prefix)
-			if err != nil {
-				return nil, err
-			}
-			p.Bits = bits
-			if ours.IsValid() && ours.Overlaps(p.Prefix) {
-				return nil, fmt.Errorf("%s %v overlaps our Prefix %v: each end needs its own prefix", name(peers, i, "Prefix"), p.Prefix, ours)
+		r, err := p.Range.validate(name(peers, i, "Range"), p.Addr.Port(), true)
+		if err != nil {
+			return nil, err
+		}
+		p.Range = r
+		if err := checkPeerRange(p, name(peers, i, "")); err != nil {
+			return nil, err
+		}
+		host := p.Addr.Addr().Unmap().WithZone("")
+		j, shared := hosts[host]
+		if !shared {
+			hosts[host] = i
+		} else if r.Ports.Len() > 0 || valid[j].Range.Ports.Len() > 0 {
+			return nil, fmt.Errorf("%s and %s share the address %v and one of them spreads over ports: a datagram's source port must name one peer; give each its own address", name(peers, j, ""), name(peers, i, ""), host)
+		}
+		if p.Range.Prefix.IsValid() {
+			if ours.IsValid() && ours.Overlaps(p.Range.Prefix) {
+				return nil, fmt.Errorf("%s %v overlaps our Range.Prefix %v: each end needs its own prefix", name(peers, i, "Range.Prefix"), p.Range.Prefix, ours)
 			}
 			if i == overlapI {
-				return nil, fmt.Errorf("%s %v overlaps %s %v: a datagram's source must name one peer", name(peers, i, "Prefix"), p.Prefix, name(peers, overlapJ, "Prefix"), valid[overlapJ].Prefix)
+				return nil, fmt.Errorf("%s %v overlaps %s %v: a datagram's source must name one peer", name(peers, i, "Range.Prefix"), p.Range.Prefix, name(peers, overlapJ, "Range.Prefix"), valid[overlapJ].Range.Prefix)
 			}
-		} else if p.Prefix != (netip.Prefix{}) {
-			return nil, fmt.Errorf("%s %v is not a valid prefix", name(peers, i, "Prefix"), p.Prefix)
-		} else if p.Bits != 0 {
-			return nil, fmt.Errorf("%s is %d but its Prefix is empty: set the peer's prefix, or leave Bits zero", name(peers, i, "Bits"), p.Bits)
 		}
 		valid[i] = p
 	}
 	return valid, nil
+}
+
+// checkPeerRange checks what a peer's Range asks of the rest of the
+// peer: its Range is valid by itself.
+func checkPeerRange(p Peer, what string) error {
+	a := p.Addr.Addr()
+	switch {
+	case p.Range.Prefix.IsValid() && (!a.Is6() || a.Is4In6()):
+		return fmt.Errorf("%s has an IPv6 Range.Prefix %v but an IPv4 Addr %v: spreading over addresses needs an IPv6 path to the peer (spread over Range.Ports on IPv4)", what, p.Range.Prefix, p.Addr)
+	case p.Range.Ports.Translated && p.Open:
+		return fmt.Errorf("%s is Open but its Range.Ports are Translated: a NAT's ports are known only once the peer's traffic arrives on them, so nothing can be sent on them before", what)
+	}
+	return nil
 }
 
 // firstOverlap returns the lowest i whose Prefix overlaps that of a peer
@@ -339,12 +338,12 @@ func validatePeers(peers []Peer, ours netip.Prefix, name peerNamer) ([]Peer, err
 func firstOverlap(peers []Peer) (j, i int) {
 	var order []int32
 	for k, p := range peers {
-		if a := p.Prefix.Addr(); p.Prefix.IsValid() && a.Is6() && !a.Is4In6() && p.Prefix == p.Prefix.Masked() {
+		if a := p.Range.Prefix.Addr(); p.Range.Prefix.IsValid() && a.Is6() && !a.Is4In6() && p.Range.Prefix == p.Range.Prefix.Masked() {
 			order = append(order, int32(k))
 		}
 	}
 	slices.SortFunc(order, func(x, y int32) int {
-		px, py := peers[x].Prefix, peers[y].Prefix
+		px, py := peers[x].Range.Prefix, peers[y].Range.Prefix
 		if c := px.Addr().Compare(py.Addr()); c != 0 {
 			return c
 		}
@@ -368,7 +367,7 @@ func firstOverlap(peers []Peer) (j, i int) {
 		}
 	}
 	for _, k := range order {
-		for len(stack) > 0 && !peers[stack[len(stack)-1]].Prefix.Overlaps(peers[k].Prefix) {
+		for len(stack) > 0 && !peers[stack[len(stack)-1]].Range.Prefix.Overlaps(peers[k].Range.Prefix) {
 			pop()
 		}
 		if len(stack) > 0 {

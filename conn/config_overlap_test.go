@@ -14,11 +14,11 @@ func refFirstOverlap(peers []Peer) (j, i int) {
 		return p.IsValid() && p.Addr().Is6() && !p.Addr().Is4In6() && p == p.Masked()
 	}
 	for i := range peers {
-		if !ok(peers[i].Prefix) {
+		if !ok(peers[i].Range.Prefix) {
 			continue
 		}
 		for j := range i {
-			if ok(peers[j].Prefix) && peers[j].Prefix.Overlaps(peers[i].Prefix) {
+			if ok(peers[j].Range.Prefix) && peers[j].Range.Prefix.Overlaps(peers[i].Range.Prefix) {
 				return j, i
 			}
 		}
@@ -37,7 +37,7 @@ func randomPrefixes(rng *rand.Rand, n int) []Peer {
 		var p netip.Prefix
 		switch r := rng.IntN(20); {
 		case i > 0 && r < 4: // nested in, or around, an earlier one
-			q := peers[rng.IntN(i)].Prefix
+			q := peers[rng.IntN(i)].Range.Prefix
 			if !q.IsValid() || !q.Addr().Is6() {
 				q = netip.MustParsePrefix("2001:db8::/32")
 			}
@@ -47,7 +47,7 @@ func randomPrefixes(rng *rand.Rand, n int) []Peer {
 			}
 			p, _ = netip.AddrFrom16(a).Prefix(max(32, q.Bits()+rng.IntN(33)-8))
 		case i > 0 && r < 6: // a copy of an earlier one
-			p = peers[rng.IntN(i)].Prefix
+			p = peers[rng.IntN(i)].Range.Prefix
 		case r == 6:
 			// no prefix
 		case r == 7:
@@ -64,7 +64,7 @@ func randomPrefixes(rng *rand.Rand, n int) []Peer {
 			}
 			p, _ = netip.AddrFrom16(a).Prefix(36 + rng.IntN(92))
 		}
-		peers[i].Prefix = p
+		peers[i].Range.Prefix = p
 	}
 	return peers
 }
@@ -82,7 +82,7 @@ func TestFirstOverlapMatchesPairs(t *testing.T) {
 		if gj != wj || gi != wi {
 			s := ""
 			for k, p := range peers {
-				s += fmt.Sprintf("\n  %d: %v", k, p.Prefix)
+				s += fmt.Sprintf("\n  %d: %v", k, p.Range.Prefix)
 			}
 			t.Fatalf("round %d: firstOverlap = %d, %d; the check of every pair finds %d, %d%s", round, gj, gi, wj, wi, s)
 		}
@@ -115,7 +115,7 @@ func TestValidateNamesOverlap(t *testing.T) {
 	} {
 		t.Run(tc.pfx, func(t *testing.T) {
 			ps := append([]Peer(nil), peers...)
-			ps[tc.peer].Prefix = netip.MustParsePrefix(tc.pfx)
+			ps[tc.peer].Range.Prefix = netip.MustParsePrefix(tc.pfx)
 			if j, i := refFirstOverlap(ps); j != tc.j || i != tc.i {
 				t.Fatalf("the check of every pair finds %d, %d; the test expects %d, %d", j, i, tc.j, tc.i)
 			}
@@ -126,7 +126,7 @@ func TestValidateNamesOverlap(t *testing.T) {
 				}
 				return
 			}
-			want := fmt.Sprintf("conn: Peers[%d].Prefix %v overlaps Peers[%d].Prefix %v: a datagram's source must name one peer", tc.i, ps[tc.i].Prefix, tc.j, ps[tc.j].Prefix)
+			want := fmt.Sprintf("conn: Peers[%d].Range.Prefix %v overlaps Peers[%d].Range.Prefix %v: a datagram's source must name one peer", tc.i, ps[tc.i].Range.Prefix, tc.j, ps[tc.j].Range.Prefix)
 			if err == nil || err.Error() != want {
 				t.Errorf("validate: %v\nwant %s", err, want)
 			}

@@ -28,7 +28,8 @@ type FlowSpreadConn struct {
 	localAddr *net.UDPAddr
 
 	prefix    netip.Prefix
-	local     *flowaddr.Mapper          // nil: no source spreading
+	local     *flowaddr.Mapper          // nil: no source addresses spread
+	ourBits   rangeBitsPair             // the size of our range, for peers added later
 	peers     atomic.Pointer[peerTable] // swapped whole by SetPeer and RemovePeer
 	peersMu   sync.Mutex                // serializes SetPeer and RemovePeer
 	layout    flowaddr.Layout           // Config.Layout and PermKey, for peers added later
@@ -50,6 +51,14 @@ type FlowSpreadConn struct {
 	recvClock   atomic.Uint32
 	pathTimeout uint32
 	probe       bool
+
+	// ports is our port range (Len 0: none); portShift is 32 - its bits
+	// (see portIndex). portRC[i] sends from port ports.Port(i): its
+	// socket is portConns[i].
+	ports     PortRange
+	portShift uint8
+	portConns []*net.UDPConn
+	portRC    []syscall.RawConn
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -88,7 +97,10 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		return nil, err
 	}
 	c := &FlowSpreadConn{
-		prefix:    cfg.Prefix,
+		prefix:    cfg.Range.Prefix,
+		ourBits:   localBits(&cfg),
+		ports:     cfg.Range.Ports,
+		portShift: uint8(32 - cfg.Range.Ports.Bits),
 		layout:    cfg.Layout,
 		permKey:   cfg.PermKey,
 		symmetric: cfg.Symmetric,
@@ -104,12 +116,12 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	if err = c.initPeers(&cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Prefix.IsValid() {
+	if cfg.Range.Prefix.IsValid() {
 		c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{
-			Prefix: cfg.Prefix, Bits: cfg.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
+			Prefix: cfg.Range.Prefix, Bits: cfg.Range.Bits, Layout: cfg.Layout, PermKey: cfg.PermKey,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("conn: Prefix %v: %w", cfg.Prefix, err)
+			return nil, fmt.Errorf("conn: Range.Prefix %v: %w", cfg.Range.Prefix, err)
 		}
 		c.stats.buckets = make([]atomic.Uint64, c.local.Len())
 	}
@@ -126,36 +138,56 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	_, c.timeless = c.policy.(*hash.Static)
 	c.readers.New = func() any { return new([1]Message) }
 
-	uc, caps, err := openSocket(&cfg)
+	// The port range's sockets first, so that a free canonical port
+	// (Port 0) is never one of theirs.
+	if c.portConns, err = openPortSockets(&cfg); err != nil {
+		return nil, err
+	}
+	uc, caps, err := openSocket(&cfg, cfg.Port)
 	if err != nil {
+		closeAll(c.portConns)
 		return nil, err
 	}
 	c.uc = uc
 	c.localAddr = uc.LocalAddr().(*net.UDPAddr)
 	if c.rc, err = uc.SyscallConn(); err != nil {
 		uc.Close()
+		closeAll(c.portConns)
 		return nil, fmt.Errorf("conn: %w", err)
+	}
+	for _, pc := range c.portConns {
+		rc, err := pc.SyscallConn()
+		if err != nil {
+			uc.Close()
+			closeAll(c.portConns)
+			return nil, fmt.Errorf("conn: %w", err)
+		}
+		c.portRC = append(c.portRC, rc)
+	}
+	if len(c.portConns) > 0 {
+		c.stats.ports = make([]atomic.Uint64, len(c.portConns))
 	}
 	c.snd.init(caps)
 
 	switch r := cfg.Receive.(type) {
 	case Raw:
-		c.recv, err = newRawReceiver(r.Interface, cfg.Prefix, uint16(c.localAddr.Port))
+		c.recv, err = newRawReceiver(r.Interface, cfg.Range.Prefix, uint16(c.localAddr.Port))
 		if err == nil {
 			// The listener sees only the prefix; peers' unspread
 			// datagrams come to our own address, on the socket.
 			var sock receiver
-			if sock, err = newAnyIPReceiver(uc, true); err != nil {
+			if sock, err = newAnyIPReceiver([]*net.UDPConn{uc}, true); err != nil {
 				c.recv.close()
 			} else {
 				c.host = newHostPump(sock, c.wakeReaders)
 			}
 		}
 	default:
-		c.recv, err = newAnyIPReceiver(uc, cfg.DisableGRO)
+		c.recv, err = newAnyIPReceiver(append([]*net.UDPConn{uc}, c.portConns...), cfg.DisableGRO)
 	}
 	if err != nil {
 		uc.Close()
+		closeAll(c.portConns)
 		return nil, fmt.Errorf("conn: open the receive backend: %w", err)
 	}
 	return c, nil
@@ -173,6 +205,11 @@ func (c *FlowSpreadConn) Close() error {
 			errRecv = errors.Join(errRecv, c.host.close())
 		}
 		errSock := c.uc.Close()
+		for _, pc := range c.portConns {
+			if e := pc.Close(); !errors.Is(e, net.ErrClosed) {
+				errSock = errors.Join(errSock, e)
+			}
+		}
 		if errors.Is(errRecv, net.ErrClosed) {
 			errRecv = nil // the backend may close the shared socket itself
 		}
@@ -186,7 +223,14 @@ func (c *FlowSpreadConn) Close() error {
 	return err
 }
 
-// LocalAddr returns the socket's address: [::] and the bound port.
+// closeAll closes the sockets of a port range that Listen gives up on.
+func closeAll(conns []*net.UDPConn) {
+	for _, pc := range conns {
+		pc.Close()
+	}
+}
+
+// LocalAddr returns the socket's address: [::] and the canonical port.
 func (c *FlowSpreadConn) LocalAddr() net.Addr { return c.localAddr }
 
 // SetDeadline sets the read and write deadlines, as [net.Conn] does.
@@ -293,8 +337,10 @@ type Stats struct {
 	// peers, no Prefix), apart from those of SentWaiting.
 	Sent, SentBytes, SentUnspread uint64
 	// SentPerAddress counts spread datagrams by source address: index b
-	// is the b-th address of our range (bucket b). Nil without a Prefix.
-	SentPerAddress []uint64
+	// is the b-th address of our range (bucket b). Nil without a
+	// Range.Prefix. SentPerPort counts them by source port: index i is
+	// port Range.Ports.Port(i). Nil without Range.Ports.
+	SentPerAddress, SentPerPort []uint64
 	// GSOSends counts super-datagrams sent with UDP GSO, each carrying
 	// several of the Sent datagrams.
 	GSOSends uint64
@@ -369,7 +415,7 @@ type counters struct {
 	received, receivedBytes, receivedUnknown            atomic.Uint64
 	droppedForeign, droppedOutsideRange, droppedECN     atomic.Uint64
 	droppedBadSource, pathsOpened                       atomic.Uint64
-	buckets                                             []atomic.Uint64
+	buckets, ports                                      []atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe for concurrent use
@@ -397,6 +443,12 @@ func (c *FlowSpreadConn) Stats() Stats {
 		s.SentPerAddress = make([]uint64, len(c.stats.buckets))
 		for i := range c.stats.buckets {
 			s.SentPerAddress[i] = c.stats.buckets[i].Load()
+		}
+	}
+	if c.stats.ports != nil {
+		s.SentPerPort = make([]uint64, len(c.stats.ports))
+		for i := range c.stats.ports {
+			s.SentPerPort[i] = c.stats.ports[i].Load()
 		}
 	}
 	rc := c.recv.caps()

@@ -21,7 +21,7 @@ func listenRaw(t *testing.T, topo *rawTopology) *FlowSpreadConn {
 	t.Helper()
 	var c *FlowSpreadConn
 	cfg := Config{
-		Prefix: topo.prefix, Port: testPort, Receive: Raw{Interface: "vb"},
+		Range: Range{Prefix: topo.prefix}, Port: testPort, Receive: Raw{Interface: "vb"},
 		Peers: []Peer{{Addr: netip.MustParseAddrPort("[2001:db8:9::1]:51820")}},
 	}
 	if err := topo.b.Do(func() (err error) { c, err = Listen(cfg); return err }); err != nil {

@@ -17,9 +17,9 @@ import (
 func Example() {
 	peer := netip.MustParseAddrPort("[2001:db8:b::1]:51820")
 	c, err := conn.Listen(conn.Config{
-		Prefix:    netip.MustParsePrefix("2001:db8:a::/64"),
+		Range:     conn.Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64")},
 		Port:      51820,
-		Peers:     []conn.Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:b::/64")}},
+		Peers:     []conn.Peer{{Addr: peer, Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}}},
 		Key:       hash.Key{ /* a secret shared with the peer */ 1},
 		Symmetric: true, // replies use their request's address pair
 		Probe:     true, // the VPN drops replayed datagrams, so probe copies are harmless

@@ -75,8 +75,8 @@ func (h *faultHosts) neighbor(t *testing.T) {
 func (h *faultHosts) listen(t *testing.T, recv conn.Receive, disableGRO bool) *conn.FlowSpreadConn {
 	t.Helper()
 	return listenIn(t, h.r, conn.Config{
-		Prefix: prefixB, Port: portB, Receive: recv, DisableGRO: disableGRO,
-		Peers: []conn.Peer{{Addr: faultSender, Prefix: prefixA, Open: true}},
+		Range: conn.Range{Prefix: prefixB}, Port: portB, Receive: recv, DisableGRO: disableGRO,
+		Peers: []conn.Peer{{Addr: faultSender, Range: conn.Range{Prefix: prefixA}, Open: true}},
 	})
 }
 

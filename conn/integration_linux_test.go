@@ -73,10 +73,10 @@ var backends = []backend{
 // ends opens A's and B's conns, each the other's peer.
 func (h *routedHosts) ends(t *testing.T, be backend, cfgA, cfgB conn.Config) (a, b *conn.FlowSpreadConn) {
 	t.Helper()
-	cfgA.Prefix, cfgA.Port, cfgA.Receive = prefixA, portA, be.recv("a0")
-	cfgA.Peers = []conn.Peer{{Addr: linkB, Prefix: prefixB, Open: true}}
-	cfgB.Prefix, cfgB.Port, cfgB.Receive = prefixB, portB, be.recv("b0")
-	cfgB.Peers = []conn.Peer{{Addr: linkA, Prefix: prefixA, Open: true}}
+	cfgA.Range.Prefix, cfgA.Port, cfgA.Receive = prefixA, portA, be.recv("a0")
+	cfgA.Peers = []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}, Open: true}}
+	cfgB.Range.Prefix, cfgB.Port, cfgB.Receive = prefixB, portB, be.recv("b0")
+	cfgB.Peers = []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}, Open: true}}
 	return listenIn(t, h.a, cfgA), listenIn(t, h.b, cfgB)
 }
 

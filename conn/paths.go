@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -34,45 +35,80 @@ const (
 //
 //	bits 63-32  arrival tick + 1 of the peer's last datagram on the pair (0: none)
 //	bit  31     a probe was sent
-//	bits 30-12  tick of the last probe, modulo 2^19 (19.5 hours)
-//	bits 11-0   tag: the pair's hash bits beyond the slot index
+//	bits 30-18  tick of the last probe, modulo 2^13 (18 minutes; an older
+//	            probe that aliases a recent one delays the next by a second)
+//	bits 17-0   tag: the pair's key bits beyond the slot index
 const (
 	slotArrivalShift = 32
 	slotProbed       = 1 << 31
-	slotProbeShift   = 12
-	slotProbeMask    = 1<<19 - 1
-	slotTagMask      = 1<<12 - 1
+	slotProbeShift   = 18
+	slotProbeMask    = 1<<13 - 1
+	slotTagMask      = 1<<18 - 1
 )
 
 // pathState is what the conn knows of the paths to one spreading peer:
-// per pair of buckets, when the peer's traffic last arrived on its spread
-// pair, and when we last sent a probe copy on it. The slots are allocated
-// when learning starts (the first Observe or probe for the peer), so a
-// peer that never needs them costs only this struct.
+// per pair of endpoints (address and port at each end), when the peer's
+// traffic last arrived on it, and when we last sent a probe copy on it.
+// The slots are allocated when learning starts (the first Observe or
+// probe for the peer), so a peer that never needs them costs only this
+// struct.
 type pathState struct {
 	slots atomic.Pointer[[]atomic.Uint64]
-	// A flow's slot is hash >> indexShift; with a pair space wider than
-	// the slots, (hash >> tagShift) & tagMask is its tag, so that a slot
-	// never vouches for another pair that shares it.
-	indexShift, tagShift uint8
-	tagMask              uint64
+	// ports holds, for a peer whose ports a NAT translates, the port
+	// each slot's flow last arrived from; allocated with the first one.
+	ports atomic.Pointer[[]atomic.Uint32]
+	// A flow's pair key is the top addrBits of its hash, then portBits
+	// from bit 31 down (see portIndex): addrShift is 64 - addrBits,
+	// portShift 32 - portBits. Its slot is key >> tagBits, and with a
+	// pair space wider than the slots, key & tagMask is its tag, so that
+	// a slot never vouches for another pair that shares it.
+	addrShift, portBits, portShift, tagBits uint8
+	tagMask                                 uint64
+	learnPorts                              bool
 }
 
-// newPathState returns the path state of a peer whose range has 2^peerBits
-// addresses, when ours has 2^localBits (0 without a Prefix). The flow's
-// pair is fixed by the top max(localBits, peerBits) bits of its hash.
-func newPathState(localBits, peerBits int) *pathState {
-	wide := max(localBits, peerBits)
+// newPathState returns the path state of a peer whose range is theirs,
+// when ours is ours. A flow's pair is fixed by the top max of the two
+// address bits of its hash, and by max of the two port bits from bit 31
+// down. learnPorts keeps the port each flow arrives from, for a peer
+// whose ports a NAT translates.
+func newPathState(ours, theirs rangeBitsPair, learnPorts bool) *pathState {
+	addrs, ports := max(ours.addrs, theirs.addrs), max(ours.ports, theirs.ports)
+	wide := addrs + ports
 	bits := min(wide, maxPathBits)
 	return &pathState{
-		indexShift: uint8(64 - bits),
-		tagShift:   uint8(64 - wide),
+		addrShift:  uint8(64 - addrs),
+		portBits:   uint8(ports),
+		portShift:  uint8(32 - ports),
+		tagBits:    uint8(wide - bits),
 		tagMask:    1<<(wide-bits) - 1,
+		learnPorts: learnPorts,
 	}
 }
 
+// key returns the pair key of hash h. A shift by 64 (or 32) gives 0.
+func (ps *pathState) key(h uint64) uint64 {
+	return h>>ps.addrShift<<ps.portBits | uint64(uint32(h)>>ps.portShift)
+}
+
+// portIndex returns the port of a range of 2^(32-shift) ports that hash h
+// picks: bits 31 down of h, apart from the top bits that pick addresses
+// (at most maxBits of them).
+func portIndex(h uint64, shift uint8) uint16 { return uint16(uint32(h) >> shift) }
+
 // pathSlotBytes is the memory of a peer's slots once learning starts.
-func (ps *pathState) pathSlotBytes() int { return 8 << (64 - ps.indexShift) }
+func (ps *pathState) pathSlotBytes() int {
+	n := 8 << ps.slotBits()
+	if ps.learnPorts {
+		n += 4 << ps.slotBits()
+	}
+	return n
+}
+
+// slotBits returns log2 of the number of slots.
+func (ps *pathState) slotBits() int {
+	return int(64-ps.addrShift) + int(ps.portBits) - int(ps.tagBits)
+}
 
 // slotOf returns the slot and tag of hash h, allocating the slots if
 // alloc and there are none yet; nil if there are none.
@@ -82,14 +118,41 @@ func (ps *pathState) slotOf(h uint64, alloc bool) (*atomic.Uint64, uint64) {
 		if !alloc {
 			return nil, 0
 		}
-		fresh := make([]atomic.Uint64, 1<<(64-ps.indexShift))
+		fresh := make([]atomic.Uint64, 1<<ps.slotBits())
 		if !ps.slots.CompareAndSwap(nil, &fresh) {
 			s = ps.slots.Load()
 		} else {
 			s = &fresh
 		}
 	}
-	return &(*s)[h>>ps.indexShift], (h >> ps.tagShift) & ps.tagMask
+	k := ps.key(h)
+	return &(*s)[k>>ps.tagBits], k & ps.tagMask
+}
+
+// learnedPort returns the port the flow of hash h last arrived from, for
+// a peer whose ports are learned, or 0.
+func (ps *pathState) learnedPort(h uint64) uint16 {
+	p := ps.ports.Load()
+	if p == nil {
+		return 0
+	}
+	return uint16((*p)[ps.key(h)>>ps.tagBits].Load())
+}
+
+// setPort records that the flow of hash h arrived from port.
+func (ps *pathState) setPort(h uint64, port uint16) {
+	p := ps.ports.Load()
+	if p == nil {
+		fresh := make([]atomic.Uint32, 1<<ps.slotBits())
+		if !ps.ports.CompareAndSwap(nil, &fresh) {
+			p = ps.ports.Load()
+		} else {
+			p = &fresh
+		}
+	}
+	if slot := &(*p)[ps.key(h)>>ps.tagBits]; slot.Load() != uint32(port) {
+		slot.Store(uint32(port))
+	}
 }
 
 // fresh reports whether slot value v vouches for the pair with tag:
@@ -145,24 +208,62 @@ func (c *FlowSpreadConn) Observe(info *RecvInfo, f Flow) {
 		}
 	}
 	e := &t.peers[i]
-	if e.paths == nil || info.OuterSrc.Port() != e.port { // not spread, or Open
+	if e.paths == nil { // not spread, or Open
 		return
 	}
-	hi, lo := halves(info.OuterSrc.Addr().As16())
-	if e.contiguous() {
-		if hi != e.firstHi || lo != e.firstLo+f.Hash>>(64-e.rangeBits) {
-			return
-		}
-	} else if wHi, wLo := e.mapper.AddrWords(e.mapper.Bucket(f.Hash)); hi != wHi || lo != wLo {
+	if !e.onSpreadPair(info.OuterSrc, f.Hash) || !c.onOurEnd(info.OuterDst, f.Hash) {
 		return
 	}
-	if c.local != nil {
-		wHi, wLo := c.local.AddrWords(c.local.Bucket(f.Hash))
-		if dHi, dLo := halves(info.OuterDst.Addr().As16()); dHi != wHi || dLo != wLo {
-			return
-		}
+	if e.translated {
+		e.paths.setPort(f.Hash, info.OuterSrc.Port())
 	}
 	c.learn(e.paths, f.Hash, c.recvClock.Load())
+}
+
+// onSpreadPair reports whether src is the peer's end of the spread pair
+// of flow hash h: the address of its range for h (its canonical address
+// without a prefix), and the port of its range for h (any but the
+// canonical one when a NAT translates them; the canonical one without
+// ports).
+func (e *peerEntry) onSpreadPair(src netip.AddrPort, h uint64) bool {
+	port := src.Port()
+	switch {
+	case e.translated:
+		if port == e.port {
+			return false
+		}
+	case e.portBits != 0:
+		if port != e.portFirst+portIndex(h, 32-e.portBits) {
+			return false
+		}
+	case port != e.port:
+		return false
+	}
+	hi, lo := halves(src.Addr().As16())
+	switch {
+	case e.mapper == nil:
+		return src.Addr().As16() == e.ip.Unmap().As16()
+	case e.contiguous():
+		return hi == e.firstHi && lo == e.firstLo+h>>(64-e.rangeBits)
+	}
+	wHi, wLo := e.mapper.AddrWords(e.mapper.Bucket(h))
+	return hi == wHi && lo == wLo
+}
+
+// onOurEnd reports whether dst is our end of the spread pair of flow
+// hash h: the address of our range for h, and the port of our range for h
+// (any address without a prefix, and the canonical port without ports).
+func (c *FlowSpreadConn) onOurEnd(dst netip.AddrPort, h uint64) bool {
+	if c.ports.Len() > 0 && dst.Port() != c.ports.First+portIndex(h, c.portShift) {
+		return false
+	}
+	if c.local != nil {
+		wHi, wLo := c.local.AddrWords(c.local.Bucket(h))
+		if dHi, dLo := halves(dst.Addr().As16()); dHi != wHi || dLo != wLo {
+			return false
+		}
+	}
+	return true
 }
 
 // learn marks the slot of hash h open at tick now.
@@ -203,7 +304,10 @@ func (c *FlowSpreadConn) pathFor(r *peerRoute, h uint64, memo *peerMemo) uint8 {
 		memo.now = c.pathClock()
 	}
 	now := memo.now
-	slot, tag := r.paths.slotOf(h, c.probe)
+	// A translated peer's ports are not known before its traffic
+	// arrives: nothing to probe.
+	probe := c.probe && !r.translated
+	slot, tag := r.paths.slotOf(h, probe)
 	if slot == nil {
 		return pathWaiting // no slots: nothing learned, and no probes
 	}
@@ -212,7 +316,7 @@ func (c *FlowSpreadConn) pathFor(r *peerRoute, h uint64, memo *peerMemo) uint8 {
 		if fresh(v, tag, now, c.pathTimeout) {
 			return pathSpread
 		}
-		if !c.probe {
+		if !probe {
 			return pathWaiting
 		}
 		if v&slotProbed != 0 && v&slotTagMask == tag &&

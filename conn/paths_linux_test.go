@@ -160,8 +160,8 @@ func TestFirewallLearnedPaths(t *testing.T) {
 	testutil.SkipUnlessRoot(t)
 	h := newRoutedHosts(t, true)
 	dropped := withHomeFirewall(t, h, 30*time.Second)
-	cfgA := conn.Config{Prefix: prefixA, Port: portA, Probe: true, Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB}}}
-	cfgB := conn.Config{Prefix: prefixB, Port: portB, Probe: true, Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA}}}
+	cfgA := conn.Config{Range: conn.Range{Prefix: prefixA}, Port: portA, Probe: true, Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}}}}
+	cfgB := conn.Config{Range: conn.Range{Prefix: prefixB}, Port: portB, Probe: true, Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}}}}
 	a, b := listenIn(t, h.a, cfgA), listenIn(t, h.b, cfgB)
 	endA := newVPNEnd(t, a, prefixA, prefixB, true)
 	endB := newVPNEnd(t, b, prefixB, prefixA, true)
@@ -214,8 +214,8 @@ func TestFirewallOpenPeerBlackHoles(t *testing.T) {
 	testutil.SkipUnlessRoot(t)
 	h := newRoutedHosts(t, true)
 	dropped := withHomeFirewall(t, h, 30*time.Second)
-	a := listenIn(t, h.a, conn.Config{Prefix: prefixA, Port: portA, Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB, Open: true}}})
-	b := listenIn(t, h.b, conn.Config{Prefix: prefixB, Port: portB, Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA, Open: true}}})
+	a := listenIn(t, h.a, conn.Config{Range: conn.Range{Prefix: prefixA}, Port: portA, Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}, Open: true}}})
+	b := listenIn(t, h.b, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: portB, Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}, Open: true}}})
 	endA := newVPNEnd(t, a, prefixA, prefixB, true)
 	newVPNEnd(t, b, prefixB, prefixA, true)
 	end := sendRounds(t, b, linkA, 0, 5)
@@ -245,8 +245,8 @@ func TestFirewallIdleFlowResumes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newRoutedHosts(t, true)
 			withHomeFirewall(t, h, 2*time.Second)
-			cfgA := conn.Config{Prefix: prefixA, Port: portA, Probe: true, PathTimeout: tc.pathTimeout, Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB}}}
-			cfgB := conn.Config{Prefix: prefixB, Port: portB, Probe: true, PathTimeout: tc.pathTimeout, Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA}}}
+			cfgA := conn.Config{Range: conn.Range{Prefix: prefixA}, Port: portA, Probe: true, PathTimeout: tc.pathTimeout, Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}}}}
+			cfgB := conn.Config{Range: conn.Range{Prefix: prefixB}, Port: portB, Probe: true, PathTimeout: tc.pathTimeout, Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}}}}
 			a, b := listenIn(t, h.a, cfgA), listenIn(t, h.b, cfgB)
 			endA := newVPNEnd(t, a, prefixA, prefixB, true)
 			newVPNEnd(t, b, prefixB, prefixA, true)

@@ -19,16 +19,16 @@ func pathsConn(tb testing.TB, probe bool, ourBits, peerBits int) (*FlowSpreadCon
 	tb.Helper()
 	peer := netip.MustParseAddrPort("[2001:db8:a::1]:51820")
 	cfg, err := Config{
-		Prefix: netip.MustParsePrefix("2001:db8:b::/64"),
-		Bits:   ourBits,
-		Peers:  []Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::/64"), Bits: peerBits}},
-		Probe:  probe,
+		Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Bits: ourBits},
+
+		Peers: []Peer{{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64"), Bits: peerBits}}},
+		Probe: probe,
 	}.validate()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	c := &FlowSpreadConn{
-		prefix:      cfg.Prefix,
+		prefix:      cfg.Range.Prefix,
 		epoch:       time.Now(),
 		pathTimeout: uint32(cfg.PathTimeout >> tickShift),
 		probe:       cfg.Probe,
@@ -36,7 +36,7 @@ func pathsConn(tb testing.TB, probe bool, ourBits, peerBits int) (*FlowSpreadCon
 	if err = c.initPeers(&cfg); err != nil {
 		tb.Fatal(err)
 	}
-	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
+	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Range.Prefix, Bits: cfg.Range.Bits}); err != nil {
 		tb.Fatal(err)
 	}
 	c.tickRecvClock()
@@ -244,18 +244,18 @@ func pathSlots(c *FlowSpreadConn) []uint64 {
 func TestOpenPeerSpreadsAtOnce(t *testing.T) {
 	peer := netip.MustParseAddrPort("[2001:db8:a::1]:51820")
 	cfg, err := Config{
-		Prefix: netip.MustParsePrefix("2001:db8:b::/64"),
-		Peers:  []Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::/64"), Open: true}},
-		Probe:  true,
+		Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")},
+		Peers: []Peer{{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64")}, Open: true}},
+		Probe: true,
 	}.validate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &FlowSpreadConn{prefix: cfg.Prefix, probe: true, epoch: time.Now()}
+	c := &FlowSpreadConn{prefix: cfg.Range.Prefix, probe: true, epoch: time.Now()}
 	if err = c.initPeers(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix}); err != nil {
+	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Range.Prefix}); err != nil {
 		t.Fatal(err)
 	}
 	if c.peers.Load().learning {
@@ -316,7 +316,7 @@ func BenchmarkPathStateMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		states := make([]*pathState, peers)
 		for i := range states {
-			states[i] = newPathState(10, 10)
+			states[i] = newPathState(rangeBitsPair{addrs: 10}, rangeBitsPair{addrs: 10}, false)
 			states[i].slotOf(uint64(i), true)
 		}
 		runtime.GC()

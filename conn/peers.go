@@ -16,22 +16,27 @@ import (
 // entry and its Mapper.
 type peerEntry struct {
 	ip     netip.Addr       // the canonical address, as configured (see addr)
-	mapper *flowaddr.Mapper // nil: the peer is not spread
+	mapper *flowaddr.Mapper // nil: the peer's range has no addresses
 	// paths is the spreading peer's path state, nil when it is not
 	// spread or is Open (it learns nothing). A new peer table keeps the
-	// pointer of a peer whose Addr, Prefix and Bits stay, so what was
-	// learned survives other peers' changes.
+	// pointer of a peer whose Addr and Range stay, so what was learned
+	// survives other peers' changes.
 	paths *pathState
 	// firstHi, firstLo: the first address of a contiguous range, as two
 	// big-endian halves; bucket b is first + b (flowaddr.LayoutContiguous),
 	// so the range check needs no Mapper.
 	firstHi, firstLo uint64
-	scope            uint32 // interface index of a link-local address's zone
 	port             uint16
+	// portFirst, portBits: the peer's port range, 2^portBits ports from
+	// portFirst; portBits 0: none. translated: a NAT rewrites them
+	// (PortRange.Translated), so any port is the peer's.
+	portFirst uint16
 	// rangeBits: a contiguous range has 2^rangeBits addresses; 0 for a
 	// scattered range or none (a range has at least 2 addresses), so the
 	// entry needs no separate flag.
-	rangeBits uint8
+	rangeBits  uint8
+	portBits   uint8
+	translated bool
 	// hostsOthers: peerTable.candidate names this peer for another peer's
 	// canonical address (one in this peer's prefix, or in its block when
 	// the prefix is the block's only one), so a source there may be that
@@ -44,6 +49,22 @@ func (e *peerEntry) addr() netip.AddrPort { return netip.AddrPortFrom(e.ip, e.po
 
 // contiguous reports whether the peer is spread over a contiguous range.
 func (e *peerEntry) contiguous() bool { return e.rangeBits != 0 }
+
+// spread reports whether the peer has a range of addresses or ports.
+func (e *peerEntry) spread() bool { return e.mapper != nil || e.portBits != 0 }
+
+// fromPort reports whether a datagram from port comes from a port of the
+// peer's range: its port range, or its canonical port when it spreads
+// over addresses alone.
+func (e *peerEntry) fromPort(port uint16) bool {
+	switch {
+	case e.translated:
+		return true
+	case e.portBits == 0:
+		return port == e.port
+	}
+	return port-e.portFirst < 1<<e.portBits && port >= e.portFirst
+}
 
 // peerRoute is what a send to a configured peer needs, kept in the
 // canonical-address map itself: with thousands of peers the one probe
@@ -60,14 +81,19 @@ type peerRoute struct {
 	paths *pathState
 	index int32  // in peerTable.peers, or -1: no such peer
 	scope uint32 // interface index of a link-local address's zone
-	shift uint8  // 64 - the range's bits: a hash's bucket is hash >> shift
-	dst   uint8
-	open  bool
+	// portFirst, portBits: the peer's port range (portBits 0: none);
+	// translated: its ports are learned, not computed.
+	portFirst  uint16
+	shift      uint8 // 64 - the range's bits: a hash's bucket is hash >> shift
+	dst        uint8
+	portBits   uint8
+	open       bool
+	translated bool
 }
 
 // Kinds of peerRoute.dst: how a spread send finds the peer's address.
 const (
-	routeCanonical  = iota // the peer is not spread
+	routeCanonical  = iota // the peer's range has no addresses
 	routeContiguous        // first + bucket
 	routeMapper            // the peer entry's Mapper (the scattered layout)
 )
@@ -122,6 +148,10 @@ type peerTable struct {
 	blocks map[uint64]int32
 	shared [][2]uint64
 	groups []prefixGroup
+	// hosts finds peers that spread over ports alone by their canonical
+	// address (As16 of the unmapped address): their sources are not in
+	// any prefix.
+	hosts map[[16]byte]int32
 	// learning: some spread peer is not Open, so reads keep the path
 	// clock for Observe.
 	learning bool
@@ -142,19 +172,26 @@ func (c *FlowSpreadConn) initPeers(cfg *Config) error {
 	return nil
 }
 
-// localBits returns the bits of our own range, 0 without a Prefix.
-func localBits(cfg *Config) int {
-	if cfg.Prefix.IsValid() {
-		return cfg.Bits
+// localBits returns the address and port bits of our own range: how
+// many of each a flow's hash chooses from.
+func localBits(cfg *Config) rangeBitsPair {
+	var b rangeBitsPair
+	if cfg.Range.Prefix.IsValid() {
+		b.addrs = cfg.Range.Bits
 	}
-	return 0
+	b.ports = cfg.Range.Ports.Bits
+	return b
 }
 
+// rangeBitsPair is the size of a range: 2^addrs addresses (0: none)
+// and 2^ports ports (0: none).
+type rangeBitsPair struct{ addrs, ports int }
+
 // buildPeerTable builds the table of validated peers, whose prefixes are
-// laid out as layout and permKey say, for a conn whose own range has
-// 2^ourBits addresses (0: none). A peer that old has with the same Addr,
-// Prefix and Bits keeps its Mapper and path state.
-func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourBits int, old *peerTable) (*peerTable, error) {
+// laid out as layout and permKey say, for a conn whose own range is ours.
+// A peer that old has with the same Addr and Range keeps its Mapper and
+// path state.
+func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ours rangeBitsPair, old *peerTable) (*peerTable, error) {
 	t := &peerTable{
 		list:   peers,
 		peers:  make([]peerEntry, len(peers)),
@@ -163,36 +200,51 @@ func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourB
 	}
 	blockBits := 64
 	for i, p := range peers {
-		e := peerEntry{ip: p.Addr.Addr(), port: p.Addr.Port(), scope: zoneIndex(p.Addr.Addr().Zone())}
-		if p.Prefix.IsValid() {
-			if prev := old.same(p); prev != nil {
-				e.mapper, e.paths = prev.mapper, prev.paths
-			} else {
+		e := peerEntry{ip: p.Addr.Addr(), port: p.Addr.Port()}
+		pr := p.Range.Ports
+		if pr.Len() > 0 {
+			e.portFirst, e.portBits, e.translated = pr.First, uint8(pr.Bits), pr.Translated
+		}
+		prev := old.same(p)
+		if prev != nil {
+			e.mapper, e.paths = prev.mapper, prev.paths
+		}
+		if pfx := p.Range.Prefix; pfx.IsValid() {
+			if prev == nil {
 				m, err := flowaddr.NewMapper(flowaddr.MapperConfig{
-					Prefix: p.Prefix, Bits: p.Bits, Layout: layout, PermKey: permKey,
+					Prefix: pfx, Bits: p.Range.Bits, Layout: layout, PermKey: permKey,
 				})
 				if err != nil {
-					return nil, fmt.Errorf("peer %v: Prefix %v: %w", p.Addr, p.Prefix, err)
+					return nil, fmt.Errorf("peer %v: Range.Prefix %v: %w", p.Addr, pfx, err)
 				}
 				e.mapper = m
-			}
-			switch {
-			case p.Open:
-				e.paths = nil
-			case e.paths == nil:
-				e.paths = newPathState(ourBits, e.mapper.Bits())
 			}
 			if e.mapper.Layout() == flowaddr.LayoutContiguous {
 				e.rangeBits = uint8(e.mapper.Bits())
 				e.firstHi, e.firstLo = e.mapper.AddrWords(0)
 			}
-			g := t.group(p.Prefix.Bits())
-			g.byPrefix[p.Prefix.Addr().As16()] = int32(i)
-			blockBits = min(blockBits, p.Prefix.Bits())
+			g := t.group(pfx.Bits())
+			g.byPrefix[pfx.Addr().As16()] = int32(i)
+			blockBits = min(blockBits, pfx.Bits())
+		} else if e.portBits != 0 {
+			if t.hosts == nil {
+				t.hosts = make(map[[16]byte]int32)
+			}
+			t.hosts[p.Addr.Addr().Unmap().As16()] = int32(i)
+		}
+		switch {
+		case !e.spread() || p.Open:
+			e.paths = nil
+		case e.paths == nil:
+			theirs := rangeBitsPair{ports: pr.Bits}
+			if e.mapper != nil {
+				theirs.addrs = e.mapper.Bits()
+			}
+			e.paths = newPathState(ours, theirs, pr.Translated)
 		}
 		t.peers[i] = e
 		r := e.route(int32(i))
-		if e.mapper != nil {
+		if e.spread() {
 			r.open = p.Open
 			t.learning = t.learning || !p.Open
 		}
@@ -200,10 +252,10 @@ func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourB
 	}
 	t.blockMask = ^uint64(0) << (64 - blockBits) // blockBits 0: a shift by 64 gives 0
 	for i, p := range peers {
-		if !p.Prefix.IsValid() {
+		if !p.Range.Prefix.IsValid() {
 			continue
 		}
-		pfxHi, _ := halves(p.Prefix.Addr().As16())
+		pfxHi, _ := halves(p.Range.Prefix.Addr().As16())
 		bk := pfxHi & t.blockMask
 		b, ok := t.blocks[bk]
 		switch {
@@ -212,12 +264,12 @@ func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourB
 			continue
 		case b >= 0: // a second prefix in the block
 			t.shared = append(t.shared, [2]uint64{})
-			l := peers[b].Prefix.Bits()
+			l := peers[b].Range.Prefix.Bits()
 			t.shared[len(t.shared)-1][l/64] |= 1 << (l % 64)
 			b = -int32(len(t.shared))
 			t.blocks[bk] = b
 		}
-		l := p.Prefix.Bits()
+		l := p.Range.Prefix.Bits()
 		t.shared[-1-b][l/64] |= 1 << (l % 64)
 	}
 	for i := range t.peers {
@@ -229,8 +281,8 @@ func buildPeerTable(peers []Peer, layout flowaddr.Layout, permKey [16]byte, ourB
 	return t, nil
 }
 
-// same returns the entry of the peer that has p's Addr, Prefix and Bits
-// in t, or nil: one whose Mapper and path state still hold for p. t may
+// same returns the entry of the peer that has p's Addr and Range in t,
+// or nil: one whose Mapper and path state still hold for p. t may
 // be nil.
 func (t *peerTable) same(p Peer) *peerEntry {
 	if t == nil {
@@ -240,7 +292,7 @@ func (t *peerTable) same(p Peer) *peerEntry {
 	if !ok {
 		return nil
 	}
-	if q := t.list[r.index]; q.Addr != p.Addr || q.Prefix != p.Prefix || q.Bits != p.Bits {
+	if q := t.list[r.index]; q.Addr != p.Addr || q.Range != p.Range {
 		return nil
 	}
 	return &t.peers[r.index]
@@ -268,7 +320,8 @@ func (t *peerTable) groupOf(bits int) *prefixGroup {
 
 // route returns what a send to peer i, whose entry e is, needs.
 func (e *peerEntry) route(i int32) peerRoute {
-	r := peerRoute{index: i, scope: e.scope, paths: e.paths}
+	r := peerRoute{index: i, scope: zoneIndex(e.ip.Zone()), paths: e.paths,
+		portFirst: e.portFirst, portBits: e.portBits, translated: e.translated}
 	switch {
 	case e.mapper == nil:
 		r.dst = routeCanonical
@@ -290,8 +343,8 @@ func (t *peerTable) byCanonical(ap netip.AddrPort) peerRoute {
 }
 
 // bySource returns the index of the peer that an outer source address
-// belongs to, or -1: the peer's canonical address, or (spread) an address
-// of the peer's spread range with the peer's port.
+// belongs to, or -1: the peer's canonical address and port, or (spread)
+// an address and port of the peer's range.
 func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	hi, lo := halves(src.Addr().As16())
 	port := src.Port()
@@ -310,6 +363,11 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 	if r, ok := t.byAddr[keyOf(src)]; ok {
 		return r.index, false
 	}
+	if t.hosts != nil {
+		if j, ok := t.hosts[src.Addr().As16()]; ok && t.peers[j].fromPort(port) {
+			return j, true
+		}
+	}
 	if i < 0 {
 		return -1, false
 	}
@@ -317,10 +375,10 @@ func (t *peerTable) bySource(src netip.AddrPort) (peer int32, spread bool) {
 }
 
 // spreadFrom returns (i, true) if a datagram from the address hi, lo and
-// port comes from peer i's spread range with i's port, else -1.
+// port comes from peer i's range, else -1.
 func (t *peerTable) spreadFrom(i int32, hi, lo uint64, port uint16) (int32, bool) {
 	p := &t.peers[i]
-	if p.port != port {
+	if !p.fromPort(port) {
 		return -1, false
 	}
 	if p.contiguous() {

@@ -63,20 +63,12 @@ func (c *FlowSpreadConn) swapPeers(old *peerTable, list []Peer) error {
 	if err != nil {
 		return fmt.Errorf("conn: %w", err)
 	}
-	t, err := buildPeerTable(valid, c.layout, c.permKey, c.ourBits(), old)
+	t, err := buildPeerTable(valid, c.layout, c.permKey, c.ourBits, old)
 	if err != nil {
 		return fmt.Errorf("conn: %w", err)
 	}
 	c.peers.Store(t)
 	return nil
-}
-
-// ourBits returns the bits of our own range, 0 without a Prefix.
-func (c *FlowSpreadConn) ourBits() int {
-	if c.local == nil {
-		return 0
-	}
-	return c.local.Bits()
 }
 
 // addressedPeer names peers by their canonical address in an error

@@ -21,8 +21,8 @@ import (
 func TestPeersChangeUnderLoad(t *testing.T) {
 	h := newRoutedHosts(t, true)
 	h.a.Run(t, "ping", "-6", "-c", "1", "-W", "5", linkB.Addr().String())
-	a := listenIn(t, h.a, conn.Config{Prefix: prefixA, Port: portA, Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB, Open: true}}})
-	b := listenIn(t, h.b, conn.Config{Prefix: prefixB, Port: portB, Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA, Open: true}}})
+	a := listenIn(t, h.a, conn.Config{Range: conn.Range{Prefix: prefixA}, Port: portA, Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}, Open: true}}})
+	b := listenIn(t, h.b, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: portB, Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}, Open: true}}})
 
 	const total, window = 20000, 256
 	var received atomic.Int64
@@ -65,7 +65,7 @@ func TestPeersChangeUnderLoad(t *testing.T) {
 			default:
 			}
 			site := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xc0, byte(i % 64), 15: 1})
-			p := conn.Peer{Addr: netip.AddrPortFrom(site, 51820), Prefix: netip.PrefixFrom(site, 64).Masked()}
+			p := conn.Peer{Addr: netip.AddrPortFrom(site, 51820), Range: conn.Range{Prefix: netip.PrefixFrom(site, 64).Masked()}}
 			if err := b.SetPeer(p); err != nil {
 				t.Errorf("SetPeer(%v): %v", p.Addr, err)
 				return

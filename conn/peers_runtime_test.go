@@ -18,10 +18,10 @@ func TestSetPeerValidates(t *testing.T) {
 		want string
 	}{
 		{"no port", Peer{Addr: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:c::1"), 0)}, "not an address with a port"},
-		{"overlaps the peer", Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:a::/96")}, "overlaps peer [2001:db8:a::1]:51820"},
-		{"overlaps ours", Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, "overlaps our Prefix"},
-		{"bits set past its length", Peer{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::1/64")}, "did you mean 2001:db8:a::/64"},
-		{"IPv4 prefix", Peer{Addr: netip.MustParseAddrPort("192.0.2.1:1"), Prefix: netip.MustParsePrefix("192.0.2.0/24")}, "is not IPv6"},
+		{"overlaps the peer", Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::/96")}}, "overlaps peer [2001:db8:a::1]:51820"},
+		{"overlaps ours", Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}}, "overlaps our Range.Prefix"},
+		{"bits set past its length", Peer{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::1/64")}}, "did you mean 2001:db8:a::/64"},
+		{"IPv4 prefix", Peer{Addr: netip.MustParseAddrPort("192.0.2.1:1"), Range: Range{Prefix: netip.MustParsePrefix("192.0.2.0/24")}}, "is not IPv6"},
 	} {
 		err := c.SetPeer(tc.p)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "conn: ") {
@@ -45,12 +45,12 @@ func TestSetPeerRemovePeer(t *testing.T) {
 		t.Fatalf("learned flow: path %d, want spread", path)
 	}
 
-	other := Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:51820"), Prefix: netip.MustParsePrefix("2001:db8:c::/64")}
+	other := Peer{Addr: netip.MustParseAddrPort("[2001:db8:c::1]:51820"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:c::/64")}}
 	if err := c.SetPeer(other); err != nil {
 		t.Fatal(err)
 	}
 	peers := c.Peers()
-	if len(peers) != 2 || peers[1].Addr != other.Addr || peers[1].Bits != DefaultBits {
+	if len(peers) != 2 || peers[1].Addr != other.Addr || peers[1].Range.Bits != DefaultBits {
 		t.Fatalf("after adding: peers %+v, want the old one and %v with Bits %d", peers, other.Addr, DefaultBits)
 	}
 	added := c.peers.Load().peers[1].mapper
@@ -63,14 +63,14 @@ func TestSetPeerRemovePeer(t *testing.T) {
 	}
 	// Open the first peer: same range, the learned state stays, and
 	// every flow now goes spread.
-	if err := c.SetPeer(Peer{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::/64"), Open: true}); err != nil {
+	if err := c.SetPeer(Peer{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64")}, Open: true}); err != nil {
 		t.Fatal(err)
 	}
 	if path, _ := sendPath(t, c, peer, h^1<<62); path != pathSpread {
 		t.Fatalf("after opening the peer: path %d, want spread", path)
 	}
 	// A new range: nothing learned holds for it.
-	if err := c.SetPeer(Peer{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:d::/64")}); err != nil {
+	if err := c.SetPeer(Peer{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:d::/64")}}); err != nil {
 		t.Fatal(err)
 	}
 	if path, o := sendPath(t, c, peer, h); path != pathWaiting || o.dst != peer.Addr().As16() {

@@ -85,7 +85,7 @@ func randomPeers(rng *rand.Rand) []Peer {
 			canon[2], canon[3] = 0x0d, 0xb9
 		}
 		prefixes = append(prefixes, p)
-		peers = append(peers, Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(canon), port), Prefix: p})
+		peers = append(peers, Peer{Addr: netip.AddrPortFrom(netip.AddrFrom16(canon), port), Range: Range{Prefix: p}})
 	}
 	return peers
 }
@@ -98,7 +98,7 @@ func TestBySourceMatchesDefinition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(10, 10))
 	for round := range 300 {
 		layout := flowaddr.Layout(round % 2) // contiguous and scattered ranges
-		cfg, err := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: randomPeers(rng), Layout: layout}.validate()
+		cfg, err := Config{Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Peers: randomPeers(rng), Layout: layout}.validate()
 		if err != nil {
 			continue // two canonical addresses collided
 		}
@@ -153,12 +153,12 @@ func peerList(t *peerTable) string {
 // lengths to probe.
 func TestPeerBlocks(t *testing.T) {
 	cfg, err := Config{
-		Prefix: netip.MustParsePrefix("2001:db8:b::/64"),
+		Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")},
 		Peers: []Peer{
-			{Addr: netip.MustParseAddrPort("[2001:db8:1::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:1::/48")},
-			{Addr: netip.MustParseAddrPort("[2001:db8:2::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:2::/56")},
-			{Addr: netip.MustParseAddrPort("[2001:db8:2:100::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:2:100::/64")},
-			{Addr: netip.MustParseAddrPort("[2001:db8:2:200::1]:1"), Prefix: netip.MustParsePrefix("2001:db8:2:200::/64")},
+			{Addr: netip.MustParseAddrPort("[2001:db8:1::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:1::/48")}},
+			{Addr: netip.MustParseAddrPort("[2001:db8:2::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:2::/56")}},
+			{Addr: netip.MustParseAddrPort("[2001:db8:2:100::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:2:100::/64")}},
+			{Addr: netip.MustParseAddrPort("[2001:db8:2:200::1]:1"), Range: Range{Prefix: netip.MustParsePrefix("2001:db8:2:200::/64")}},
 		},
 	}.validate()
 	if err != nil {

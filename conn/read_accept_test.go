@@ -14,17 +14,17 @@ func acceptConn(tb testing.TB) (c *FlowSpreadConn, peer netip.AddrPort) {
 	tb.Helper()
 	peer = netip.MustParseAddrPort("[2001:db8:a::1]:51820")
 	cfg, err := Config{
-		Prefix: netip.MustParsePrefix("2001:db8:b::/64"),
-		Peers:  []Peer{{Addr: peer, Prefix: netip.MustParsePrefix("2001:db8:a::/64")}},
+		Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")},
+		Peers: []Peer{{Addr: peer, Range: Range{Prefix: netip.MustParsePrefix("2001:db8:a::/64")}}},
 	}.validate()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c = &FlowSpreadConn{prefix: cfg.Prefix}
+	c = &FlowSpreadConn{prefix: cfg.Range.Prefix}
 	if err = c.initPeers(&cfg); err != nil {
 		tb.Fatal(err)
 	}
-	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits}); err != nil {
+	if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Range.Prefix, Bits: cfg.Range.Bits}); err != nil {
 		tb.Fatal(err)
 	}
 	return c, peer

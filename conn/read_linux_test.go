@@ -51,8 +51,8 @@ func freebindSocket(t testing.TB, ns *testutil.Netns, laddr netip.AddrPort) *net
 
 // endA opens A's conn in ns: prefix A, one peer B with prefix B.
 func endA(t testing.TB, ns *testutil.Netns, cfg conn.Config) *conn.FlowSpreadConn {
-	cfg.Prefix, cfg.Port = prefixA, portA
-	cfg.Peers = []conn.Peer{{Addr: canonB, Prefix: prefixB, Open: true}}
+	cfg.Range.Prefix, cfg.Port = prefixA, portA
+	cfg.Peers = []conn.Peer{{Addr: canonB, Range: conn.Range{Prefix: prefixB}, Open: true}}
 	return listenIn(t, ns, cfg)
 }
 
@@ -163,8 +163,8 @@ func TestReadMapsPeers(t *testing.T) {
 func TestRoundTripSymmetric(t *testing.T) {
 	ns := loopbackNetns(t, prefixA, prefixB)
 	a := endA(t, ns, conn.Config{Key: testKey, Symmetric: true})
-	b := listenIn(t, ns, conn.Config{Prefix: prefixB, Port: portB, Key: testKey, Symmetric: true,
-		Peers: []conn.Peer{{Addr: canonA, Prefix: prefixA, Open: true}}})
+	b := listenIn(t, ns, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: portB, Key: testKey, Symmetric: true,
+		Peers: []conn.Peer{{Addr: canonA, Range: conn.Range{Prefix: prefixA}, Open: true}}})
 	buf := make([]byte, 1500)
 	pairs := map[[2]netip.Addr]bool{}
 	for i := range 64 {

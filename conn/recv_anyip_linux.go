@@ -44,8 +44,13 @@ const (
 // buffer. With GRO it writes super-datagrams into the receiver's own
 // buffers, and readBatch copies each segment out into a caller's buffer.
 type anyIPReceiver struct {
-	uc        *net.UDPConn
-	rc        syscall.RawConn
+	uc *net.UDPConn // the first socket: the canonical port's
+	// rc is what reads wait on: uc, or with several sockets, their epoll
+	// set's file.
+	rc syscall.RawConn
+	// set holds the sockets of a port range, read together; nil with one.
+	set *socketSet
+	// localPort is the port of the socket the last recv read from.
 	localPort uint16
 	c         recvCaps
 	closed    atomic.Bool
@@ -82,33 +87,52 @@ type groRun struct {
 	ecn      flowaddr.ECN
 }
 
-// newAnyIPReceiver makes the receive backend for uc, a UDP socket bound to
-// [::]:port (FREEBIND and the local route are the caller's business). It
-// turns on IPV6_RECVPKTINFO and IPV6_RECVTCLASS (and IP_RECVTOS for IPv4
-// peers on a dual-stack socket), and UDP_GRO unless disableGRO or the kernel
+// newAnyIPReceiver makes the receive backend for socks, UDP sockets bound
+// to [::] on their ports (FREEBIND and the local route are the caller's
+// business): the canonical one, then those of the port range. It turns
+// on IPV6_RECVPKTINFO and IPV6_RECVTCLASS (and IP_RECVTOS for IPv4 peers
+// on a dual-stack socket), and UDP_GRO unless disableGRO or the kernel
 // lacks it (before Linux 5.0); it probes recvmmsg(2) and falls back to
 // recvmsg(2) one datagram at a time where it is missing.
 //
-// The receiver reads uc through its [syscall.RawConn], so uc's deadlines
-// apply, and closing the receiver closes uc.
-func newAnyIPReceiver(uc *net.UDPConn, disableGRO bool) (receiver, error) {
+// One socket is read through its [syscall.RawConn], so its deadlines
+// apply. Several are read together as one (see socketSet). Closing the
+// receiver closes the sockets.
+func newAnyIPReceiver(socks []*net.UDPConn, disableGRO bool) (receiver, error) {
+	uc := socks[0]
 	la, ok := uc.LocalAddr().(*net.UDPAddr)
 	if !ok {
 		return nil, fmt.Errorf("conn: AnyIP receiver: socket has no UDP local address (%v)", uc.LocalAddr())
 	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
-	}
-	r := &anyIPReceiver{uc: uc, rc: rc, localPort: uint16(la.Port)}
+	r := &anyIPReceiver{uc: uc, localPort: uint16(la.Port)}
 	var sc sockopt.RecvCaps
-	var optErr error
-	err = rc.Control(func(fd uintptr) { sc, optErr = sockopt.SetRecv(int(fd), !disableGRO) })
-	if err == nil {
-		err = optErr
+	for _, sock := range socks {
+		rc, err := sock.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+		}
+		var optErr error
+		err = rc.Control(func(fd uintptr) { sc, optErr = sockopt.SetRecv(int(fd), !disableGRO) })
+		if err == nil {
+			err = optErr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+		}
+		if r.rc == nil {
+			r.rc = rc
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+	if len(socks) > 1 {
+		set, err := newSocketSet(r, socks)
+		if err != nil {
+			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+		}
+		r.set = set
+		if r.rc, err = set.ep.SyscallConn(); err != nil {
+			set.ep.Close()
+			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
+		}
 	}
 	r.c.GRO = sc.GROErr == nil
 	r.c.Batch = sc.BatchErr == nil
@@ -137,6 +161,9 @@ func (r *anyIPReceiver) drops() recvDrops {
 }
 
 func (r *anyIPReceiver) setReadDeadline(t time.Time) error {
+	if r.set != nil {
+		return r.set.ep.SetReadDeadline(t)
+	}
 	return r.uc.SetReadDeadline(t)
 }
 
@@ -144,11 +171,15 @@ func (r *anyIPReceiver) close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	// The socket may be closed already by its owner; that is fine.
-	if err := r.uc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
+	var err error
+	if r.set != nil {
+		err = r.set.close()
 	}
-	return nil
+	// The socket may be closed already by its owner; that is fine.
+	if e := r.uc.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
+		err = errors.Join(err, e)
+	}
+	return err
 }
 
 // readBatch implements [receiver]. It does not allocate once the socket is
@@ -203,7 +234,17 @@ func (r *anyIPReceiver) recv(want int) (int, error) {
 }
 
 // doRead is the RawConn.Read callback: false asks the poller to wait.
+// With a socket set, fd is the set's epoll instance.
 func (r *anyIPReceiver) doRead(fd uintptr) bool {
+	if r.set != nil {
+		return r.set.read(fd)
+	}
+	return r.recvFrom(fd)
+}
+
+// recvFrom reads the socket fd into the first r.want slots, or returns
+// false when it is empty.
+func (r *anyIPReceiver) recvFrom(fd uintptr) bool {
 	for {
 		var n uintptr
 		var errno syscall.Errno

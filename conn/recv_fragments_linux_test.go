@@ -24,7 +24,7 @@ func TestFragmentedDatagramsArriveWhole(t *testing.T) {
 				topo.b.Run(t, "ip", "-6", "route", "add", "local", topo.prefix.String(), "dev", "lo")
 			}
 			var c *FlowSpreadConn
-			cfg := Config{Prefix: topo.prefix, Port: testPort, AcceptUnknown: true, Receive: be.recv}
+			cfg := Config{Range: Range{Prefix: topo.prefix}, Port: testPort, AcceptUnknown: true, Receive: be.recv}
 			if err := topo.b.Do(func() (err error) { c, err = Listen(cfg); return err }); err != nil {
 				t.Fatal(err)
 			}

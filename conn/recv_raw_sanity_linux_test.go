@@ -180,7 +180,7 @@ func TestRawDeliversWhatAnyIPDelivers(t *testing.T) {
 	for i, r := range rows {
 		frames[i] = r.frame
 	}
-	cfg := Config{Prefix: testPrefix, Port: testPort, AcceptUnknown: true}
+	cfg := Config{Range: Range{Prefix: testPrefix}, Port: testPort, AcceptUnknown: true}
 
 	anyTopo := newRawTopology(t)
 	anyTopo.b.Run(t, "ip", "-6", "route", "add", "local", testPrefix.String(), "dev", "lo")
@@ -297,7 +297,7 @@ func TestRawHonoursDropUnicastInL2Multicast(t *testing.T) {
 			topo.b.Run(t, "ip", "-6", "route", "add", "local", testPrefix.String(), "dev", "lo")
 		}
 		var c *FlowSpreadConn
-		cfg := Config{Prefix: testPrefix, Port: testPort, AcceptUnknown: true, Receive: recv}
+		cfg := Config{Range: Range{Prefix: testPrefix}, Port: testPort, AcceptUnknown: true, Receive: recv}
 		if err := topo.b.Do(func() (err error) { c, err = Listen(cfg); return err }); err != nil {
 			t.Fatal(err)
 		}

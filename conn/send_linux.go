@@ -66,12 +66,15 @@ type sendBatch struct {
 	first, count, seg, total [sendBatchSize]int
 	open                     [sendBatchSize]bool
 	bucket                   [sendBatchSize]int32
-	path                     [sendBatchSize]uint8 // outerHdr.path: a run never mixes them
-	last                     outerHdr             // of the last header
+	path                     [sendBatchSize]uint8  // outerHdr.path: a run never mixes them
+	sock                     [sendBatchSize]uint16 // outerHdr.sock: the socket to send from
+	last                     outerHdr              // of the last header
 
 	nhdr, nmsg int
 
-	// State of one sendmmsg loop, for the RawConn callback.
+	// State of one sendmmsg loop, for the RawConn callback: it sends
+	// headers up to end, all from one socket.
+	end   int
 	sent  int // headers sent
 	errno unix.Errno
 	write func(fd uintptr) bool
@@ -109,6 +112,7 @@ func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	b.open[h] = len(p) > 0
 	b.bucket[h] = bucket
 	b.path[h] = o.path
+	b.sock[h] = o.sock
 	b.last = *o
 
 	sa := &b.names[h]
@@ -166,9 +170,9 @@ func (b *sendBatch) ctrlBytes(h int) []byte {
 // sendmmsg is the RawConn write callback: it sends the headers not yet
 // sent, returning false to wait for room in the send buffer.
 func (b *sendBatch) sendmmsg(fd uintptr) bool {
-	for b.sent < b.nhdr {
+	for b.sent < b.end {
 		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-			uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.nhdr-b.sent), 0, 0, 0)
+			uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.end-b.sent), 0, 0, 0)
 		switch e {
 		case 0:
 			b.sent += int(n)
@@ -283,6 +287,7 @@ func (c *FlowSpreadConn) addPath(b *sendBatch, p []byte, o *outerHdr, bucket int
 			b.add(p, o, -1, gso)
 		}
 		c.waitOn(o, peer)
+		bucket = -1 // the datagram itself goes on the canonical pair
 	}
 	b.add(p, o, bucket, gso)
 }
@@ -298,7 +303,20 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 		return 0, nil
 	}
 	b.finish()
-	err := c.rc.Write(b.write)
+	var err error
+	for b.sent < b.nhdr && b.errno == 0 && err == nil {
+		// One sendmmsg loop per run of headers from one socket.
+		sock := b.sock[b.sent]
+		b.end = b.sent + 1
+		for b.end < b.nhdr && b.sock[b.end] == sock {
+			b.end++
+		}
+		if sock == 0 {
+			err = c.rc.Write(b.write)
+		} else {
+			err = c.portRC[sock-1].Write(b.write)
+		}
+	}
 	sent := b.nmsg
 	if b.sent < b.nhdr {
 		sent = b.first[b.sent]
@@ -344,9 +362,14 @@ func (c *FlowSpreadConn) count(b *sendBatch) int {
 		}
 		sent += n
 		bytes += uint64(b.total[h])
-		if k := b.bucket[h]; k >= 0 {
+		k, sock := b.bucket[h], b.sock[h]
+		if k >= 0 {
 			c.stats.buckets[k].Add(n)
-		} else if b.path[h] != pathWaiting {
+		}
+		if sock > 0 {
+			c.stats.ports[sock-1].Add(n)
+		}
+		if k < 0 && sock == 0 && b.path[h] != pathWaiting {
 			unspread += n
 		}
 		if n > 1 {

@@ -21,10 +21,10 @@ func spreadPair(t *testing.T, cfg conn.Config) (*conn.FlowSpreadConn, *sink, net
 	ns := loopbackNetns(t, prefixA, prefixB)
 	s := newSink(t, ns)
 	peer := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)
-	if !cfg.Prefix.IsValid() {
-		cfg.Prefix = prefixA
+	if !cfg.Range.Prefix.IsValid() {
+		cfg.Range.Prefix = prefixA
 	}
-	cfg.Peers = []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}
+	cfg.Peers = []conn.Peer{{Addr: peer, Range: conn.Range{Prefix: prefixB}, Open: true}}
 	c := listenIn(t, ns, cfg)
 	return c, s, peer
 }
@@ -148,11 +148,11 @@ func TestFlowLabel(t *testing.T) {
 			s := newSink(t, ns)
 			peer := conn.Peer{Addr: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)}
 			if tt.peerBits > 0 {
-				peer.Prefix, peer.Bits = prefixB, tt.peerBits
+				peer.Range.Prefix, peer.Range.Bits = prefixB, tt.peerBits
 			}
 			cfg := conn.Config{FlowLabel: true, Peers: []conn.Peer{peer}}
 			if tt.ourBits > 0 {
-				cfg.Prefix, cfg.Bits = prefixA, tt.ourBits
+				cfg.Range.Prefix, cfg.Range.Bits = prefixA, tt.ourBits
 			}
 			c := listenIn(t, ns, cfg)
 
@@ -250,7 +250,7 @@ func TestGSOFallback(t *testing.T) {
 			ns.Run(t, tt.setup...)
 			s := newSink(t, ns)
 			peer := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)
-			c := listenIn(t, ns, conn.Config{Prefix: prefixA, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}})
+			c := listenIn(t, ns, conn.Config{Range: conn.Range{Prefix: prefixA}, Peers: []conn.Peer{{Addr: peer, Range: conn.Range{Prefix: prefixB}, Open: true}}})
 			if !c.Stats().GSO {
 				t.Skip("the kernel has no UDP GSO")
 			}

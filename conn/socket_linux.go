@@ -21,7 +21,7 @@ type socketCaps struct {
 // (IPV6_FREEBIND or IPV6_TRANSPARENT), with large buffers. It probes UDP
 // GSO. The options are [sockopt.SetSend]'s, which host.Diagnose sets on
 // its probe socket too.
-func openSocket(cfg *Config) (*net.UDPConn, socketCaps, error) {
+func openSocket(cfg *Config, port uint16) (*net.UDPConn, socketCaps, error) {
 	var caps socketCaps
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var optErr error
@@ -34,7 +34,7 @@ func openSocket(cfg *Config) (*net.UDPConn, socketCaps, error) {
 		}
 		return optErr
 	}}
-	laddr := netip.AddrPortFrom(netip.IPv6Unspecified(), cfg.Port)
+	laddr := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
 	pc, err := lc.ListenPacket(context.Background(), "udp", laddr.String())
 	if err != nil {
 		var opt *sockopt.Error
@@ -44,4 +44,24 @@ func openSocket(cfg *Config) (*net.UDPConn, socketCaps, error) {
 		return nil, caps, fmt.Errorf("conn: listen on %v: %w", laddr, unwrapOp(err))
 	}
 	return pc.(*net.UDPConn), caps, nil
+}
+
+// openPortSockets opens a socket, as openSocket does, on each port of
+// cfg.Range.Ports: a datagram's source port is its socket's, so each
+// source port needs its own. None without a port range.
+func openPortSockets(cfg *Config) ([]*net.UDPConn, error) {
+	pr := cfg.Range.Ports
+	conns := make([]*net.UDPConn, 0, pr.Len())
+	for i := range pr.Len() {
+		uc, _, err := openSocket(cfg, pr.Port(i))
+		if err != nil {
+			closeAll(conns)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("conn: port %d of Range.Ports %d-%d is in use: choose a range no other socket holds: %w", pr.Port(i), pr.First, int(pr.First)+pr.Len()-1, err)
+			}
+			return nil, err
+		}
+		conns = append(conns, uc)
+	}
+	return conns, nil
 }

@@ -72,8 +72,11 @@ type outerHdr struct {
 	scope uint32
 	label uint32
 	port  uint16
-	ecn   flowaddr.ECN
-	kind  uint8
+	// sock is the socket to send from: 0 for the canonical port's,
+	// 1+i for port i of our range.
+	sock uint16
+	ecn  flowaddr.ECN
+	kind uint8
 	// path is pathSpread for a datagram on the pair its flow maps to (or
 	// unspread for no path reason), pathWaiting for one sent on the
 	// canonical pair because its spread pair is not known open, and
@@ -120,13 +123,14 @@ func (m *peerMemo) byCanonical(t *peerTable, ap netip.AddrPort) *peerRoute {
 }
 
 // outerFor fills o for a datagram of flow f to peer and returns the
-// bucket of its source address, or -1 when it goes out unspread, and how
-// it goes out (paths.go): on its spread pair (pathSpread), or, while that
-// pair is not known open, on the canonical pair (pathWaiting), after a
-// probe copy on the spread pair (pathProbe). For those two, o is the
-// probe's header: the caller sends the probe, if any, then the datagram
-// with o turned to the canonical pair by waitOn. memo carries the peer
-// lookup and the clock from one message of a batch to the next.
+// bucket of its source address, or -1 when it goes out from no address of
+// our range, and how it goes out (paths.go): on its spread pair
+// (pathSpread), or, while that pair is not known open, on the canonical
+// pair (pathWaiting), after a probe copy on the spread pair (pathProbe).
+// For those two, o is the probe's header: the caller sends the probe, if
+// any, then the datagram with o turned to the canonical pair by waitOn.
+// memo carries the peer lookup and the clock from one message of a batch
+// to the next.
 //
 // With a contiguous range (the default) it reads only the peer's route,
 // found with one map probe, and our own Mapper, which stays in the cache;
@@ -137,9 +141,9 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	}
 	addr := peer.Addr()
 	*o = outerHdr{dst: addr.As16(), port: peer.Port(), ecn: f.ECN & 3}
-	if addr.Is4() || addr.Is4In6() {
+	v4 := addr.Is4() || addr.Is4In6()
+	if v4 {
 		o.kind = outerIPv4
-		return -1, pathSpread, nil
 	}
 	r := &noRoute
 	if f.Valid || addr.Zone() != "" {
@@ -156,8 +160,13 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		return -1, pathSpread, nil
 	}
 	path := pathSpread
-	if r.dst != routeCanonical {
+	if r.paths != nil || r.open {
 		path = c.pathFor(r, f.Hash, memo)
+		if path == pathSpread && r.translated {
+			if o.port = r.paths.learnedPort(f.Hash); o.port == 0 {
+				path = pathWaiting
+			}
+		}
 		if path == pathWaiting {
 			c.waitOn(o, peer)
 			return -1, pathWaiting, nil
@@ -173,14 +182,20 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 		hi, lo := m.AddrWords(m.Bucket(f.Hash))
 		putWords(&o.dst, hi, lo)
 	}
+	if r.portBits != 0 && !r.translated {
+		o.port = r.portFirst + portIndex(f.Hash, 32-r.portBits)
+	}
 	b := int32(-1)
-	if c.local != nil {
+	if c.local != nil && !v4 {
 		b = int32(c.local.Bucket(f.Hash))
 		hi, lo := c.local.AddrWords(uint32(b))
 		putWords(&o.src, hi, lo)
 		o.kind = outerSpread
 	}
-	if c.flowLabel {
+	if c.portRC != nil {
+		o.sock = 1 + portIndex(f.Hash, c.portShift)
+	}
+	if c.flowLabel && !v4 {
 		o.label = flowLabel(&o.src, &o.dst)
 	}
 	o.path = path
@@ -192,8 +207,12 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 // pair, from the socket's default source, that waits for its spread pair
 // to open.
 func (c *FlowSpreadConn) waitOn(o *outerHdr, peer netip.AddrPort) {
-	o.dst, o.src, o.kind, o.path = peer.Addr().As16(), [16]byte{}, outerDefault, pathWaiting
-	o.label = 0
+	o.dst, o.src, o.path, o.port, o.sock = peer.Addr().As16(), [16]byte{}, pathWaiting, peer.Port(), 0
+	o.kind, o.label = outerDefault, 0
+	if a := peer.Addr(); a.Is4() || a.Is4In6() {
+		o.kind = outerIPv4
+		return
+	}
 	if c.flowLabel {
 		o.label = flowLabel(&o.src, &o.dst)
 	}

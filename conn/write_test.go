@@ -19,22 +19,22 @@ func TestOuterForMatchesMapper(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 11))
 	for round := range 200 {
 		layout := flowaddr.Layout(round % 2)
-		cfg, err := Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Peers: randomPeers(rng), Layout: layout}.validate()
+		cfg, err := Config{Range: Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Peers: randomPeers(rng), Layout: layout}.validate()
 		if err != nil {
 			continue // two canonical addresses collided
 		}
 		for i := range cfg.Peers {
 			cfg.Peers[i].Open = true // every pair open: this checks the mapping (paths_test.go checks the rest)
-			if cfg.Peers[i].Prefix.IsValid() {
+			if cfg.Peers[i].Range.Prefix.IsValid() {
 				// Range sizes other than the default, up to what the prefix holds.
-				cfg.Peers[i].Bits = 1 + rng.IntN(min(maxBits, 127-cfg.Peers[i].Prefix.Bits()))
+				cfg.Peers[i].Range.Bits = 1 + rng.IntN(min(maxBits, 127-cfg.Peers[i].Range.Prefix.Bits()))
 			}
 		}
-		c := &FlowSpreadConn{prefix: cfg.Prefix}
+		c := &FlowSpreadConn{prefix: cfg.Range.Prefix}
 		if err = c.initPeers(&cfg); err != nil {
 			t.Fatal(err)
 		}
-		if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Prefix, Bits: cfg.Bits, Layout: layout}); err != nil {
+		if c.local, err = flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: cfg.Range.Prefix, Bits: cfg.Range.Bits, Layout: layout}); err != nil {
 			t.Fatal(err)
 		}
 		var memo peerMemo

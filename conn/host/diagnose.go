@@ -116,6 +116,7 @@ const (
 	CheckIPv6         = "ipv6"
 	CheckLocalRoute   = "local route"
 	CheckReachability = "reachability"
+	CheckNeighbours   = "neighbour proxies"
 	CheckInterface    = "interface"
 	CheckCapabilities = "capabilities"
 	CheckFreebind     = "source addresses"

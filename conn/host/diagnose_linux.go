@@ -36,8 +36,15 @@ import (
 //     interface exists and is up, and that the kernel neither delivers the
 //     prefix locally (datagrams twice) nor forwards it (they would leave
 //     again);
-//   - whether the prefix overlaps a subnet on a link, where neighbours
-//     would look each address up by neighbour discovery and get no answer;
+//   - whether the prefix is routed here or on-link: inside a connected
+//     route (a subnet on an interface, no gateway), where the upstream
+//     router looks each address up by neighbour discovery. On-link, it
+//     says so, checks that the range's addresses (not the whole prefix,
+//     which the neighbours share) are routed locally, and counts the
+//     range's proxy entries and the link's proxy_ndp and forwarding (see
+//     [AddNeighbourProxies]); it warns when the range would crowd the
+//     router's neighbour table. A prefix that merely overlaps a subnet on
+//     a link gets a warning;
 //   - kernel support, by setting on a fresh socket the options Listen
 //     sets, with the same code: IPV6_FREEBIND (or IP_FREEBIND) or
 //     IPV6_TRANSPARENT, IPV6_FLOWINFO_SEND for a flow label, UDP GSO,
@@ -63,12 +70,12 @@ func diagnose(cfg settings) Report {
 	add := func(check string, s Severity, fix string, format string, args ...any) {
 		r.Findings = append(r.Findings, Finding{Check: check, Severity: s, Detail: fmt.Sprintf(format, args...), Fix: fix})
 	}
-	prefixOK := cfg.Prefix.IsValid() && cfg.Prefix.Addr().Is6() && !cfg.Prefix.Addr().Is4In6()
+	prefixOK := cfg.Range.Prefix.IsValid() && cfg.Range.Prefix.Addr().Is6() && !cfg.Range.Prefix.Addr().Is4In6()
 	raw := cfg.Interface != ""
 	switch {
 	case !prefixOK:
 		add(CheckConfig, Block, "pass the IPv6 prefix routed to this host, e.g. -prefix 2001:db8:b::/64",
-			"prefix %v is not an IPv6 prefix: spreading needs an IPv6 prefix routed to this host", cfg.Prefix)
+			"prefix %v is not an IPv6 prefix: spreading needs an IPv6 prefix routed to this host", cfg.Range.Prefix)
 	case cfg.Port == 0:
 		add(CheckConfig, Warn, "pass the port the peers send to, e.g. -port 51820",
 			"no port given: the port check is skipped, and the raw mode needs the port")
@@ -77,21 +84,32 @@ func diagnose(cfg settings) Report {
 		if raw {
 			mode = "raw (AF_PACKET on " + cfg.Interface + ")"
 		}
-		add(CheckConfig, OK, "", "prefix %v, port %d, receive mode %s", cfg.Prefix.Masked(), cfg.Port, mode)
+		add(CheckConfig, OK, "", "prefix %v, port %d, receive mode %s", cfg.Range.Prefix.Masked(), cfg.Port, mode)
 	}
 
 	ipv6OK := checkIPv6(cfg, add)
 	checkCapabilities(cfg, add)
 	if prefixOK && ipv6OK {
-		if raw {
+		p := cfg.Range.Prefix.Masked()
+		onLink, onLinkOK := onLinkRouteFor(p)
+		switch {
+		case raw:
 			checkRawRouting(cfg, add)
-		} else {
-			checkLocalRoute(cfg.Prefix.Masked(), add)
-			if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" {
-				add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
-			}
+		case onLinkOK:
+			// Not the whole prefix: on-link, a local route for it would
+			// take the neighbours' addresses too.
+			checkRangeLocalRoute(cfg, add)
+		default:
+			checkLocalRoute(p, add)
 		}
-		checkReachability(cfg.Prefix.Masked(), add)
+		if v, _ := readSysctl("net/ipv6/conf/all/forwarding"); v == "1" && !raw {
+			add(CheckForwarding, OK, "", "IPv6 forwarding is on; the local route takes precedence over it for the prefix")
+		}
+		if onLinkOK {
+			checkOnLink(cfg, onLink, add)
+		} else {
+			checkReachability(p, add)
+		}
 	}
 	if ipv6OK {
 		checkSocketFeatures(cfg, add)
@@ -248,7 +266,7 @@ func checkLocalRoute(p netip.Prefix, add addFinding) {
 }
 
 func checkRawRouting(cfg settings, add addFinding) {
-	p := cfg.Prefix.Masked()
+	p := cfg.Range.Prefix.Masked()
 	link, err := netlink.LinkByName(cfg.Interface)
 	switch {
 	case err != nil:
@@ -300,8 +318,9 @@ func checkRawMTU(ifname string, mtu int, add addFinding) {
 		ifname, mtu, usual)
 }
 
-// checkReachability warns when the prefix is a subnet on a link, and says
-// what Diagnose cannot see.
+// checkReachability warns when the prefix overlaps a subnet on a link
+// without lying inside a connected route (see [checkOnLink] for that), and
+// says what Diagnose cannot see of a routed prefix.
 func checkReachability(p netip.Prefix, add addFinding) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
 	if err == nil {
@@ -320,13 +339,13 @@ func checkReachability(p netip.Prefix, add addFinding) {
 				dev = ifi.Name
 			}
 			add(CheckReachability, Warn,
-				"use a prefix routed to this host (e.g. a delegated prefix), or answer neighbour discovery: sysctl -w net.ipv6.conf."+dev+".proxy_ndp=1 and ip -6 neigh add proxy ADDRESS dev "+dev+" for each address (or a daemon such as ndppd)",
+				"use a prefix routed to this host (e.g. a delegated prefix), or a prefix inside the subnet with neighbour proxies for its range (host.AddNeighbourProxies; by hand: sysctl -w net.ipv6.conf."+dev+".proxy_ndp=1 net.ipv6.conf."+dev+".forwarding=1 and ip -6 neigh add proxy ADDRESS dev "+dev+" for each address)",
 				"%v overlaps %v, a subnet on link %s: neighbours look each address up by neighbour discovery, and nothing answers for the spread addresses", p, sub, dev)
 			return
 		}
 	}
 	add(CheckReachability, Info, "on the upstream router: route "+p.String()+" via this host's address",
-		"datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p)
+		"%v is not on-link here (no connected route holds it), so it must be routed: datagrams reach this host only if the network routes %v to it; Diagnose cannot see the upstream routers", p, p)
 }
 
 // checkSocketFeatures sets on a fresh socket the options Listen sets on

@@ -33,7 +33,7 @@ func wantFinding(t *testing.T, r Report, check string, s Severity, fixHas string
 
 func TestDiagnoseAnyIPLocalRoute(t *testing.T) {
 	ns := testutil.NewNetns(t)
-	cfg := conn.Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Port: 51820}
+	cfg := conn.Config{Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Port: 51820}
 
 	r := diagnoseIn(t, ns, cfg)
 	wantFinding(t, r, CheckLocalRoute, Block, "ip -6 route add local 2001:db8:b::/64 dev lo")
@@ -60,7 +60,7 @@ func TestDiagnoseAnyIPLocalRoute(t *testing.T) {
 func TestDiagnosePartialLocalRoute(t *testing.T) {
 	ns := testutil.NewNetns(t)
 	ns.Run(t, "ip", "-6", "route", "add", "local", "2001:db8:b::/65", "dev", "lo")
-	r := diagnoseIn(t, ns, conn.Config{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Port: 51820})
+	r := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64")}, Port: 51820})
 	wantFinding(t, r, CheckLocalRoute, Block, "ip -6 route add local 2001:db8:b::/64 dev lo")
 	if f, _ := r.Find(CheckLocalRoute); !strings.Contains(f.Detail, "only part") {
 		t.Errorf("detail %q does not say only part of the prefix is local", f.Detail)
@@ -71,14 +71,14 @@ func TestDiagnosePortInUse(t *testing.T) {
 	ns := anyIPNetns(t)
 	uc := listenUDP(t, ns, netip.AddrPort{})
 	port := localAddrPort(uc).Port()
-	r := diagnoseIn(t, ns, conn.Config{Prefix: testPrefix, Port: port})
+	r := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: port})
 	wantFinding(t, r, CheckPort, Block, "ss -ulpn")
 }
 
 func TestDiagnoseIPv6Disabled(t *testing.T) {
 	ns := anyIPNetns(t)
 	ns.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6")
-	r := diagnoseIn(t, ns, conn.Config{Prefix: testPrefix, Port: 51820})
+	r := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820})
 	wantFinding(t, r, CheckIPv6, Block, "sysctl -w net.ipv6.conf.lo.disable_ipv6=0")
 }
 
@@ -99,9 +99,9 @@ func TestDiagnoseBadConfig(t *testing.T) {
 		cfg  conn.Config
 		want Severity
 	}{
-		{"ipv4-prefix", conn.Config{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Port: 1}, Block},
+		{"ipv4-prefix", conn.Config{Range: conn.Range{Prefix: netip.MustParsePrefix("192.0.2.0/24")}, Port: 1}, Block},
 		{"no-prefix", conn.Config{Port: 1}, Block},
-		{"no-port", conn.Config{Prefix: testPrefix}, Warn},
+		{"no-port", conn.Config{Range: conn.Range{Prefix: testPrefix}}, Warn},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := diagnoseIn(t, ns, tt.cfg)
@@ -115,7 +115,7 @@ func TestDiagnoseRawMode(t *testing.T) {
 	ns.Run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	ns.Run(t, "ip", "link", "set", "v0", "up")
 	ns.Run(t, "ip", "link", "set", "v1", "up")
-	cfg := conn.Config{Prefix: testPrefix, Port: 51820, Receive: conn.Raw{Interface: "v0"}}
+	cfg := conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820, Receive: conn.Raw{Interface: "v0"}}
 
 	t.Run("not-routed", func(t *testing.T) {
 		r := diagnoseIn(t, ns, cfg)
@@ -158,7 +158,7 @@ func TestDiagnosePrefixOnLink(t *testing.T) {
 	ns.Run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	ns.Run(t, "ip", "-6", "addr", "add", "2001:db8:b::1/64", "dev", "v0", "nodad")
 	ns.Run(t, "ip", "-6", "route", "add", "local", testPrefix.String(), "dev", "lo")
-	r := diagnoseIn(t, ns, conn.Config{Prefix: testPrefix, Port: 51820})
+	r := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820})
 	wantFinding(t, r, CheckReachability, Warn, "proxy_ndp")
 }
 

@@ -15,7 +15,7 @@ func TestDiagnoseRawMTU(t *testing.T) {
 	ns.Run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	ns.Run(t, "ip", "link", "set", "v0", "up")
 	ns.Run(t, "ip", "link", "set", "v1", "up")
-	cfg := conn.Config{Prefix: testPrefix, Port: 51820, Receive: conn.Raw{Interface: "v0"}}
+	cfg := conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820, Receive: conn.Raw{Interface: "v0"}}
 
 	wantFinding(t, diagnoseIn(t, ns, cfg), CheckMTU, OK, "")
 

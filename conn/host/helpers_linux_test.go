@@ -46,5 +46,5 @@ func localAddrPort(uc *net.UDPConn) netip.AddrPort {
 
 // rawConfig is a config of the raw receive mode on iface.
 func rawConfig(iface string) conn.Config {
-	return conn.Config{Prefix: testPrefix, Port: 51820, Receive: conn.Raw{Interface: iface}}
+	return conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820, Receive: conn.Raw{Interface: iface}}
 }

@@ -26,7 +26,7 @@ func TestDiagnoseAgreesWithListen(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Prefix, cfg.Port, cfg.AcceptUnknown = testPrefix, 51820, true
+			cfg.Range.Prefix, cfg.Port, cfg.AcceptUnknown = testPrefix, 51820, true
 			r := diagnoseIn(t, ns, cfg)
 			var c *conn.FlowSpreadConn
 			if err := ns.Do(func() (err error) { c, err = conn.Listen(cfg); return err }); err != nil {
@@ -48,10 +48,10 @@ func TestDiagnoseAgreesWithListen(t *testing.T) {
 
 func TestDiagnoseFlowLabel(t *testing.T) {
 	ns := anyIPNetns(t)
-	if _, ok := diagnoseIn(t, ns, conn.Config{Prefix: testPrefix, Port: 51820}).Find(CheckFlowLabel); ok {
+	if _, ok := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820}).Find(CheckFlowLabel); ok {
 		t.Error("a flow label finding without FlowLabel")
 	}
-	r := diagnoseIn(t, ns, conn.Config{Prefix: testPrefix, Port: 51820, FlowLabel: true})
+	r := diagnoseIn(t, ns, conn.Config{Range: conn.Range{Prefix: testPrefix}, Port: 51820, FlowLabel: true})
 	wantFinding(t, r, CheckFlowLabel, OK, "")
 	wantFinding(t, r, CheckPacketInfo, OK, "")
 	wantFinding(t, r, CheckBatch, OK, "")
@@ -61,7 +61,7 @@ func TestDiagnoseFlowLabel(t *testing.T) {
 // would: Transparent is refused, and the buffers stay within the kernel's
 // limits.
 func TestDiagnoseWithoutCapabilities(t *testing.T) {
-	cfg := conn.Config{Prefix: testPrefix, Transparent: true}
+	cfg := conn.Config{Range: conn.Range{Prefix: testPrefix}, Transparent: true}
 	var r Report
 	testutil.WithoutNetCaps(t, func() { r = Diagnose(cfg) })
 	wantFinding(t, r, CheckFreebind, Block, "leave Transparent off")

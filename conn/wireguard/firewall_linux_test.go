@@ -87,10 +87,10 @@ func newFirewallTunnel(t *testing.T) (a, b *fwEnd, r *testutil.Netns) {
 	var key hash.Key
 	rand.Read(key[:])
 	kA, kB := newKey(t), newKey(t)
-	a = newFwEnd(t, nsA, conn.Config{Prefix: prefixA, Port: fwLinkA.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: fwLinkB, Prefix: prefixB}}})
-	b = newFwEnd(t, nsB, conn.Config{Prefix: prefixB, Port: fwLinkB.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: fwLinkA, Prefix: prefixA}}})
+	a = newFwEnd(t, nsA, conn.Config{Range: conn.Range{Prefix: prefixA}, Port: fwLinkA.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: fwLinkB, Range: conn.Range{Prefix: prefixB}}}})
+	b = newFwEnd(t, nsB, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: fwLinkB.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: fwLinkA, Range: conn.Range{Prefix: prefixA}}}})
 	// A keeps the hole's state fresh, as a client behind a firewall does.
 	a.configure(t, kA, kB, fwLinkA.Port(), fwLinkB, innerB, innerA, "persistent_keepalive_interval=25\n")
 	b.configure(t, kB, kA, fwLinkB.Port(), fwLinkA, innerA, innerB, "")
@@ -176,7 +176,7 @@ func TestFirewallBothSides(t *testing.T) {
 		t.Errorf("the firewall dropped %d datagrams, more than B's %d probe copies", dropped, cb.SentProbes)
 	}
 
-	if err := b.bind.SetPeer(conn.Peer{Addr: fwLinkA, Prefix: prefixA, Open: true}); err != nil {
+	if err := b.bind.SetPeer(conn.Peer{Addr: fwLinkA, Range: conn.Range{Prefix: prefixA}, Open: true}); err != nil {
 		t.Fatal(err)
 	}
 	out2, err := b.ns.Output("ping", "-c", "2", "-i", "0.2", "-W", "1", innerA.String())

@@ -36,10 +36,10 @@ func newRawTunnel(t *testing.T) (a, b *end, relink func()) {
 	var key hash.Key
 	rand.Read(key[:])
 	kA, kB := newKey(t), newKey(t)
-	a = newEnd(t, nsA, conn.Config{Prefix: prefixA, Port: linkA.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB}}}, nil)
-	b = newEnd(t, nsB, conn.Config{Prefix: prefixB, Port: linkB.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA}}, Receive: conn.Raw{Interface: "wb"}}, nil)
+	a = newEnd(t, nsA, conn.Config{Range: conn.Range{Prefix: prefixA}, Port: linkA.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}}}}, nil)
+	b = newEnd(t, nsB, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: linkB.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}}}, Receive: conn.Raw{Interface: "wb"}}, nil)
 	a.configure(t, kA, kB, linkA.Port(), linkB, innerB)
 	b.configure(t, kB, kA, linkB.Port(), linkA, innerA)
 	return a, b, relink

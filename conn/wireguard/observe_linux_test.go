@@ -261,7 +261,7 @@ func TestWriteObserveDoesNotAllocate(t *testing.T) {
 func BenchmarkReceiveRecord(b *testing.B) {
 	bd, _, _, _, ep, ma, mb := staleSetup(b)
 	bd.RemovePeer(ep.AddrPort())
-	if err := bd.SetPeer(conn.Peer{Addr: ep.AddrPort(), Prefix: prefixB}); err != nil {
+	if err := bd.SetPeer(conn.Peer{Addr: ep.AddrPort(), Range: conn.Range{Prefix: prefixB}}); err != nil {
 		b.Fatal(err)
 	}
 	c := bd.Conn()

@@ -46,7 +46,7 @@ func TestRuntimePeers(t *testing.T) {
 	}
 
 	// Our own prefix as the peer's overlaps: refused, nothing changes.
-	if err := b.SetPeer(conn.Peer{Addr: peer, Prefix: prefixA}); err == nil {
+	if err := b.SetPeer(conn.Peer{Addr: peer, Range: conn.Range{Prefix: prefixA}}); err == nil {
 		t.Errorf("SetPeer with our own prefix: no error")
 	} else {
 		t.Logf("SetPeer with our own prefix: %v", err)
@@ -55,7 +55,7 @@ func TestRuntimePeers(t *testing.T) {
 		t.Errorf("a refused SetPeer left peers %v", b.Peers())
 	}
 
-	want := conn.Peer{Addr: peer, Prefix: prefixB, Open: true}
+	want := conn.Peer{Addr: peer, Range: conn.Range{Prefix: prefixB}, Open: true}
 	if err := b.SetPeer(want); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestRuntimePeers(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	want.Bits = conn.DefaultBits
+	want.Range.Bits = conn.DefaultBits
 	if ps := b.Peers(); len(ps) != 1 || ps[0] != want {
 		t.Errorf("closed: Peers() = %+v, want [%+v]", ps, want)
 	}
@@ -85,15 +85,15 @@ func TestRuntimePeers(t *testing.T) {
 // TestRuntimePeersClosed changes the peers of a Bind that is not open:
 // they are kept for Open, replaced by address.
 func TestRuntimePeersClosed(t *testing.T) {
-	p1 := conn.Peer{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51820"), Prefix: prefixB}
-	b := NewBind(conn.Config{Prefix: prefixA, Peers: []conn.Peer{p1}})
+	p1 := conn.Peer{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51820"), Range: conn.Range{Prefix: prefixB}}
+	b := NewBind(conn.Config{Range: conn.Range{Prefix: prefixA}, Peers: []conn.Peer{p1}})
 	cfgPeers := b.cfg.Peers
 	p2 := conn.Peer{Addr: netip.MustParseAddrPort("192.0.2.1:51820")}
 	if err := b.SetPeer(p2); err != nil {
 		t.Fatal(err)
 	}
 	p1.Open = true
-	if err := b.SetPeer(conn.Peer{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51820"), Prefix: prefixB, Open: true}); err != nil {
+	if err := b.SetPeer(conn.Peer{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51820"), Range: conn.Range{Prefix: prefixB}, Open: true}); err != nil {
 		t.Fatal(err)
 	}
 	if ps := b.Peers(); len(ps) != 2 || ps[0] != p1 || ps[1] != p2 {

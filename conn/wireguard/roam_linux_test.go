@@ -61,7 +61,7 @@ func TestTunnelRoams(t *testing.T) {
 	b.ns.Run(t, "ip", "-6", "route", "replace", prefixA.String(), "via", linkA.Addr().String(), "src", away.Addr().String())
 	b.bind.mu.Lock()
 	home := b.bind.cfg
-	b.bind.cfg.Prefix = netip.Prefix{}
+	b.bind.cfg.Range.Prefix = netip.Prefix{}
 	b.bind.mu.Unlock()
 	if err := b.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", away.Port())); err != nil {
 		t.Fatalf("B's new port: %v", err)

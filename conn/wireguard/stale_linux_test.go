@@ -90,7 +90,7 @@ func staleSetup(t testing.TB) (b *Bind, td tun.Device, src *packetTUN, sink *wir
 	rand.Read(key[:])
 	// Open: the sink never answers, and these tests are about the send
 	// link, not about learning paths.
-	b = NewBind(conn.Config{Prefix: prefixA, Key: key, Peers: []conn.Peer{{Addr: peer, Prefix: prefixB, Open: true}}})
+	b = NewBind(conn.Config{Range: conn.Range{Prefix: prefixA}, Key: key, Peers: []conn.Peer{{Addr: peer, Range: conn.Range{Prefix: prefixB}, Open: true}}})
 	b.listen = func(cfg conn.Config) (c *conn.FlowSpreadConn, err error) {
 		err = ns.Do(func() error { c, err = conn.Listen(cfg); return err })
 		return c, err

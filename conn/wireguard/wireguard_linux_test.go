@@ -81,10 +81,10 @@ func newTunnel(t *testing.T, wrapA func(tun.Device, *Bind) tun.Device) (a, b *en
 	var key hash.Key
 	rand.Read(key[:])
 	kA, kB := newKey(t), newKey(t)
-	a = newEnd(t, nsA, conn.Config{Prefix: prefixA, Port: linkA.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: linkB, Prefix: prefixB}}}, wrapA)
-	b = newEnd(t, nsB, conn.Config{Prefix: prefixB, Port: linkB.Port(), Key: key, Symmetric: true,
-		Peers: []conn.Peer{{Addr: linkA, Prefix: prefixA}}}, nil)
+	a = newEnd(t, nsA, conn.Config{Range: conn.Range{Prefix: prefixA}, Port: linkA.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: linkB, Range: conn.Range{Prefix: prefixB}}}}, wrapA)
+	b = newEnd(t, nsB, conn.Config{Range: conn.Range{Prefix: prefixB}, Port: linkB.Port(), Key: key, Symmetric: true,
+		Peers: []conn.Peer{{Addr: linkA, Range: conn.Range{Prefix: prefixA}}}}, nil)
 	a.configure(t, kA, kB, linkA.Port(), linkB, innerB)
 	b.configure(t, kB, kA, linkB.Port(), linkA, innerA)
 	return a, b

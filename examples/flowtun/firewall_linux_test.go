@@ -41,17 +41,17 @@ var (
 func firewallEnds(serverPrefix, serverOpen bool) (client, server config) {
 	hashKey, _ := hashKeyFromPSK(testPSK)
 	base := config{
-		name: "ft0", listenPort: 51820, bits: 10, psk: testPSK, hashKey: hashKey,
+		name: "ft0", listenPort: 51820, psk: testPSK, hashKey: hashKey,
 		symmetric: true, mtu: 1420, localRoute: true, batch: 32, gso: true,
 		keepalive: 2 * time.Second,
 	}
 	client, server = base, base
 	client.peer, server.peer = serverCanonical, clientCanonical
 	client.addrs, server.addrs = []netip.Prefix{clientInner}, []netip.Prefix{serverInner}
-	client.prefix, server.peerPrefix = clientSpread, clientSpread
+	client.ours.Prefix, server.theirs.Prefix = clientSpread, clientSpread
 	client.spread, server.spread = spreadSrc, spreadDst
 	if serverPrefix {
-		client.peerPrefix, server.prefix = serverSpread, serverSpread
+		client.theirs.Prefix, server.ours.Prefix = serverSpread, serverSpread
 		client.spread, server.spread = spreadBoth, spreadBoth
 	}
 	server.open = serverOpen

@@ -59,7 +59,7 @@ func newTwoHosts(t testing.TB) *twoHosts {
 func endConfigs(modeA spreadMode, outer4 bool) (a, b config) {
 	hashKey, _ := hashKeyFromPSK(testPSK)
 	base := config{
-		name: "ft0", listenPort: tunPort, bits: 10, psk: testPSK, hashKey: hashKey,
+		name: "ft0", listenPort: tunPort, psk: testPSK, hashKey: hashKey,
 		symmetric: true, mtu: 1420, localRoute: true, batch: 32, gso: true,
 	}
 	a, b = base, base
@@ -67,8 +67,8 @@ func endConfigs(modeA spreadMode, outer4 bool) (a, b config) {
 	if outer4 {
 		a.peer, b.peer = netip.AddrPortFrom(link4B, tunPort), netip.AddrPortFrom(link4A, tunPort)
 	}
-	a.prefix, a.peerPrefix = prefixA, prefixB
-	b.prefix, b.peerPrefix = prefixB, prefixA
+	a.ours.Prefix, a.theirs.Prefix = prefixA, prefixB
+	b.ours.Prefix, b.theirs.Prefix = prefixB, prefixA
 	a.addrs = []netip.Prefix{innerA4, innerA6}
 	b.addrs = []netip.Prefix{innerB4, innerB6}
 	a.spread = modeA
@@ -244,7 +244,16 @@ func udpFlows(ns *testutil.Netns, to netip.AddrPort, n int) error {
 	}
 	errs := make(chan error, n)
 	for i, c := range conns {
-		go func() { errs <- udpRequest(c, to, fmt.Appendf(nil, "flow %d", i)) }()
+		// Two rounds: a flow's first datagram waits on the canonical
+		// pair while its own pair opens (unless the peer is open), its
+		// second goes on its own pair.
+		go func() {
+			err := udpRequest(c, to, fmt.Appendf(nil, "flow %d", i))
+			if err == nil {
+				err = udpRequest(c, to, fmt.Appendf(nil, "flow %d again", i))
+			}
+			errs <- err
+		}()
 	}
 	var all []error
 	for range conns {

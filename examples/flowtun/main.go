@@ -110,13 +110,12 @@ func describe(t *tunnel) string {
 	}
 	fmt.Fprintf(&b, "; us %v, peer %v; spread %v", t.self, cfg.peer, cfg.spread)
 	if cfg.spread.ourPrefix() {
-		fmt.Fprintf(&b, ", sources in %v", cfg.prefix)
+		fmt.Fprintf(&b, ", sources in %v", cfg.ours)
 	}
 	if cfg.spread.peerPrefix() {
-		fmt.Fprintf(&b, ", destinations in %v", cfg.peerPrefix)
+		fmt.Fprintf(&b, ", destinations in %v", cfg.theirs)
 	}
 	if cfg.spread != spreadOff {
-		fmt.Fprintf(&b, " (2^%d addresses)", cfg.bits)
 		if cfg.open {
 			b.WriteString(", the peer's range open")
 		} else {
@@ -170,10 +169,13 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.TextVar(&cfg.peer, "peer", netip.AddrPort{}, "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
 	fs.TextVar(&cfg.self, "self", netip.AddrPort{}, "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port); it must be an address of this host and -listen-port, unless -nat")
 	fs.BoolVar(&cfg.nat, "nat", false, "-self is the public address and port a NAT maps us to, not this host's: do not check that it is ours (that check stops a command copied from the peer, which would make both ends seal with one key)")
-	fs.TextVar(&cfg.prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
-	fs.TextVar(&cfg.peerPrefix, "peer-prefix", netip.Prefix{}, "the peer's spread `prefix` (its -prefix)")
-	fs.IntVar(&cfg.bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
-	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's prefix; the peer runs src), both, or auto (from the prefixes given)")
+	fs.TextVar(&cfg.ours, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix that reaches this host), bits=N (2^N of its addresses, default 10), ports=FIRST-LAST (our source ports, a power-of-two count, none of them -listen-port); e.g. ports=40000-40063 (IPv4, NAT, no prefix needed)")
+	fs.TextVar(&cfg.theirs, "peer-range", conn.Range{}, "the peer's widened `endpoint` (its -range); nat-ports=N in place of ports= when a NAT in front of the peer rewrites its N ports (each flow is answered on the port it arrives from)")
+	var prefix, peerPrefix netip.Prefix
+	fs.TextVar(&prefix, "prefix", netip.Prefix{}, "our spread `prefix`: shorthand for -range prefix=P,bits=B, e.g. 2001:db8:a::/64")
+	fs.TextVar(&peerPrefix, "peer-prefix", netip.Prefix{}, "the peer's spread `prefix` (its -prefix): shorthand for -peer-range prefix=P,bits=B")
+	bits := fs.Int("bits", conn.DefaultBits, "with -prefix and -peer-prefix, spread over 2^`bits` addresses of each; both ends must agree")
+	spread := fs.String("spread", "auto", "what to spread: off (one outer flow), src (our sources; the peer runs dst), dst (destinations in the peer's range; the peer runs src), both, or auto (from the ranges given)")
 	psk := secretflag.Secret{What: "the PSK", Flag: "psk", Env: pskEnv}
 	secretflag.Var(fs, (*pskText)(&cfg.psk), psk.Flag, "pre-shared `key`: 64 hex digits, the same at both ends. On a command line every user of the host can read it (ps, /proc/PID/cmdline): prefer -psk-file or $"+pskEnv)
 	fs.StringVar(&psk.File, "psk-file", "", "read the pre-shared key (64 hex digits) from `file`")
@@ -192,8 +194,9 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.BoolVar(&cfg.open, "open", false, "the peer's whole spread range (-peer-prefix) is reachable from ours, no stateful firewall in front of it: send each flow on its own address pair at once. Without it, a flow goes on the canonical pair, with a probe copy on its own, until the peer's traffic for it arrives on its own pair. Behind a firewall -open black-holes the flows we open")
 	fs.DurationVar(&cfg.keepalive, "keepalive", 0, "send an empty authenticated datagram on the canonical address pair whenever nothing was sent to the peer for this `duration`, so a firewall or NAT keeps the pair open (25s behind one, as WireGuard advises); 0 is off")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-prefix P] [-peer-prefix Q] -addr INNER/LEN [flags]")
-		fmt.Fprintln(stderr, "\nA server with one address gives only -peer-prefix (the client's -prefix); it answers each flow on the pair it came on.")
+		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-range R] [-peer-range R] -addr INNER/LEN [flags]")
+		fmt.Fprintln(stderr, "\nA server with one address and port gives only -peer-range (the client's -range); it answers each flow on the pair it came on.")
+		fmt.Fprintln(stderr, "On IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=40000-40063, the server -peer-range nat-ports=64 (or ports=40000-40063 with no NAT).")
 		fmt.Fprintln(stderr, "Behind a stateful firewall, open the canonical address and port (or use -keepalive 25s); flows move to their own pairs as the peer's traffic arrives there.")
 		fmt.Fprintln(stderr, "Counters: -stats writes them as JSON at exit and on SIGUSR1; go doc examples/flowtun says what each one counts.")
 		fmt.Fprintln(stderr)
@@ -234,7 +237,13 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 			return cfg, "", err
 		}
 	}
-	if cfg.spread, err = parseSpread(*spread, cfg.prefix.IsValid(), cfg.peerPrefix.IsValid()); err != nil {
+	if cfg.ours, err = withPrefix(cfg.ours, prefix, *bits, "-prefix", "-range"); err != nil {
+		return cfg, "", err
+	}
+	if cfg.theirs, err = withPrefix(cfg.theirs, peerPrefix, *bits, "-peer-prefix", "-peer-range"); err != nil {
+		return cfg, "", err
+	}
+	if cfg.spread, err = parseSpread(*spread, !cfg.ours.IsZero(), !cfg.theirs.IsZero()); err != nil {
 		return cfg, "", err
 	}
 
@@ -251,7 +260,9 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	case cfg.batch < 1 || cfg.batch > 1024:
 		return cfg, "", fmt.Errorf("-batch %d: give 1 to 1024", cfg.batch)
 	case cfg.open && !cfg.spread.peerPrefix():
-		return cfg, "", fmt.Errorf("-open declares the peer's range open, but we do not send to it (-spread %v): give -peer-prefix, or drop -open", cfg.spread)
+		return cfg, "", fmt.Errorf("-open declares the peer's range open, but we do not send to it (-spread %v): give -peer-range (or -peer-prefix), or drop -open", cfg.spread)
+	case cfg.open && cfg.theirs.Ports.Translated:
+		return cfg, "", errors.New("-open declares the peer's range open, but a NAT rewrites its ports (-peer-range nat-ports=N): they are known only once its traffic arrives; drop -open")
 	case cfg.keepalive < 0:
 		return cfg, "", fmt.Errorf("-keepalive %v: give a duration, e.g. 25s, or 0 for none", cfg.keepalive)
 	case cfg.keepalive > 0 && cfg.keepalive < time.Second:
@@ -260,7 +271,20 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	return cfg, *statsPath, nil
 }
 
-// parseSpread reads -spread; auto spreads what the prefixes given allow.
+// withPrefix adds the shorthand -prefix (named flag) to the range given
+// with the flag named rangeFlag.
+func withPrefix(r conn.Range, prefix netip.Prefix, bits int, flag, rangeFlag string) (conn.Range, error) {
+	if !prefix.IsValid() {
+		return r, nil
+	}
+	if r.Prefix.IsValid() {
+		return r, fmt.Errorf("%s %v and %s %v both give a prefix: give one", flag, prefix, rangeFlag, r)
+	}
+	r.Prefix, r.Bits = prefix, bits
+	return r, nil
+}
+
+// parseSpread reads -spread; auto spreads what the ranges given allow.
 func parseSpread(s string, ours, peers bool) (spreadMode, error) {
 	var m spreadMode
 	switch s {
@@ -286,10 +310,10 @@ func parseSpread(s string, ours, peers bool) (spreadMode, error) {
 		return 0, fmt.Errorf("-spread %q: give off, src, dst, both or auto", s)
 	}
 	if m.ourPrefix() && !ours {
-		return 0, fmt.Errorf("-spread %s needs -prefix: our IPv6 prefix to send from", m)
+		return 0, fmt.Errorf("-spread %s needs -range (or -prefix): our addresses or ports to send from", m)
 	}
 	if m.peerPrefix() && !peers {
-		return 0, fmt.Errorf("-spread %s needs -peer-prefix: the peer's IPv6 prefix to send to", m)
+		return 0, fmt.Errorf("-spread %s needs -peer-range (or -peer-prefix): the peer's addresses or ports to send to", m)
 	}
 	return m, nil
 }

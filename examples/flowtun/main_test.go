@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/hash"
 )
 
@@ -51,7 +52,7 @@ func TestParseFlags(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", args: base, check: func(t *testing.T, cfg config, stats string) {
-			if cfg.name != "tun0" || cfg.listenPort != 51820 || cfg.mtu != 1420 || cfg.batch != 32 || cfg.bits != 10 {
+			if cfg.name != "tun0" || cfg.listenPort != 51820 || cfg.mtu != 1420 || cfg.batch != 32 || !cfg.ours.IsZero() {
 				t.Errorf("defaults: %+v", cfg)
 			}
 			if !cfg.symmetric || !cfg.localRoute || !cfg.gso || cfg.flowLabel {
@@ -68,8 +69,15 @@ func TestParseFlags(t *testing.T) {
 			}
 		}},
 		{name: "auto spreads both", args: with(pfx), check: func(t *testing.T, cfg config, _ string) {
-			if cfg.spread != spreadBoth || cfg.prefix.String() != "2001:db8:a::/64" || cfg.peerPrefix.String() != "2001:db8:b::/64" {
-				t.Errorf("spread %v, prefixes %v %v", cfg.spread, cfg.prefix, cfg.peerPrefix)
+			if cfg.spread != spreadBoth || cfg.ours.String() != "prefix=2001:db8:a::/64,bits=10" || cfg.theirs.String() != "prefix=2001:db8:b::/64,bits=10" {
+				t.Errorf("spread %v, ranges %v %v", cfg.spread, cfg.ours, cfg.theirs)
+			}
+		}},
+		{name: "ports on IPv4", args: with([]string{"-peer", "192.0.2.1:51820", "-range", "ports=40000-40063", "-peer-range", "nat-ports=16"}), check: func(t *testing.T, cfg config, _ string) {
+			c := cfg.connConfig()
+			want := conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}
+			if cfg.spread != spreadBoth || c.Range != want || c.Peers[0].Range != (conn.Range{Ports: conn.PortRange{Bits: 4, Translated: true}}) {
+				t.Errorf("spread %v, conn ranges %v and %v; want both, %v and nat-ports=16", cfg.spread, c.Range, c.Peers[0].Range, want)
 			}
 		}},
 		{name: "auto with our prefix only", args: with([]string{"-prefix", "2001:db8:a::/64"}), check: func(t *testing.T, cfg config, _ string) {
@@ -84,14 +92,14 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "off despite prefixes", args: with(pfx, []string{"-spread", "off"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if cfg.spread != spreadOff || c.Prefix.IsValid() || c.Peers[0].Prefix.IsValid() {
-				t.Errorf("off: spread %v, conn prefix %v, peer prefix %v", cfg.spread, c.Prefix, c.Peers[0].Prefix)
+			if cfg.spread != spreadOff || c.Range.Prefix.IsValid() || c.Peers[0].Range.Prefix.IsValid() {
+				t.Errorf("off: spread %v, conn prefix %v, peer prefix %v", cfg.spread, c.Range.Prefix, c.Peers[0].Range.Prefix)
 			}
 		}},
 		{name: "src leaves the peer unspread", args: with(pfx, []string{"-spread", "src"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if c.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Prefix.IsValid() {
-				t.Errorf("src: conn prefix %v, peer prefix %v", c.Prefix, c.Peers[0].Prefix)
+			if c.Range.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Range.Prefix.IsValid() {
+				t.Errorf("src: conn prefix %v, peer prefix %v", c.Range.Prefix, c.Peers[0].Range.Prefix)
 			}
 		}},
 		{name: "addresses and routes, repeated and comma-separated",
@@ -167,8 +175,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad hash key", args: with([]string{"-hash-key", "00"}), wantErr: "-hash-key"},
 		{name: "peer without port", args: []string{"-peer", "2001:db8::1", "-psk", testPSKHex}, wantErr: "-peer"},
 		{name: "port zero", args: with([]string{"-listen-port", "0"}), wantErr: "-listen-port"},
-		{name: "src without prefix", args: with([]string{"-spread", "src"}), wantErr: "needs -prefix"},
-		{name: "both without the peer's prefix", args: with([]string{"-spread", "both", "-prefix", "2001:db8:a::/64"}), wantErr: "needs -peer-prefix"},
+		{name: "src without prefix", args: with([]string{"-spread", "src"}), wantErr: "needs -range (or -prefix)"},
+		{name: "both without the peer's prefix", args: with([]string{"-spread", "both", "-prefix", "2001:db8:a::/64"}), wantErr: "needs -peer-range (or -peer-prefix)"},
 		{name: "unknown spread", args: with([]string{"-spread", "some"}), wantErr: "-spread"},
 		{name: "bad prefix", args: with([]string{"-prefix", "2001:db8:a::"}), wantErr: "-prefix"},
 		{name: "bad addr", args: with([]string{"-addr", "198.51.100.1"}), wantErr: "-addr"},
@@ -192,6 +200,9 @@ func TestParseFlags(t *testing.T) {
 			}
 		}},
 		{name: "open without the peer's range", args: with([]string{"-prefix", "2001:db8:a::/64", "-open"}), wantErr: "-open declares the peer's range open, but we do not send to it (-spread src)"},
+		{name: "open with translated ports", args: with([]string{"-peer-range", "nat-ports=16", "-open"}), wantErr: "a NAT rewrites its ports"},
+		{name: "prefix twice", args: with([]string{"-prefix", "2001:db8:a::/64", "-range", "prefix=2001:db8:c::/64"}), wantErr: "-prefix 2001:db8:a::/64 and -range prefix=2001:db8:c::/64 both give a prefix"},
+		{name: "bad range", args: with([]string{"-range", "ports=1-3"}), wantErr: "the count must be a power of two"},
 		{name: "keepalive", args: with([]string{"-keepalive", "25s"}), check: func(t *testing.T, cfg config, _ string) {
 			if cfg.keepalive != 25*time.Second {
 				t.Errorf("keepalive %v, want 25s", cfg.keepalive)
@@ -204,8 +215,8 @@ func TestParseFlags(t *testing.T) {
 		// -peer-prefix; it answers each flow on the pair it came on.
 		{name: "server without a prefix", args: with([]string{"-peer-prefix", "2001:db8:a::/64"}), check: func(t *testing.T, cfg config, _ string) {
 			c := cfg.connConfig()
-			if cfg.spread != spreadDst || c.Prefix.IsValid() || c.Peers[0].Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Open {
-				t.Errorf("spread %v, our prefix %v, peer %+v", cfg.spread, c.Prefix, c.Peers[0])
+			if cfg.spread != spreadDst || c.Range.Prefix.IsValid() || c.Peers[0].Range.Prefix.String() != "2001:db8:a::/64" || c.Peers[0].Open {
+				t.Errorf("spread %v, our prefix %v, peer %+v", cfg.spread, c.Range.Prefix, c.Peers[0])
 			}
 		}},
 		{name: "stray argument", args: with([]string{"extra"}), wantErr: "unexpected argument"},

@@ -50,20 +50,20 @@ type config struct {
 	peer       netip.AddrPort // the peer's canonical outer address
 	self       netip.AddrPort // ours; zero: the route's source to the peer, listenPort
 	nat        bool           // self is a NAT's address, not this host's: checkSelf skips it
-	prefix     netip.Prefix   // our spread prefix
-	peerPrefix netip.Prefix
-	bits       int
-	spread     spreadMode
-	psk        [PSKSize]byte
-	hashKey    hash.Key
-	symmetric  bool
-	addrs      []netip.Prefix // inner addresses of the TUN
-	routes     []netip.Prefix // inner routes through the TUN
-	mtu        int
-	localRoute bool // install the AnyIP local route for prefix
-	batch      int
-	flowLabel  bool
-	gso        bool
+	// ours and theirs are our widened endpoint and the peer's (-range,
+	// -peer-range, and the -prefix shorthands).
+	ours, theirs conn.Range
+	spread       spreadMode
+	psk          [PSKSize]byte
+	hashKey      hash.Key
+	symmetric    bool
+	addrs        []netip.Prefix // inner addresses of the TUN
+	routes       []netip.Prefix // inner routes through the TUN
+	mtu          int
+	localRoute   bool // install the AnyIP local route for prefix
+	batch        int
+	flowLabel    bool
+	gso          bool
 	// open declares the peer's whole range reachable (conn.Peer.Open):
 	// flows go on their spread pairs at once instead of being learned.
 	open bool
@@ -86,10 +86,10 @@ func (cfg *config) connConfig() conn.Config {
 	}
 	peer := conn.Peer{Addr: cfg.peer, Open: cfg.open}
 	if cfg.spread.ourPrefix() {
-		c.Prefix, c.Bits = cfg.prefix, cfg.bits
+		c.Range = cfg.ours
 	}
 	if cfg.spread.peerPrefix() {
-		peer.Prefix, peer.Bits = cfg.peerPrefix, cfg.bits
+		peer.Range = cfg.theirs
 	}
 	c.Peers = []conn.Peer{peer}
 	return c
@@ -142,6 +142,9 @@ type Stats struct {
 	// AddressesUsed counts the addresses of our range that sent at least
 	// one datagram (0 without source spreading).
 	AddressesUsed int `json:"addresses_used"`
+	// PortsUsed counts the ports of our range that sent at least one
+	// datagram (0 without ports in -range).
+	PortsUsed int `json:"ports_used"`
 	// Conn is the conn's own snapshot: outer datagrams, GSO, per-address
 	// counts, datagrams dropped before they reached the tunnel, and the
 	// paths: datagrams sent waiting on the canonical pair, probe copies,
@@ -242,9 +245,9 @@ func openTunnel(cfg config, now uint64) (_ *tunnel, err error) {
 	if err = t.tun.configure(cfg.mtu, cfg.addrs, cfg.routes); err != nil {
 		return nil, err
 	}
-	if cfg.spread.ourPrefix() && cfg.localRoute {
-		if t.removeRoute, err = host.AddLocalRoute(cfg.prefix); err != nil {
-			return nil, fmt.Errorf("local route for %v: %w", cfg.prefix, err)
+	if cfg.spread.ourPrefix() && cfg.ours.Prefix.IsValid() && cfg.localRoute {
+		if t.removeRoute, err = host.AddLocalRoute(cfg.ours.Prefix); err != nil {
+			return nil, fmt.Errorf("local route for %v: %w", cfg.ours.Prefix, err)
 		}
 	}
 	if t.conn, err = conn.Listen(cfg.connConfig()); err != nil {
@@ -623,7 +626,7 @@ func (t *tunnel) close() error {
 		}
 		if t.removeRoute != nil {
 			if err := t.removeRoute(); err != nil {
-				errs = append(errs, fmt.Errorf("remove the local route for %v: %w", t.cfg.prefix, err))
+				errs = append(errs, fmt.Errorf("remove the local route for %v: %w", t.cfg.ours.Prefix, err))
 			}
 		}
 		t.closeErr = errors.Join(errs...)
@@ -660,6 +663,11 @@ func (t *tunnel) stats() Stats {
 	for _, n := range s.Conn.SentPerAddress {
 		if n > 0 {
 			s.AddressesUsed++
+		}
+	}
+	for _, n := range s.Conn.SentPerPort {
+		if n > 0 {
+			s.PortsUsed++
 		}
 	}
 	return s

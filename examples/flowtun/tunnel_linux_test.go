@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/flowspread/flowspread/conn"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -16,16 +17,23 @@ func TestTunnel(t *testing.T) {
 		name   string
 		modeA  spreadMode
 		outer4 bool
+		ports  bool // the ends spread over ports too (over ports alone on IPv4)
 	}{
-		{"off", spreadOff, false},
-		{"off over IPv4", spreadOff, true},
-		{"src", spreadSrc, false},
-		{"dst", spreadDst, false},
-		{"both", spreadBoth, false},
+		{"off", spreadOff, false, false},
+		{"off over IPv4", spreadOff, true, false},
+		{"src", spreadSrc, false, false},
+		{"dst", spreadDst, false, false},
+		{"both", spreadBoth, false, false},
+		{"ports over IPv4", spreadBoth, true, true},
+		{"src ports over IPv4", spreadSrc, true, true},
+		{"addresses and ports", spreadBoth, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTwoHosts(t)
 			cfgA, cfgB := endConfigs(tc.modeA, tc.outer4)
+			if tc.ports {
+				withPorts(&cfgA, &cfgB, tc.outer4)
+			}
 			a := startEnd(t, h.a, cfgA)
 			b := startEnd(t, h.b, cfgB)
 
@@ -114,11 +122,14 @@ func TestTunnel(t *testing.T) {
 					}
 					continue
 				}
-				if s.AddressesUsed < 16 {
+				if s.AddressesUsed < 16 && !tc.outer4 {
 					t.Errorf("%s spreads its sources but used only %d addresses", name, s.AddressesUsed)
 				}
+				if tc.ports && s.PortsUsed < 16 {
+					t.Errorf("%s spreads its sources over 64 ports but used only %d", name, s.PortsUsed)
+				}
 			}
-			if spreads["A"] && spreads["B"] {
+			if spreads["A"] && spreads["B"] && !tc.outer4 {
 				// Flow-symmetric: both directions of a flow use one bucket,
 				// so the two ends' sets of busy buckets mostly coincide
 				// (two random sets of 76 out of 1024 would share about 6).
@@ -134,5 +145,19 @@ func TestTunnel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// withPorts gives each end of a and b that spreads its sources a port
+// range too (on IPv4, in place of its prefix), and the other end the
+// same range as its peer's.
+func withPorts(a, b *config, outer4 bool) {
+	ports := map[*config]conn.PortRange{a: {First: 40000, Bits: 6}, b: {First: 41000, Bits: 6}}
+	for _, e := range []struct{ end, peer *config }{{a, b}, {b, a}} {
+		if outer4 {
+			e.end.ours.Prefix, e.end.theirs.Prefix = netip.Prefix{}, netip.Prefix{}
+		}
+		e.end.ours.Ports = ports[e.end]
+		e.end.theirs.Ports = ports[e.peer]
 	}
 }

@@ -45,7 +45,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "preflight: -port %d is not a UDP port (1-65535)\n", *port)
 		os.Exit(2)
 	}
-	cfg.Prefix, cfg.Port = p, uint16(*port)
+	cfg.Range.Prefix, cfg.Port = p, uint16(*port)
 
 	r := host.Diagnose(cfg)
 	fmt.Print(r)

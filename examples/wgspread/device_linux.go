@@ -26,14 +26,14 @@ func serve(opts options, logger *log.Logger) (err error) {
 	// The local route first: wireguard-go opens the Bind as soon as the
 	// interface is up and has a listen port, and spread datagrams must
 	// reach it from then on.
-	if opts.localRoute && opts.cfg.Prefix.IsValid() && !opts.stockBind {
-		remove, err := host.AddLocalRoute(opts.cfg.Prefix)
+	if opts.localRoute && opts.cfg.Range.Prefix.IsValid() && !opts.stockBind {
+		remove, err := host.AddLocalRoute(opts.cfg.Range.Prefix)
 		if err != nil {
-			return fmt.Errorf("add the local route for %v (ip -6 route add local %v dev lo): %w", opts.cfg.Prefix, opts.cfg.Prefix, err)
+			return fmt.Errorf("add the local route for %v (ip -6 route add local %v dev lo): %w", opts.cfg.Range.Prefix, opts.cfg.Range.Prefix, err)
 		}
 		defer func() {
 			if rerr := remove(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("remove the local route for %v: %w", opts.cfg.Prefix, rerr))
+				err = errors.Join(err, fmt.Errorf("remove the local route for %v: %w", opts.cfg.Range.Prefix, rerr))
 			}
 		}()
 	}

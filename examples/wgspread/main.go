@@ -77,8 +77,8 @@ func (l *peerList) String() string {
 	s := make([]string, len(*l))
 	for i, p := range *l {
 		s[i] = p.Addr.String()
-		if p.Prefix.IsValid() {
-			s[i] += "=" + p.Prefix.String()
+		if p.Range.Prefix.IsValid() {
+			s[i] += "=" + p.Range.Prefix.String()
 		}
 	}
 	return strings.Join(s, ",")
@@ -93,13 +93,13 @@ func (l *peerList) Set(v string) error {
 	}
 	p.Addr = netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
 	if hasPrefix {
-		if p.Prefix, err = netip.ParsePrefix(prefix); err != nil {
+		if p.Range.Prefix, err = netip.ParsePrefix(prefix); err != nil {
 			return fmt.Errorf("peer prefix %q: %w", prefix, err)
 		}
-		if !p.Prefix.Addr().Is6() {
-			return fmt.Errorf("peer prefix %v: want an IPv6 prefix", p.Prefix)
+		if !p.Range.Prefix.Addr().Is6() {
+			return fmt.Errorf("peer prefix %v: want an IPv6 prefix", p.Range.Prefix)
 		}
-		p.Prefix = p.Prefix.Masked()
+		p.Range.Prefix = p.Range.Prefix.Masked()
 	}
 	for _, q := range *l {
 		if q.Addr == p.Addr {
@@ -116,9 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var opts options
 	var peers peerList
-	fs.TextVar(&opts.cfg.Prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
+	fs.TextVar(&opts.cfg.Range.Prefix, "prefix", netip.Prefix{}, "our spread `prefix`: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64 (empty: do not spread our sources)")
 	fs.Var(&peers, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
-	fs.IntVar(&opts.cfg.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
+	fs.IntVar(&opts.cfg.Range.Bits, "bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix; both ends must agree")
 	hashKey := secretflag.Secret{What: "the hash key", Flag: "hash-key", Env: hashKeyEnv}
 	secretflag.Var(fs, &opts.cfg.Key, hashKey.Flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
 		"every local user can read it in /proc/PID/cmdline: prefer -hash-key-file or $"+hashKeyEnv)
@@ -143,31 +143,31 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(opts.iface) >= 16 || strings.ContainsAny(opts.iface, "/ ") {
 		return opts, fmt.Errorf("interface name %q: use at most 15 characters, no slash or space", opts.iface)
 	}
-	if p := opts.cfg.Prefix; p.IsValid() {
+	if p := opts.cfg.Range.Prefix; p.IsValid() {
 		if !p.Addr().Is6() {
 			return opts, fmt.Errorf("-prefix %v: want an IPv6 prefix", p)
 		}
-		opts.cfg.Prefix = p.Masked()
+		opts.cfg.Range.Prefix = p.Masked()
 	}
-	if opts.cfg.Bits < 0 || opts.cfg.Bits > 32 {
-		return opts, fmt.Errorf("-bits %d: give 0 to 32", opts.cfg.Bits)
+	if opts.cfg.Range.Bits < 0 || opts.cfg.Range.Bits > 32 {
+		return opts, fmt.Errorf("-bits %d: give 0 to 32", opts.cfg.Range.Bits)
 	}
-	for _, p := range append([]netip.Prefix{opts.cfg.Prefix}, prefixesOf(peers)...) {
-		if p.IsValid() && 128-p.Bits() < opts.cfg.Bits {
-			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Bits)
+	for _, p := range append([]netip.Prefix{opts.cfg.Range.Prefix}, prefixesOf(peers)...) {
+		if p.IsValid() && 128-p.Bits() < opts.cfg.Range.Bits {
+			return opts, fmt.Errorf("prefix %v has fewer than 2^%d addresses: shorten the prefix or lower -bits", p, opts.cfg.Range.Bits)
 		}
 	}
 	for i := range peers {
 		peers[i].Open = opts.open
-		if peers[i].Prefix.IsValid() {
+		if peers[i].Range.Prefix.IsValid() {
 			// Both ends agree on -bits: the peer's range is as wide as ours.
-			peers[i].Bits = opts.cfg.Bits
+			peers[i].Range.Bits = opts.cfg.Range.Bits
 		}
 	}
 	opts.flagPeers = peers
 	opts.cfg.Peers = peers
 	if opts.peersFile != "" {
-		file, err := readPeersFile(opts.peersFile, opts.cfg.Bits, opts.open)
+		file, err := readPeersFile(opts.peersFile, opts.cfg.Range.Bits, opts.open)
 		if err != nil {
 			return opts, fmt.Errorf("-peers-file: %w", err)
 		}
@@ -197,7 +197,7 @@ const hashKeyEnv = "WGSPREAD_HASH_KEY"
 func prefixesOf(peers []conn.Peer) []netip.Prefix {
 	ps := make([]netip.Prefix, len(peers))
 	for i, p := range peers {
-		ps[i] = p.Prefix
+		ps[i] = p.Range.Prefix
 	}
 	return ps
 }
@@ -208,19 +208,19 @@ func describe(opts options) string {
 		return "stock StdNetBind, nothing spread"
 	}
 	var b strings.Builder
-	if opts.cfg.Prefix.IsValid() {
-		fmt.Fprintf(&b, "sources in %v", opts.cfg.Prefix)
+	if opts.cfg.Range.Prefix.IsValid() {
+		fmt.Fprintf(&b, "sources in %v", opts.cfg.Range.Prefix)
 	} else {
 		b.WriteString("sources unspread")
 	}
 	for _, p := range opts.cfg.Peers {
-		if p.Prefix.IsValid() {
-			fmt.Fprintf(&b, ", peer %v in %v", p.Addr, p.Prefix)
+		if p.Range.Prefix.IsValid() {
+			fmt.Fprintf(&b, ", peer %v in %v", p.Addr, p.Range.Prefix)
 		} else {
 			fmt.Fprintf(&b, ", peer %v unspread", p.Addr)
 		}
 	}
-	fmt.Fprintf(&b, " (2^%d addresses", opts.cfg.Bits)
+	fmt.Fprintf(&b, " (2^%d addresses", opts.cfg.Range.Bits)
 	if opts.cfg.Symmetric {
 		b.WriteString(", symmetric")
 	}

@@ -24,13 +24,13 @@ func TestParseFlags(t *testing.T) {
 			name: "both prefixes and a key",
 			args: []string{"-prefix", "2001:db8:a::/64", "-peer-prefix", peerB, "-hash-key", key, "wg0"},
 			check: func(t *testing.T, o options) {
-				want := []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51821"), Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Bits: conn.DefaultBits}}
-				if o.iface != "wg0" || o.cfg.Prefix != netip.MustParsePrefix("2001:db8:a::/64") ||
+				want := []conn.Peer{{Addr: netip.MustParseAddrPort("[2001:db8:ff::2]:51821"), Range: conn.Range{Prefix: netip.MustParsePrefix("2001:db8:b::/64"), Bits: conn.DefaultBits}}}
+				if o.iface != "wg0" || o.cfg.Range.Prefix != netip.MustParsePrefix("2001:db8:a::/64") ||
 					len(o.cfg.Peers) != 1 || o.cfg.Peers[0] != want[0] {
-					t.Errorf("got iface %q prefix %v peers %v", o.iface, o.cfg.Prefix, o.cfg.Peers)
+					t.Errorf("got iface %q prefix %v peers %v", o.iface, o.cfg.Range.Prefix, o.cfg.Peers)
 				}
-				if !o.cfg.Symmetric || !o.localRoute || o.cfg.Bits != conn.DefaultBits || o.randomKey || o.cfg.Key.String() != key {
-					t.Errorf("defaults: symmetric %v local route %v bits %d random key %v", o.cfg.Symmetric, o.localRoute, o.cfg.Bits, o.randomKey)
+				if !o.cfg.Symmetric || !o.localRoute || o.cfg.Range.Bits != conn.DefaultBits || o.randomKey || o.cfg.Key.String() != key {
+					t.Errorf("defaults: symmetric %v local route %v bits %d random key %v", o.cfg.Symmetric, o.localRoute, o.cfg.Range.Bits, o.randomKey)
 				}
 			},
 		},
@@ -39,14 +39,14 @@ func TestParseFlags(t *testing.T) {
 			args: []string{"-prefix", "2001:db8:a::1/64", "-peer-prefix", peerB, "-peer-prefix", "[2001:db8:ff::3]:51820",
 				"-bits", "4", "-symmetric=false", "-local-route=false", "wg0"},
 			check: func(t *testing.T, o options) {
-				if len(o.cfg.Peers) != 2 || o.cfg.Peers[1].Prefix.IsValid() {
+				if len(o.cfg.Peers) != 2 || o.cfg.Peers[1].Range.Prefix.IsValid() {
 					t.Errorf("peers %v: want the second without a prefix", o.cfg.Peers)
 				}
-				if o.cfg.Peers[0].Bits != 4 || o.cfg.Peers[0].Open {
+				if o.cfg.Peers[0].Range.Bits != 4 || o.cfg.Peers[0].Open {
 					t.Errorf("peer %+v: want -bits 4 for its range too, and not open", o.cfg.Peers[0])
 				}
-				if o.cfg.Prefix != netip.MustParsePrefix("2001:db8:a::/64") || o.cfg.Bits != 4 || o.cfg.Symmetric || o.localRoute {
-					t.Errorf("got prefix %v bits %d symmetric %v local route %v", o.cfg.Prefix, o.cfg.Bits, o.cfg.Symmetric, o.localRoute)
+				if o.cfg.Range.Prefix != netip.MustParsePrefix("2001:db8:a::/64") || o.cfg.Range.Bits != 4 || o.cfg.Symmetric || o.localRoute {
+					t.Errorf("got prefix %v bits %d symmetric %v local route %v", o.cfg.Range.Prefix, o.cfg.Range.Bits, o.cfg.Symmetric, o.localRoute)
 				}
 				if !o.randomKey {
 					t.Error("no -hash-key must mean a random key, and a warning")

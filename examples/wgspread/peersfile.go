@@ -52,8 +52,8 @@ func parsePeers(r io.Reader, bits int, open bool) ([]conn.Peer, error) {
 		}
 		p := &peers[len(peers)-1]
 		p.Open = open
-		if p.Prefix.IsValid() {
-			p.Bits = bits
+		if p.Range.Prefix.IsValid() {
+			p.Range.Bits = bits
 		}
 		for _, opt := range fields[1:] {
 			switch v, isBits := strings.CutPrefix(opt, "bits="); {
@@ -63,10 +63,10 @@ func parsePeers(r io.Reader, bits int, open bool) ([]conn.Peer, error) {
 				p.Open = false
 			case isBits:
 				b, err := strconv.Atoi(v)
-				if err != nil || !p.Prefix.IsValid() {
+				if err != nil || !p.Range.Prefix.IsValid() {
 					return nil, fmt.Errorf("line %d: %q: want bits=N after a peer with a prefix", n, opt)
 				}
-				p.Bits = b
+				p.Range.Bits = b
 			default:
 				return nil, fmt.Errorf("line %d: unknown option %q: want bits=N, open or open=false", n, opt)
 			}
@@ -115,7 +115,7 @@ func applyPeers(b peerSetter, want []conn.Peer) (removed int, err error) {
 // reloadPeers rereads the -peers-file and applies it with the command
 // line's peers; on an error in the file nothing changes.
 func reloadPeers(opts options, b peerSetter, logger *log.Logger) {
-	file, err := readPeersFile(opts.peersFile, opts.cfg.Bits, opts.open)
+	file, err := readPeersFile(opts.peersFile, opts.cfg.Range.Bits, opts.open)
 	if err != nil {
 		logger.Printf("reload the peers: %v: keeping them as they were", err)
 		return

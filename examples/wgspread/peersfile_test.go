@@ -27,9 +27,9 @@ func TestParsePeers(t *testing.T) {
 	}{
 		{"empty", "# nothing\n\n", false, nil, ""},
 		{"options", "[2001:db8:ff::2]:51820=2001:db8:b::/64 open\n  [2001:db8:ff::3]:51820=2001:db8:c::1/64 bits=8 # comment\n192.0.2.7:51820\n", false,
-			[]conn.Peer{{Addr: b, Prefix: pb, Bits: 10, Open: true}, {Addr: c, Prefix: pc, Bits: 8}, {Addr: v4}}, ""},
+			[]conn.Peer{{Addr: b, Range: conn.Range{Prefix: pb, Bits: 10}, Open: true}, {Addr: c, Range: conn.Range{Prefix: pc, Bits: 8}}, {Addr: v4}}, ""},
 		{"-open is the default", "[2001:db8:ff::2]:51820=2001:db8:b::/64\n[2001:db8:ff::3]:51820=2001:db8:c::/64 open=false\n", true,
-			[]conn.Peer{{Addr: b, Prefix: pb, Bits: 10, Open: true}, {Addr: c, Prefix: pc, Bits: 10}}, ""},
+			[]conn.Peer{{Addr: b, Range: conn.Range{Prefix: pb, Bits: 10}, Open: true}, {Addr: c, Range: conn.Range{Prefix: pc, Bits: 10}}}, ""},
 		{"unknown option", "[2001:db8:ff::2]:51820=2001:db8:b::/64 fast\n", false, nil, `line 1: unknown option "fast"`},
 		{"bits without a prefix", "\n192.0.2.7:51820 bits=4\n", false, nil, "line 2"},
 		{"bad bits", "[2001:db8:ff::2]:51820=2001:db8:b::/64 bits=x\n", false, nil, "bits=N"},

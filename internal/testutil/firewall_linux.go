@@ -27,10 +27,7 @@ type HomeFirewallRules struct {
 // table "inet home" ([NftCounter]). It skips t where nft is missing.
 func HomeFirewall(t testing.TB, router *Netns, inside string, hole netip.AddrPort, more HomeFirewallRules) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs the nft command: apt-get install nftables (scripts/install-deps)")
-	}
-	rules := fmt.Sprintf(`
+	Nft(t, router, fmt.Sprintf(`
 table inet home {
 	counter dropped {}
 	%s
@@ -44,12 +41,21 @@ table inet home {
 		counter name "dropped" drop
 	}
 }
-`, more.Decls, more.First, inside, hole.Addr(), hole.Port())
-	file := filepath.Join(t.TempDir(), "home.nft")
+`, more.Decls, more.First, inside, hole.Addr(), hole.Port()))
+}
+
+// Nft loads an nftables rule set into ns. It skips t where nft is
+// missing.
+func Nft(t testing.TB, ns *Netns, rules string) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs the nft command: apt-get install nftables (scripts/install-deps)")
+	}
+	file := filepath.Join(t.TempDir(), "rules.nft")
 	if err := os.WriteFile(file, []byte(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	router.Run(t, "nft", "-f", file)
+	ns.Run(t, "nft", "-f", file)
 }
 
 // NftCounter returns the packets the named counter of [HomeFirewall]'s

@@ -1,0 +1,211 @@
+package conn_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/internal/testutil"
+)
+
+// The IPv4 path of the port tests: a client on its own network behind a
+// router (which masquerades it, when the test asks for a NAT), and a
+// server with one address and one port.
+var (
+	v4Client     = netip.MustParseAddr("10.9.0.2")
+	v4RouterIn   = netip.MustParseAddr("10.9.0.1")
+	v4RouterOut  = netip.MustParseAddr("192.0.2.1")
+	v4Server     = netip.MustParseAddr("192.0.2.2")
+	clientPorts  = conn.PortRange{First: 40000, Bits: 4}
+	v4ClientPort = uint16(5000)
+	v4ServerPort = uint16(6000)
+)
+
+// v4Path builds client - router - server namespaces on IPv4. With nat,
+// the router masquerades the client (Linux masquerade, nftables), and
+// gives the datagrams from the client's port range new random ports, as
+// a NAT whose ports are taken would; the canonical port is kept, as
+// masquerade keeps a free port.
+func v4Path(t *testing.T, nat bool) (client, router, server *testutil.Netns) {
+	t.Helper()
+	testutil.SkipUnlessRoot(t)
+	client, router, server = testutil.NewNetns(t), testutil.NewNetns(t), testutil.NewNetns(t)
+	testutil.Veth(t, client, "c0", router, "r0")
+	testutil.Veth(t, router, "r1", server, "s0")
+	router.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	client.Run(t, "ip", "addr", "add", v4Client.String()+"/24", "dev", "c0")
+	router.Run(t, "ip", "addr", "add", v4RouterIn.String()+"/24", "dev", "r0")
+	router.Run(t, "ip", "addr", "add", v4RouterOut.String()+"/24", "dev", "r1")
+	server.Run(t, "ip", "addr", "add", v4Server.String()+"/24", "dev", "s0")
+	client.Run(t, "ip", "route", "add", "default", "via", v4RouterIn.String())
+	if !nat {
+		server.Run(t, "ip", "route", "add", "10.9.0.0/24", "via", v4RouterOut.String())
+		return client, router, server
+	}
+	rules := fmt.Sprintf(`table ip home {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "r1" udp sport %d-%d masquerade to :20000-29999 random
+		oifname "r1" masquerade
+	}
+}
+`, clientPorts.First, int(clientPorts.First)+clientPorts.Len()-1)
+	testutil.Nft(t, router, rules)
+	return client, router, server
+}
+
+// echoServer stands for a VPN server on c: every datagram is authentic
+// and carries its flow's hash and a request flag; it observes each and
+// answers requests on the same flow, and records where each flow came
+// from.
+type echoServer struct {
+	c    *conn.FlowSpreadConn
+	mu   sync.Mutex
+	from map[uint64]netip.AddrPort // flow hash -> its last request's outer source
+}
+
+func newEchoServer(t *testing.T, c *conn.FlowSpreadConn) *echoServer {
+	s := &echoServer{c: c, from: map[uint64]netip.AddrPort{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			n, info, err := c.ReadMsg(buf)
+			if err != nil {
+				return
+			}
+			if n != 9 {
+				continue
+			}
+			f := conn.Flow{Hash: binary.BigEndian.Uint64(buf), Valid: true}
+			c.Observe(&info, f)
+			if buf[8] != 1 {
+				continue
+			}
+			s.mu.Lock()
+			s.from[f.Hash] = info.OuterSrc
+			s.mu.Unlock()
+			reply := append([]byte(nil), buf[:9]...)
+			reply[8] = 0
+			if _, err := c.WriteFlow(reply, info.Peer, f); err != nil {
+				t.Errorf("server: answer: %v", err)
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return s
+}
+
+// exchange sends one request on each flow from c to peer and reads the
+// answers, returning each flow's answer's outer pair.
+func exchange(t *testing.T, c *conn.FlowSpreadConn, peer netip.AddrPort, hashes []uint64) map[uint64][2]netip.AddrPort {
+	t.Helper()
+	for _, h := range hashes {
+		msg := binary.BigEndian.AppendUint64(nil, h)
+		if _, err := c.WriteFlow(append(msg, 1), peer, conn.Flow{Hash: h, Valid: true}); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	got := map[uint64][2]netip.AddrPort{}
+	buf := make([]byte, 64)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for len(got) < len(hashes) {
+		n, info, err := c.ReadMsg(buf)
+		if err != nil {
+			t.Fatalf("%d of %d answers: %v", len(got), len(hashes), err)
+		}
+		if n != 9 || buf[8] != 0 {
+			continue
+		}
+		h := binary.BigEndian.Uint64(buf)
+		c.Observe(&info, conn.Flow{Hash: h, Valid: true})
+		got[h] = [2]netip.AddrPort{info.OuterSrc, info.OuterDst}
+	}
+	return got
+}
+
+// testHashes returns n flow hashes that cover every port of the client's
+// range at least once.
+func testHashes(n int) []uint64 {
+	hs := make([]uint64, n)
+	for i := range hs {
+		hs[i] = uint64(i)*0x9e3779b97f4a7c15 + uint64(i)<<28
+	}
+	return hs
+}
+
+// TestPortSpreadIPv4 spreads a client's flows over its source ports on an
+// IPv4 path, to a server with one address and one port that learns each
+// flow's port pair from the client's traffic: routed, and through a real
+// masquerade that rewrites the spread ports. Each flow's answer must come
+// back to the client's port for that flow.
+func TestPortSpreadIPv4(t *testing.T) {
+	for _, nat := range []bool{false, true} {
+		name := map[bool]string{false: "routed", true: "masquerade"}[nat]
+		t.Run(name, func(t *testing.T) {
+			clientNS, _, serverNS := v4Path(t, nat)
+			server := netip.AddrPortFrom(v4Server, v4ServerPort)
+			clientAt := netip.AddrPortFrom(v4Client, v4ClientPort)
+			theirs := conn.Range{Ports: clientPorts}
+			if nat {
+				clientAt = netip.AddrPortFrom(v4RouterOut, v4ClientPort)
+				theirs = conn.Range{Ports: conn.PortRange{Bits: clientPorts.Bits, Translated: true}}
+			}
+			key := [16]byte{7}
+			c := listenIn(t, clientNS, conn.Config{Port: v4ClientPort, Range: conn.Range{Ports: clientPorts},
+				Key: key, Symmetric: true, Peers: []conn.Peer{{Addr: server}}})
+			s := listenIn(t, serverNS, conn.Config{Port: v4ServerPort, Key: key, Symmetric: true,
+				Peers: []conn.Peer{{Addr: clientAt, Range: theirs}}})
+			srv := newEchoServer(t, s)
+
+			hashes := testHashes(64)
+			for round := range 3 {
+				got := exchange(t, c, server, hashes)
+				for _, h := range hashes {
+					want := netip.AddrPortFrom(v4Client, clientPorts.PortOf(h))
+					if dst := got[h][1]; dst != want {
+						t.Errorf("round %d: flow %#x answered to %v, want its own port %v", round, h, dst, want)
+					}
+				}
+			}
+			srv.mu.Lock()
+			ports := map[uint16]bool{}
+			for _, h := range hashes {
+				src := srv.from[h]
+				ports[src.Port()] = true
+				want := netip.AddrPortFrom(v4Client, clientPorts.PortOf(h))
+				if nat {
+					want = netip.AddrPortFrom(v4RouterOut, src.Port())
+					if clientPorts.Contains(src.Port()) {
+						t.Errorf("flow %#x arrived from port %d: the NAT did not translate it, so the test proves nothing about learning", h, src.Port())
+					}
+				}
+				if src != want {
+					t.Errorf("flow %#x arrived from %v, want %v", h, src, want)
+				}
+			}
+			srv.mu.Unlock()
+			if len(ports) != clientPorts.Len() {
+				t.Errorf("the server saw %d source ports, want %d: one per port of the range", len(ports), clientPorts.Len())
+			}
+			cs, ss := c.Stats(), s.Stats()
+			var perPort uint64
+			for _, n := range cs.SentPerPort {
+				perPort += n
+			}
+			if perPort != cs.Sent || cs.SentUnspread != 0 {
+				t.Errorf("client: %d sent, %d counted per port, %d unspread: every datagram should leave from a port of the range", cs.Sent, perPort, cs.SentUnspread)
+			}
+			if ss.PathsOpened != uint64(clientPorts.Len()) || ss.SentWaiting != 0 {
+				t.Errorf("server: %d paths opened, %d sent waiting; want %d and 0 (each answer follows a request that opened its pair)", ss.PathsOpened, ss.SentWaiting, clientPorts.Len())
+			}
+			t.Logf("client sent %d on %d ports; server opened %d paths, saw %d source ports", cs.Sent, len(cs.SentPerPort), ss.PathsOpened, len(ports))
+		})
+	}
+}
