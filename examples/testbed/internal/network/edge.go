@@ -3,10 +3,15 @@ package network
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 
+	"github.com/flowspread/flowspread/conn/host"
+	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/internal/netns"
 )
 
@@ -58,25 +63,47 @@ func (t *Topology) linkHome(progress func(string)) error {
 }
 
 // proxyNeighbours makes the on-link client answer neighbour discovery for
-// its range: the kernel's proxy NDP, one entry per address, on its link
-// to the router; nothing unless Options.OnLink.
+// its range, one proxy entry per address on its link to the router, with
+// conn/host.AddNeighbourProxies run in its namespace (this program as
+// `testbed neighbour-proxies`); nothing unless Options.OnLink. The
+// entries go with the namespace.
 func (t *Topology) proxyNeighbours(progress func(string)) error {
 	if !t.OnLink {
 		return nil
 	}
-	lines, err := t.plan.proxyCommands()
+	progress(fmt.Sprintf("on-link client: proxy NDP for the %d addresses of %s on %s (no route to it on the router)",
+		1<<flowaddr.DefaultBits, t.ClientSpread, clientIf))
+	return t.Client.Run(t.self, "neighbour-proxies", clientIf, t.ClientSpread.String(), strconv.Itoa(flowaddr.DefaultBits))
+}
+
+// NeighbourProxiesMain is `testbed neighbour-proxies LINK PREFIX BITS`: in
+// the namespace it runs in, the kernel answers neighbour solicitations on
+// LINK for the 2^BITS addresses of PREFIX that flowtun spreads over
+// (flowaddr's default, contiguous layout), and keeps answering after it
+// exits.
+func NeighbourProxiesMain(args []string) int {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: testbed neighbour-proxies LINK PREFIX BITS")
+		return 2
+	}
+	prefix, err := netip.ParsePrefix(args[1])
+	bits, berr := strconv.Atoi(args[2])
+	if err = errors.Join(err, berr); err != nil {
+		fmt.Fprintln(os.Stderr, "testbed neighbour-proxies:", err)
+		return 2
+	}
+	m, err := flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: prefix, Bits: bits})
 	if err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "testbed neighbour-proxies:", err)
+		return 1
 	}
-	progress(fmt.Sprintf("on-link client: proxy NDP for the %d addresses of %s on %s (no route to it on the router)", len(lines), t.ClientSpread, clientIf))
-	// The kernel answers a solicitation for a proxied address only on a
-	// link with proxy_ndp and forwarding (ndisc_recv_ns): forwarding on
-	// c0 alone makes the client act as a router on that link, not forward
-	// between links (that is net.ipv6.conf.all.forwarding).
-	if err := t.Client.Run("sysctl", "-q", "-w", "net.ipv6.conf."+clientIf+".proxy_ndp=1", "net.ipv6.conf."+clientIf+".forwarding=1"); err != nil {
-		return err
+	p, err := host.AddNeighbourProxies(args[0], m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbed neighbour-proxies:", err)
+		return 1
 	}
-	return t.Client.IPBatch(lines...)
+	fmt.Printf("%d proxy entries added on %s, %d there already\n", len(p.Added()), p.Link(), p.Present())
+	return 0
 }
 
 // Neighbours are the router's neighbour entries on its link to the

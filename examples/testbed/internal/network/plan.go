@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-
-	"github.com/flowspread/flowspread/flowaddr"
 )
 
 // Outer is the family of the outer path: the links to the router and the
@@ -227,21 +225,3 @@ func natRules() string {
 
 // natTable is the home router's nftables table.
 const natTable = "fstb_nat"
-
-// proxyCommands are the ip -batch lines that make the on-link client's
-// kernel answer neighbour solicitations for every address of its range
-// (2^DefaultBits addresses of clientSpread in flowtun's default,
-// contiguous layout): proxy NDP entries, which the kernel answers only
-// with proxy_ndp and forwarding on the link (net/ipv6/ndisc.c,
-// ndisc_recv_ns).
-func (p plan) proxyCommands() ([]string, error) {
-	m, err := flowaddr.NewMapper(flowaddr.MapperConfig{Prefix: p.clientSpread, Bits: flowaddr.DefaultBits})
-	if err != nil {
-		return nil, err
-	}
-	lines := make([]string, m.Len())
-	for b := range m.Len() {
-		lines[b] = fmt.Sprintf("neigh add proxy %s dev %s", netip.AddrFrom16(m.Addr16(uint32(b))), clientIf)
-	}
-	return lines, nil
-}

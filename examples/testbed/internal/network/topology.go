@@ -76,6 +76,7 @@ type Topology struct {
 	NAT, OnLink bool
 
 	plan     plan
+	self     string          // this program, which runs the helpers
 	routerNS netns.Namespace // empty when the router is a VM
 	wires    []*wireProcess
 	made     []netns.Namespace
@@ -164,6 +165,7 @@ func New(opts Options) (t *Topology, err error) {
 	if err != nil {
 		return nil, err
 	}
+	t.self = opts.Self
 	var kind routerKind = &namespaceRouter{opts: opts, prefix: prefix}
 	if opts.VM != nil {
 		kind = &vmRouterKind{opts: *opts.VM, self: opts.Self, id: id}
