@@ -150,7 +150,7 @@ func (s pathSnapshot) since(earlier pathSnapshot) report.PathCounters {
 // load, and returns the mode's Paths with the checks' counters; the
 // caller finishes it with finishPaths after the load.
 func (e *experiment) checkPaths(ctx context.Context, tun tunnel.Tunnel, inner tunnel.InnerPath) (*report.Paths, pathSnapshot, error) {
-	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
+	p := &report.Paths{Firewall: e.cfg.Firewall, NAT: e.cfg.NAT, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
 		MustReach: !e.cfg.behindFirewall() || !e.cfg.Open, PairsOut: -1, PairsIn: -1}
 	switch tun := tun.(type) {
 	case *tunnel.Flowtun:
