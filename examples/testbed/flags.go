@@ -18,6 +18,9 @@ import (
 type flagText struct {
 	qdisc, modes, wire, wireKind, firewall, outer, dimension string
 	serverPrefix                                             bool
+	// dimensionGiven: -dimension was on the command line; without it an
+	// IPv4 outer path spreads over ports, the one dimension it allows.
+	dimensionGiven bool
 }
 
 // parseFlags reads the command line into a config and checks it.
@@ -31,6 +34,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags only; see -help)", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) { text.dimensionGiven = text.dimensionGiven || f.Name == "dimension" })
 	if err := cfg.setChoices(text); err != nil {
 		return nil, err
 	}
@@ -68,7 +72,7 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&text.outer, "outer", string(network.OuterIPv6), "the outer path's family: ipv6 (sites routed to the hosts in 2001:db8::/32), or ipv4 (TEST-NET links, no prefix routed to a host: the spread mode spreads over ports only)")
 	fs.BoolVar(&cfg.NAT, "nat", false, "put a home router that masquerades the client (NAT44, nftables masquerade) between the client and the router, the client on 10.0.0.0/24; needs -outer ipv4")
 	fs.BoolVar(&cfg.OnLink, "onlink", false, "give the client no routed prefix: it spreads inside the /64 of its link to the router, which finds each address by neighbour discovery, and answers for its range with the kernel's proxy NDP; the router's neighbour entries on that link are counted after each mode (IPv6 only)")
-	fs.StringVar(&text.dimension, "dimension", tunnel.DimensionAddresses, "what the spread mode spreads each inner flow over: addresses (outer address pairs), ports (outer source ports, from one address: one host at a host-fair qdisc) or both; -outer ipv4 allows only ports")
+	fs.StringVar(&text.dimension, "dimension", tunnel.DimensionAddresses, "what the spread mode spreads each inner flow over: addresses (outer address pairs), ports (outer source ports, from one address: one host at a host-fair qdisc) or both; -outer ipv4 allows only ports, its default")
 	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
@@ -124,6 +128,9 @@ func (cfg *config) setChoices(text *flagText) error {
 		cfg.Outer = o
 	default:
 		return fmt.Errorf("-outer %q: want ipv6 or ipv4", text.outer)
+	}
+	if cfg.Outer == network.OuterIPv4 && !text.dimensionGiven {
+		text.dimension = tunnel.DimensionPorts
 	}
 	switch text.dimension {
 	case tunnel.DimensionAddresses, tunnel.DimensionPorts, tunnel.DimensionBoth:
