@@ -123,6 +123,24 @@ func (cfg *config) setChoices(text *flagText) error {
 		return fmt.Errorf("-firewall %q: want none, client or both", text.firewall)
 	}
 	cfg.ServerSingle = !text.serverPrefix
+	if err := cfg.setTopology(text); err != nil {
+		return err
+	}
+	for _, name := range strings.Split(text.modes, ",") {
+		name = strings.TrimSpace(name)
+		if _, ok := findMode(name); !ok {
+			return fmt.Errorf("unknown mode %q: want some of %s", name, strings.Join(modeNames(), ","))
+		}
+		if slices.Contains(cfg.Modes, name) {
+			return fmt.Errorf("mode %q listed twice", name)
+		}
+		cfg.Modes = append(cfg.Modes, name)
+	}
+	return nil
+}
+
+// setTopology reads -outer and -dimension.
+func (cfg *config) setTopology(text *flagText) error {
 	switch o := network.Outer(text.outer); o {
 	case network.OuterIPv6, network.OuterIPv4:
 		cfg.Outer = o
@@ -137,16 +155,6 @@ func (cfg *config) setChoices(text *flagText) error {
 		cfg.Dimension = text.dimension
 	default:
 		return fmt.Errorf("-dimension %q: want addresses, ports or both", text.dimension)
-	}
-	for _, name := range strings.Split(text.modes, ",") {
-		name = strings.TrimSpace(name)
-		if _, ok := findMode(name); !ok {
-			return fmt.Errorf("unknown mode %q: want some of %s", name, strings.Join(modeNames(), ","))
-		}
-		if slices.Contains(cfg.Modes, name) {
-			return fmt.Errorf("mode %q listed twice", name)
-		}
-		cfg.Modes = append(cfg.Modes, name)
 	}
 	return nil
 }
