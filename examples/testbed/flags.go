@@ -200,7 +200,7 @@ func (cfg *config) checkTopology() error {
 		return fmt.Errorf("-onlink is an IPv6 topology (neighbour discovery): it cannot run with -outer ipv4")
 	case cfg.Outer == network.OuterIPv4 && cfg.Dimension != tunnel.DimensionPorts:
 		return fmt.Errorf("-outer ipv4 routes no prefix to a host, so the spread mode can spread only over ports: give -dimension ports")
-	case cfg.Dimension != tunnel.DimensionAddresses && cfg.VPN != vpnFlowtun:
+	case cfg.Dimension != tunnel.DimensionAddresses && cfg.VPN != vpnFlowtun && slices.Contains(cfg.Modes, "spread"):
 		return fmt.Errorf("-dimension %s is flowtun's for now: wgspread spreads over addresses only (give -vpn flowtun)", cfg.Dimension)
 	case cfg.Dimension == tunnel.DimensionPorts && cfg.ServerSingle:
 		return fmt.Errorf("-server-prefix=false is implied by -dimension ports (the server keeps one address and one port): drop it")

@@ -58,6 +58,7 @@ func TestParseFlags(t *testing.T) {
 		{"unknown outer family", []string{"-outer", "ipx"}, "want ipv6 or ipv4", nil},
 		{"unknown dimension", []string{"-dimension", "labels"}, "want addresses, ports or both", nil},
 		{"ports are flowtun's", []string{"-dimension", "ports", "-vpn", "wireguard"}, "flowtun's for now", nil},
+		{"wgspread's stock bind through the NAT", []string{"-outer", "ipv4", "-nat", "-vpn", "wireguard", "-modes", "direct,one-flow"}, "", func(c *config) bool { return c.NAT && c.VPN == vpnWireGuard }},
 		{"modes in the given order", []string{"-modes", "control,direct"}, "", func(c *config) bool { return slices.Equal(c.Modes, []string{"control", "direct"}) }},
 		{"wire on the client side only", []string{"-wire", "client"}, "", func(c *config) bool { return c.Wire == network.WireClient }},
 		{"copying wire", []string{"-wire-kind", "copy"}, "", func(c *config) bool { return c.WireKind == network.WireCopy }},
