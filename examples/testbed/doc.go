@@ -205,7 +205,15 @@
 //     answers with the kernel's proxy NDP (conn/host.AddNeighbourProxies,
 //     run in its namespace as `testbed neighbour-proxies`). The report
 //     counts the router's neighbour entries on that link after each mode
-//     (`ip -6 neigh show dev rc` on the router), flushed before it.
+//     (`ip -6 neigh show dev rc` on the router), flushed before it. The
+//     kernel answers a solicitation for a proxied address after a random
+//     wait up to proxy_delay (0.8 s; RFC 4861 section 7.2.7), and the
+//     router holds the first datagram to each new address meanwhile: each
+//     inner flow starts up to that late, its measured seconds run past the
+//     outside flows', and it gets the link to itself at their end (the
+//     inner flows' goodput then adds up to more than the link carries).
+//     -proxy-delay 0 answers at once, and measures the rest of the
+//     topology without that start-up cost.
 //   - -dimension addresses|ports|both: what the spread mode spreads each
 //     inner flow over: outer address pairs (the default), the client's
 //     outer source ports 40000-40063 from its one address (the server

@@ -72,6 +72,7 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&text.outer, "outer", string(network.OuterIPv6), "the outer path's family: ipv6 (sites routed to the hosts in 2001:db8::/32), or ipv4 (TEST-NET links, no prefix routed to a host: the spread mode spreads over ports only)")
 	fs.BoolVar(&cfg.NAT, "nat", false, "put a home router that masquerades the client (NAT44, nftables masquerade) between the client and the router, the client on 10.0.0.0/24; needs -outer ipv4")
 	fs.BoolVar(&cfg.OnLink, "onlink", false, "give the client no routed prefix: it spreads inside the /64 of its link to the router, which finds each address by neighbour discovery, and answers for its range with the kernel's proxy NDP; the router's neighbour entries on that link are counted after each mode (IPv6 only)")
+	fs.DurationVar(&cfg.ProxyDelay, "proxy-delay", -1, "with -onlink, the client's net.ipv6.neigh.c0.proxy_delay: its kernel answers a solicitation for a range address after a random wait up to this, and the router holds the first datagram to each new address meanwhile, so each inner flow starts that much late and its measured seconds run past the outside flows'; negative keeps the kernel's 0.8 s, 0 answers at once")
 	fs.StringVar(&text.dimension, "dimension", tunnel.DimensionAddresses, "what the spread mode spreads each inner flow over: addresses (outer address pairs), ports (outer source ports, from one address: one host at a host-fair qdisc) or both; -outer ipv4 allows only ports, its default")
 	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
@@ -196,6 +197,8 @@ func (cfg *config) checkTopology() error {
 	switch {
 	case cfg.NAT && cfg.Outer != network.OuterIPv4:
 		return fmt.Errorf("-nat is a NAT44: it needs -outer ipv4")
+	case cfg.ProxyDelay >= 0 && !cfg.OnLink:
+		return fmt.Errorf("-proxy-delay is the on-link client's: give -onlink too")
 	case cfg.OnLink && cfg.Outer != network.OuterIPv6:
 		return fmt.Errorf("-onlink is an IPv6 topology (neighbour discovery): it cannot run with -outer ipv4")
 	case cfg.Outer == network.OuterIPv4 && cfg.Dimension != tunnel.DimensionPorts:

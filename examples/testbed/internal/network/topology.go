@@ -75,13 +75,14 @@ type Topology struct {
 	Outer       Outer
 	NAT, OnLink bool
 
-	plan     plan
-	self     string          // this program, which runs the helpers
-	routerNS netns.Namespace // empty when the router is a VM
-	wires    []*wireProcess
-	made     []netns.Namespace
-	routerVM *vmRouter
-	taps     []string // made in this namespace, not yet moved
+	plan       plan
+	self       string          // this program, which runs the helpers
+	proxyDelay time.Duration   // Options.ProxyDelay
+	routerNS   netns.Namespace // empty when the router is a VM
+	wires      []*wireProcess
+	made       []netns.Namespace
+	routerVM   *vmRouter
+	taps       []string // made in this namespace, not yet moved
 }
 
 // Router runs commands where the router is: a namespace on this machine
@@ -140,6 +141,12 @@ type Options struct {
 	// router resolves by neighbour discovery, and the client answers for
 	// its range with the kernel's proxy NDP. Needs OuterIPv6.
 	OnLink bool
+	// ProxyDelay, when 0 or more, replaces the on-link client's
+	// proxy_delay: the kernel answers a multicast solicitation for a
+	// proxied address after a random time up to it (0.8 s by default,
+	// RFC 4861 section 7.2.7), and the router holds the first datagram
+	// to each new address meanwhile. Negative keeps the kernel's.
+	ProxyDelay time.Duration
 	// Progress receives one line per setup step; may be nil.
 	Progress func(string)
 }
@@ -165,7 +172,7 @@ func New(opts Options) (t *Topology, err error) {
 	if err != nil {
 		return nil, err
 	}
-	t.self = opts.Self
+	t.self, t.proxyDelay = opts.Self, opts.ProxyDelay
 	var kind routerKind = &namespaceRouter{opts: opts, prefix: prefix}
 	if opts.VM != nil {
 		kind = &vmRouterKind{opts: *opts.VM, self: opts.Self, id: id}

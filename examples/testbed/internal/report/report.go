@@ -100,11 +100,14 @@ type Config struct {
 	// Outer is the outer path's family (ipv6, ipv4); NAT: a home router
 	// masqueraded the client; OnLink: the client's addresses were on its
 	// link's /64, with no route to them.
-	Outer    string  `json:"outer,omitempty"`
-	NAT      bool    `json:"nat,omitempty"`
-	OnLink   bool    `json:"onlink,omitempty"`
-	Started  string  `json:"started"`
-	ElapsedS float64 `json:"elapsed_s"`
+	Outer  string `json:"outer,omitempty"`
+	NAT    bool   `json:"nat,omitempty"`
+	OnLink bool   `json:"onlink,omitempty"`
+	// ProxyDelayS is the on-link client's proxy_delay when -proxy-delay
+	// set it; absent, the kernel's 0.8 s.
+	ProxyDelayS *float64 `json:"proxy_delay_s,omitempty"`
+	Started     string   `json:"started"`
+	ElapsedS    float64  `json:"elapsed_s"`
 }
 
 // ModeResult is one row: one mode measured.
