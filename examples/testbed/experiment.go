@@ -151,7 +151,7 @@ func (e *experiment) buildTopology() (*network.Topology, error) {
 		Outer:      e.cfg.Outer,
 		NAT:        e.cfg.NAT,
 		OnLink:     e.cfg.OnLink,
-		ProxyDelay: e.cfg.ProxyDelay,
+		ProxyDelay: e.cfg.proxyDelay(),
 		Progress:   func(s string) { e.progress("%s", s) },
 	}
 	if e.cfg.RouterVM {
@@ -169,6 +169,14 @@ func (e *experiment) summarize(res report.ModeResult) {
 	e.progress("mode %s: %.1f Mbit/s in all, tunnel share %.2f, Jain %.3f, inner probe p99 %.1f ms, outer probe p99 %.1f ms, latency %s",
 		res.Mode, float64(res.TotalMbit), float64(res.TunnelShare), float64(res.Jain),
 		float64(res.InnerProbe.P99), float64(res.OuterProbe.P99), res.Targets.Latency)
+}
+
+// proxyDelay is -proxy-delay for the network: nil keeps the kernel's.
+func (cfg *config) proxyDelay() *time.Duration {
+	if cfg.ProxyDelay < 0 {
+		return nil
+	}
+	return &cfg.ProxyDelay
 }
 
 // proxyDelayOf is the -proxy-delay the report records, in seconds: nil

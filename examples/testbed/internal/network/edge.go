@@ -74,9 +74,9 @@ func (t *Topology) proxyNeighbours(progress func(string)) error {
 	}
 	progress(fmt.Sprintf("on-link client: proxy NDP for the %d addresses of %s on %s (no route to it on the router)",
 		1<<flowaddr.DefaultBits, t.ClientSpread, clientIf))
-	if t.proxyDelay >= 0 {
+	if t.proxyDelay != nil {
 		// In USER_HZ ticks of 10 ms (Documentation/networking/ip-sysctl.rst).
-		ticks := strconv.FormatInt(int64(t.proxyDelay/(10*time.Millisecond)), 10)
+		ticks := strconv.FormatInt(int64(*t.proxyDelay/(10*time.Millisecond)), 10)
 		if err := t.Client.Run("sysctl", "-q", "-w", "net.ipv6.neigh."+clientIf+".proxy_delay="+ticks); err != nil {
 			return err
 		}

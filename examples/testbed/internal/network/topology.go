@@ -77,7 +77,7 @@ type Topology struct {
 
 	plan       plan
 	self       string          // this program, which runs the helpers
-	proxyDelay time.Duration   // Options.ProxyDelay
+	proxyDelay *time.Duration  // Options.ProxyDelay
 	routerNS   netns.Namespace // empty when the router is a VM
 	wires      []*wireProcess
 	made       []netns.Namespace
@@ -141,12 +141,12 @@ type Options struct {
 	// router resolves by neighbour discovery, and the client answers for
 	// its range with the kernel's proxy NDP. Needs OuterIPv6.
 	OnLink bool
-	// ProxyDelay, when 0 or more, replaces the on-link client's
-	// proxy_delay: the kernel answers a multicast solicitation for a
-	// proxied address after a random time up to it (0.8 s by default,
-	// RFC 4861 section 7.2.7), and the router holds the first datagram
-	// to each new address meanwhile. Negative keeps the kernel's.
-	ProxyDelay time.Duration
+	// ProxyDelay, when set, replaces the on-link client's proxy_delay:
+	// the kernel answers a multicast solicitation for a proxied address
+	// after a random time up to it (0.8 s by default, RFC 4861 section
+	// 7.2.7), and the router holds the first datagram to each new
+	// address meanwhile. Nil keeps the kernel's.
+	ProxyDelay *time.Duration
 	// Progress receives one line per setup step; may be nil.
 	Progress func(string)
 }
