@@ -63,3 +63,22 @@ func TestHostShareInTable(t *testing.T) {
 		}
 	}
 }
+
+func TestHeadingNamesTheTopology(t *testing.T) {
+	zero := 0.0
+	for _, tc := range []struct {
+		c    Config
+		want string
+	}{
+		{Config{Qdisc: "fq_codel", RateMbit: 20}, "fq_codel at 20 Mbit/s, 0 bulk flows"},
+		{Config{Qdisc: "fq_codel", RateMbit: 20, Outer: "ipv4", NAT: true}, "fq_codel at 20 Mbit/s, outer IPv4, the client behind a NAT44, 0 bulk"},
+		{Config{Qdisc: "fq_codel", RateMbit: 20, OnLink: true}, "the client on-link (proxy NDP, the kernel's proxy_delay), 0 bulk"},
+		{Config{Qdisc: "fq_codel", RateMbit: 20, OnLink: true, ProxyDelayS: &zero}, "the client on-link (proxy NDP, proxy_delay 0 s), 0 bulk"},
+	} {
+		var b bytes.Buffer
+		(&Report{Config: tc.c}).writeHeading(&b)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("heading %q lacks %q", b.String(), tc.want)
+		}
+	}
+}

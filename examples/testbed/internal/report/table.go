@@ -48,8 +48,31 @@ func (rep *Report) writeHeading(w io.Writer) {
 	if c.Rounds > 1 {
 		rounds = fmt.Sprintf(" in %d rounds", c.Rounds)
 	}
-	fmt.Fprintf(w, "\n%s at %g Mbit/s%s, %d bulk flows inside + %d outside, %gs per mode%s (+%gs warm-up), kernel %s %s\n\n",
-		c.Qdisc, c.RateMbit, vpn, c.InnerFlows, c.OuterFlows, c.DurationS, rounds, c.OmitS, c.Kernel, where)
+	fmt.Fprintf(w, "\n%s at %g Mbit/s%s%s, %d bulk flows inside + %d outside, %gs per mode%s (+%gs warm-up), kernel %s %s\n\n",
+		c.Qdisc, c.RateMbit, vpn, c.topology(), c.InnerFlows, c.OuterFlows, c.DurationS, rounds, c.OmitS, c.Kernel, where)
+}
+
+// topology names the outer path when it is not the default one: IPv4,
+// the NAT, the on-link client.
+func (c Config) topology() string {
+	var parts []string
+	if c.Outer == "ipv4" {
+		parts = append(parts, "outer IPv4")
+	}
+	if c.NAT {
+		parts = append(parts, "the client behind a NAT44")
+	}
+	if c.OnLink {
+		delay := "the kernel's proxy_delay"
+		if c.ProxyDelayS != nil {
+			delay = fmt.Sprintf("proxy_delay %g s", *c.ProxyDelayS)
+		}
+		parts = append(parts, "the client on-link (proxy NDP, "+delay+")")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(parts, ", ")
 }
 
 // writeModes prints one line per mode.
