@@ -7,7 +7,8 @@
 // client's and the server's site prefixes (2001:db8:a::/48 and
 // 2001:db8:b::/48) are routed through the router, whose egress towards
 // each side is the bottleneck: an HTB shaper at -rate (20 Mbit/s by
-// default) with fq_codel, cake (flows or triple-isolate) or a plain FIFO.
+// default) with fq_codel, cake (flows, triple-isolate, or the host-fair
+// dual-srchost and dual-dsthost) or a plain FIFO.
 // Where this kernel lacks the qdisc, the router is a VM instead of a
 // namespace (see Running it).
 //
@@ -179,6 +180,55 @@
 // one outer pair per inner flow each way, and the latency verdict whether
 // fq_codel isolated them.
 //
+// # Other topologies, other dimensions
+//
+// Each behind a flag, off by default:
+//
+//   - -outer ipv4: the outer path is IPv4, on documentation ranges (RFC
+//     5737): the client link 192.0.2.0/24, the server link
+//     198.51.100.0/24, each host's own address on its link and no prefix
+//     routed to it; the router forwards IPv4. The inner addresses stay
+//     IPv6. With no prefix the spread mode spreads over ports only.
+//   - -nat (with -outer ipv4): a fourth namespace, the home router,
+//     stands between the client and the router, client ==c0--hl== home
+//     ==hu--rc== router, and masquerades the client (Linux's nftables
+//     masquerade on hu, NAT44) from 10.0.0.2 (RFC 1918) to its own
+//     192.0.2.2. Flows the server opens through the tunnel reach the
+//     client only over the mapping the client's traffic and its 25 s
+//     keepalive keep open; the reachability checks open them from each
+//     end. flowtun's server learns the client's translated ports
+//     (-peer-range nat-ports=64), and -open is never given.
+//   - -onlink: the client has no routed prefix. Its own address is on its
+//     link's /64 (2001:db8:0:1::2), it spreads over 1024 addresses of
+//     2001:db8:0:1:f::/80 inside that /64, and the router, which has no
+//     route for it, finds each one by neighbour discovery; the client
+//     answers with the kernel's proxy NDP (conn/host.AddNeighbourProxies,
+//     run in its namespace as `testbed neighbour-proxies`). The report
+//     counts the router's neighbour entries on that link after each mode
+//     (`ip -6 neigh show dev rc` on the router), flushed before it. The
+//     kernel answers a solicitation for a proxied address after a random
+//     wait up to proxy_delay (0.8 s; RFC 4861 section 7.2.7), and the
+//     router holds the first datagram to each new address meanwhile: each
+//     inner flow starts up to that late, its measured seconds run past the
+//     outside flows', and it gets the link to itself at their end (the
+//     inner flows' goodput then adds up to more than the link carries).
+//     -proxy-delay 0 answers at once, and measures the rest of the
+//     topology without that start-up cost.
+//   - -dimension addresses|ports|both: what the spread mode spreads each
+//     inner flow over: outer address pairs (the default), the client's
+//     outer source ports 40000-40063 from its one address (the server
+//     keeps one address and one port and answers each flow on the port
+//     pair it came on), or both. The spread row names it: "spread
+//     (ports)".
+//   - -qdisc cake-dual-srchost, cake-dual-dsthost: cake fair between
+//     source (destination) addresses first, then between each one's
+//     flows. Cake counts every outer address as a host, so a tunnel
+//     spreading over addresses outweighs the hosts beside it. With any
+//     cake kind the spread row gets a share check against the direct
+//     mode, which carries the same flows without a tunnel: the tunnel's
+//     share must stay within the direct mode's + 0.05 (required with
+//     -require-targets, which then needs -modes direct,spread).
+//
 // # Running it
 //
 // As root, from the repository:
@@ -209,7 +259,7 @@
 // boot; scripts/experiment runs it with 15 s per mode. -d is the whole
 // measured time, not each round's, so more rounds cost no more time.
 //
-// The namespaces are named fstb-XXXXXXXX-{client,router,server} (and -wire) and
+// The namespaces are named fstb-XXXXXXXX-{client,router,server} (and -wire, -home) and
 // removed at the end, also after Ctrl-C. A run killed outright leaves them
 // behind: `ip netns list | grep fstb-` shows them, `ip netns del NAME`
 // removes each.
@@ -219,8 +269,8 @@
 // The program is a thin main (flags, placement, the experiment's steps)
 // over packages with one job each, under internal/: network (the
 // namespaces, the router in a namespace or a VM, the wire and the
-// re-executed helpers `testbed wire`, `testbed clear-hash` and `testbed
-// router-agent`), shaping (the qdiscs and their statistics), load
+// re-executed helpers `testbed wire`, `testbed clear-hash`, `testbed
+// router-agent` and `testbed neighbour-proxies`), shaping (the qdiscs and their statistics), load
 // (iperf3 and irtt and their parsers), tunnel (the VPNs under test),
 // firewall (the stateful firewalls and the count of outer pairs), reach
 // (the flows opened through a tunnel, and the re-executed helper `testbed

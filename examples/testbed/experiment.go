@@ -59,6 +59,19 @@ type config struct {
 	// the client spreads towards it from its range.
 	ServerSingle bool
 
+	// Outer is the outer path's family; NAT puts a masquerading home
+	// router in front of the client; OnLink gives the client no routed
+	// prefix, only its link's /64.
+	Outer  network.Outer
+	NAT    bool
+	OnLink bool
+	// ProxyDelay replaces the on-link client's proxy_delay when 0 or
+	// more; negative keeps the kernel's 0.8 s.
+	ProxyDelay time.Duration
+	// Dimension is what the spread mode spreads over: one of tunnel's
+	// DimensionAddresses, DimensionPorts or DimensionBoth.
+	Dimension string
+
 	VM string // auto, router, always or never
 	// RouterVM: the router runs in a VM, the hosts here.
 	RouterVM bool
@@ -132,10 +145,14 @@ func (e *experiment) run(ctx context.Context) (*report.Report, error) {
 // with cfg.RouterVM, in a VM.
 func (e *experiment) buildTopology() (*network.Topology, error) {
 	opts := network.Options{
-		Self:     e.self,
-		Wire:     e.cfg.Wire,
-		WireKind: e.cfg.WireKind,
-		Progress: func(s string) { e.progress("%s", s) },
+		Self:       e.self,
+		Wire:       e.cfg.Wire,
+		WireKind:   e.cfg.WireKind,
+		Outer:      e.cfg.Outer,
+		NAT:        e.cfg.NAT,
+		OnLink:     e.cfg.OnLink,
+		ProxyDelay: e.cfg.proxyDelay(),
+		Progress:   func(s string) { e.progress("%s", s) },
 	}
 	if e.cfg.RouterVM {
 		opts.VM = &network.VMOptions{Runner: e.cfg.VMRunner, OutDir: e.cfg.OutDir, MemMB: e.cfg.VMMemMB, Timeout: vmTimeout(e.cfg)}
@@ -152,6 +169,24 @@ func (e *experiment) summarize(res report.ModeResult) {
 	e.progress("mode %s: %.1f Mbit/s in all, tunnel share %.2f, Jain %.3f, inner probe p99 %.1f ms, outer probe p99 %.1f ms, latency %s",
 		res.Mode, float64(res.TotalMbit), float64(res.TunnelShare), float64(res.Jain),
 		float64(res.InnerProbe.P99), float64(res.OuterProbe.P99), res.Targets.Latency)
+}
+
+// proxyDelay is -proxy-delay for the network: nil keeps the kernel's.
+func (cfg *config) proxyDelay() *time.Duration {
+	if cfg.ProxyDelay < 0 {
+		return nil
+	}
+	return &cfg.ProxyDelay
+}
+
+// proxyDelayOf is the -proxy-delay the report records, in seconds: nil
+// without -onlink or where the kernel's was kept.
+func proxyDelayOf(cfg *config) *float64 {
+	if !cfg.OnLink || cfg.ProxyDelay < 0 {
+		return nil
+	}
+	s := cfg.ProxyDelay.Seconds()
+	return &s
 }
 
 // newReportConfig records the experiment's settings and the machine.
@@ -172,6 +207,10 @@ func newReportConfig(cfg *config, start time.Time) report.Config {
 		VPN:             cfg.VPN,
 		Firewall:        cfg.Firewall,
 		ServerSingle:    cfg.ServerSingle,
+		Outer:           string(cfg.Outer),
+		NAT:             cfg.NAT,
+		OnLink:          cfg.OnLink,
+		ProxyDelayS:     proxyDelayOf(cfg),
 		Kernel:          strings.TrimSpace(string(kernel)),
 		InVM:            os.Getenv("FLOWSPREAD_IN_VM") == "1",
 		Started:         start.UTC().Format(time.RFC3339),

@@ -10,13 +10,17 @@ import (
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
 	"github.com/flowspread/flowspread/examples/testbed/internal/shaping"
+	"github.com/flowspread/flowspread/examples/testbed/internal/tunnel"
 )
 
 // flagText holds the flags that parseFlags checks before they go into
 // the config.
 type flagText struct {
-	qdisc, modes, wire, wireKind, firewall string
-	serverPrefix                           bool
+	qdisc, modes, wire, wireKind, firewall, outer, dimension string
+	serverPrefix                                             bool
+	// dimensionGiven: -dimension was on the command line; without it an
+	// IPv4 outer path spreads over ports, the one dimension it allows.
+	dimensionGiven bool
 }
 
 // parseFlags reads the command line into a config and checks it.
@@ -30,6 +34,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags only; see -help)", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) { text.dimensionGiven = text.dimensionGiven || f.Name == "dimension" })
 	if err := cfg.setChoices(text); err != nil {
 		return nil, err
 	}
@@ -39,7 +44,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 // defineFlags defines the flags of fs into a config.
 func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	cfg, text := &config{}, &flagText{}
-	fs.StringVar(&text.qdisc, "qdisc", string(shaping.FQCodel), "bottleneck qdisc: fq_codel (under HTB), cake-flows, cake-triple, or fifo (the control with no isolation)")
+	fs.StringVar(&text.qdisc, "qdisc", string(shaping.FQCodel), "bottleneck qdisc: fq_codel (under HTB), cake-flows, cake-triple, cake-dual-srchost, cake-dual-dsthost (cake fair between hosts by address first: source or destination), or fifo (the control with no isolation)")
 	fs.Float64Var(&cfg.RateMbit, "rate", 20, "bottleneck rate in Mbit/s, each way")
 	fs.DurationVar(&cfg.Duration, "d", 20*time.Second, "measured time of each mode, cut into -rounds rounds (the whole, not each round's)")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds each mode's measured time is cut into: the latency verdict is judged in each round, with fresh probes, and reported with its spread across them")
@@ -64,6 +69,11 @@ func defineFlags(fs *flag.FlagSet) (*config, *flagText) {
 	fs.StringVar(&text.firewall, "firewall", firewallNone, "stateful firewalls (nftables, RFC 6092 style: replies, ICMPv6 and the VPN's port let in, the rest dropped) in front of: none, client, or both ends; behind one, flowtun or wgspread learns each flow's path instead of -open and keeps the canonical pair open with a 25 s keepalive (flowtun -keepalive, WireGuard's persistent keepalive)")
 	fs.BoolVar(&cfg.Open, "open", false, "run flowtun or wgspread -open even behind a firewall: each flow on its own address pair at once, which shows the flows a firewall black-holes (with -firewall none flowtun always runs -open)")
 	fs.BoolVar(&cfg.IdleCheck, "idle-check", false, "in each mode with a tunnel, leave a TCP connection through it idle "+idleCheckTime.String()+" (past conntrack's 30 s UDP timeout), then send a segment from each end, and count the retransmissions")
+	fs.StringVar(&text.outer, "outer", string(network.OuterIPv6), "the outer path's family: ipv6 (sites routed to the hosts in 2001:db8::/32), or ipv4 (TEST-NET links, no prefix routed to a host: the spread mode spreads over ports only)")
+	fs.BoolVar(&cfg.NAT, "nat", false, "put a home router that masquerades the client (NAT44, nftables masquerade) between the client and the router, the client on 10.0.0.0/24; needs -outer ipv4")
+	fs.BoolVar(&cfg.OnLink, "onlink", false, "give the client no routed prefix: it spreads inside the /64 of its link to the router, which finds each address by neighbour discovery, and answers for its range with the kernel's proxy NDP; the router's neighbour entries on that link are counted after each mode (IPv6 only)")
+	fs.DurationVar(&cfg.ProxyDelay, "proxy-delay", -1, "with -onlink, the client's net.ipv6.neigh.c0.proxy_delay: its kernel answers a solicitation for a range address after a random wait up to this, and the router holds the first datagram to each new address meanwhile, so each inner flow starts that much late and its measured seconds run past the outside flows'; negative keeps the kernel's 0.8 s, 0 answers at once")
+	fs.StringVar(&text.dimension, "dimension", tunnel.DimensionAddresses, "what the spread mode spreads each inner flow over: addresses (outer address pairs), ports (outer source ports, from one address: one host at a host-fair qdisc) or both; -outer ipv4 allows only ports, its default")
 	fs.BoolVar(&text.serverPrefix, "server-prefix", true, "give the server a spread prefix; false gives it one address, which the client spreads towards from its range (flowtun -spread src on the client, -spread dst on the server)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: testbed [flags]
@@ -114,6 +124,9 @@ func (cfg *config) setChoices(text *flagText) error {
 		return fmt.Errorf("-firewall %q: want none, client or both", text.firewall)
 	}
 	cfg.ServerSingle = !text.serverPrefix
+	if err := cfg.setTopology(text); err != nil {
+		return err
+	}
 	for _, name := range strings.Split(text.modes, ",") {
 		name = strings.TrimSpace(name)
 		if _, ok := findMode(name); !ok {
@@ -123,6 +136,26 @@ func (cfg *config) setChoices(text *flagText) error {
 			return fmt.Errorf("mode %q listed twice", name)
 		}
 		cfg.Modes = append(cfg.Modes, name)
+	}
+	return nil
+}
+
+// setTopology reads -outer and -dimension.
+func (cfg *config) setTopology(text *flagText) error {
+	switch o := network.Outer(text.outer); o {
+	case network.OuterIPv6, network.OuterIPv4:
+		cfg.Outer = o
+	default:
+		return fmt.Errorf("-outer %q: want ipv6 or ipv4", text.outer)
+	}
+	if cfg.Outer == network.OuterIPv4 && !text.dimensionGiven {
+		text.dimension = tunnel.DimensionPorts
+	}
+	switch text.dimension {
+	case tunnel.DimensionAddresses, tunnel.DimensionPorts, tunnel.DimensionBoth:
+		cfg.Dimension = text.dimension
+	default:
+		return fmt.Errorf("-dimension %q: want addresses, ports or both", text.dimension)
 	}
 	return nil
 }
@@ -154,6 +187,26 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-server-prefix=false is flowtun's: it needs -vpn flowtun")
 	case cfg.IdleCheck && !usesTunnelProgram(cfg):
 		return fmt.Errorf("-idle-check needs a mode with flowtun's tunnel (one-flow or spread) in -modes")
+	}
+	return cfg.checkTopology()
+}
+
+// checkTopology checks that the topology flags and the dimension fit
+// together.
+func (cfg *config) checkTopology() error {
+	switch {
+	case cfg.NAT && cfg.Outer != network.OuterIPv4:
+		return fmt.Errorf("-nat is a NAT44: it needs -outer ipv4")
+	case cfg.ProxyDelay >= 0 && !cfg.OnLink:
+		return fmt.Errorf("-proxy-delay is the on-link client's: give -onlink too")
+	case cfg.OnLink && cfg.Outer != network.OuterIPv6:
+		return fmt.Errorf("-onlink is an IPv6 topology (neighbour discovery): it cannot run with -outer ipv4")
+	case cfg.Outer == network.OuterIPv4 && cfg.Dimension != tunnel.DimensionPorts:
+		return fmt.Errorf("-outer ipv4 routes no prefix to a host, so the spread mode can spread only over ports: give -dimension ports")
+	case cfg.Dimension != tunnel.DimensionAddresses && cfg.VPN != vpnFlowtun && slices.Contains(cfg.Modes, "spread"):
+		return fmt.Errorf("-dimension %s is flowtun's for now: wgspread spreads over addresses only (give -vpn flowtun)", cfg.Dimension)
+	case cfg.Dimension == tunnel.DimensionPorts && cfg.ServerSingle:
+		return fmt.Errorf("-server-prefix=false is implied by -dimension ports (the server keeps one address and one port): drop it")
 	}
 	return nil
 }

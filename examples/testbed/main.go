@@ -35,10 +35,11 @@ func main() {
 // helpers are the subcommands this program runs itself as: the copying
 // wire, the hash-clearing tc program, the router VM's agent.
 var helpers = map[string]func([]string) int{
-	"wire":         network.WireMain,
-	"clear-hash":   network.ClearHashMain,
-	"router-agent": network.RouterAgentMain,
-	"tcp-check":    reach.TCPMain,
+	"wire":              network.WireMain,
+	"clear-hash":        network.ClearHashMain,
+	"router-agent":      network.RouterAgentMain,
+	"neighbour-proxies": network.NeighbourProxiesMain,
+	"tcp-check":         reach.TCPMain,
 }
 
 // run is the program, returning its exit status (exitMet and so on).
@@ -226,8 +227,8 @@ func missingTools(cfg *config) []string {
 	if usesTunnelProgram(cfg) || slices.Contains(cfg.Modes, "control") {
 		need = append(need, "ping", "nstat") // the reachability checks
 	}
-	if cfg.behindFirewall() || cfg.ServerSingle {
-		need = append(need, "nft")
+	if cfg.countsPairs() {
+		need = append(need, "nft") // and the NAT's masquerade
 	}
 	if slices.Contains(cfg.Modes, "control") || cfg.VPN == vpnWireGuard && usesTunnelProgram(cfg) {
 		need = append(need, "wg")

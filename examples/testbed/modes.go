@@ -59,12 +59,21 @@ var modes = []mode{
 	},
 }
 
-// describe says what m is when cfg's VPN runs it.
+// describe says what m is when cfg's VPN runs it, over cfg's dimension.
 func (m mode) describe(cfg *config) string {
 	if cfg.VPN == vpnWireGuard && m.DescribeWireGuard != "" {
 		return m.DescribeWireGuard
 	}
+	if m.Name == "spread" && cfg.Dimension != "" && cfg.Dimension != tunnel.DimensionAddresses {
+		return spreadDescriptions[cfg.Dimension]
+	}
 	return m.Describe
+}
+
+// spreadDescriptions describe the spread mode over the other dimensions.
+var spreadDescriptions = map[string]string{
+	tunnel.DimensionPorts: "flowtun spreading each inner flow over its own outer source port, from the client's one address to the server's one address and port",
+	tunnel.DimensionBoth:  "flowtun spreading each inner flow over its own outer address pair and source port",
 }
 
 // The VPNs -vpn chooses between for the one-flow and spread modes.
@@ -90,6 +99,7 @@ func newTunnelProgram(cfg *config, spread bool) (tunnel.Tunnel, error) {
 	}
 	f.Open, f.Keepalive = cfg.tunnelOpen(), cfg.keepalive()
 	f.ServerSingle = cfg.ServerSingle
+	f.Dimension, f.NAT = cfg.Dimension, cfg.NAT
 	return f, nil
 }
 

@@ -109,21 +109,25 @@ func TestNewTunnelProgram(t *testing.T) {
 
 func TestModeDescriptionsNameTheVPN(t *testing.T) {
 	for _, tc := range []struct {
-		mode, vpn, want string
+		mode, vpn, dimension, want string
 	}{
-		{"one-flow", vpnFlowtun, "flowtun"},
-		{"spread", vpnFlowtun, "flowtun"},
-		{"one-flow", vpnWireGuard, "wgspread -stock-bind"},
-		{"spread", vpnWireGuard, "WireGuard (wgspread)"},
-		{"control", vpnWireGuard, "kernel WireGuard"},
-		{"direct", vpnWireGuard, "no tunnel"},
+		{"one-flow", vpnFlowtun, "", "flowtun"},
+		{"spread", vpnFlowtun, "", "flowtun"},
+		{"spread", vpnFlowtun, "addresses", "own outer address pair"},
+		{"spread", vpnFlowtun, "ports", "own outer source port"},
+		{"spread", vpnFlowtun, "both", "address pair and source port"},
+		{"one-flow", vpnFlowtun, "ports", "without spreading"},
+		{"one-flow", vpnWireGuard, "", "wgspread -stock-bind"},
+		{"spread", vpnWireGuard, "", "WireGuard (wgspread)"},
+		{"control", vpnWireGuard, "", "kernel WireGuard"},
+		{"direct", vpnWireGuard, "", "no tunnel"},
 	} {
-		t.Run(tc.mode+" "+tc.vpn, func(t *testing.T) {
+		t.Run(tc.mode+" "+tc.vpn+" "+tc.dimension, func(t *testing.T) {
 			m, ok := findMode(tc.mode)
 			if !ok {
 				t.Fatalf("no mode %q", tc.mode)
 			}
-			if got := m.describe(&config{VPN: tc.vpn}); !strings.Contains(got, tc.want) {
+			if got := m.describe(&config{VPN: tc.vpn, Dimension: tc.dimension}); !strings.Contains(got, tc.want) {
 				t.Errorf("description %q lacks %q", got, tc.want)
 			}
 		})

@@ -46,16 +46,26 @@ func (cfg *config) behindFirewall() bool {
 
 // tunnelOpen says whether flowtun or wgspread runs -open: with no
 // firewall (today's behaviour, so earlier figures stay comparable), or
-// when -open asks.
-func (cfg *config) tunnelOpen() bool { return !cfg.behindFirewall() || cfg.Open }
+// when -open asks; never behind the NAT, where the server learns the
+// client's translated ports (flowtun refuses -open with nat-ports).
+func (cfg *config) tunnelOpen() bool {
+	return !cfg.NAT && (!cfg.behindFirewall() || cfg.Open)
+}
 
 // keepalive is flowtun's -keepalive, and wgspread's persistent keepalive:
-// only behind a firewall.
+// only behind a firewall or the NAT, whose mapping it keeps.
 func (cfg *config) keepalive() time.Duration {
-	if !cfg.behindFirewall() {
+	if !cfg.behindFirewall() && !cfg.NAT {
 		return 0
 	}
 	return keepaliveBehindFirewall
+}
+
+// countsPairs says whether the client counts the tunnel's outer endpoint
+// pairs (nft): wherever the count says something the default run's does
+// not, so today's runs need no nft.
+func (cfg *config) countsPairs() bool {
+	return cfg.behindFirewall() || cfg.ServerSingle || cfg.NAT || cfg.Dimension != tunnel.DimensionAddresses
 }
 
 // firewalled returns the namespaces with a firewall in front.
@@ -73,8 +83,8 @@ func (e *experiment) firewalled() []netns.Namespace {
 // and the table counting the tunnel's outer pairs on the client's link,
 // and returns conntrack's timeouts (nil without a firewall).
 func (e *experiment) setUpFirewalls() (*firewall.Timeouts, error) {
-	if e.cfg.behindFirewall() || e.cfg.ServerSingle {
-		if err := firewall.CountPairs(e.topo.Client, network.ClientIf, tunnel.FlowtunPort); err != nil {
+	if e.cfg.countsPairs() {
+		if err := firewall.CountPairs(e.topo.Client, network.ClientIf, e.topo.ClientHost, tunnel.FlowtunPort); err != nil {
 			return nil, err
 		}
 		e.countPairs = true
@@ -140,7 +150,7 @@ func (s pathSnapshot) since(earlier pathSnapshot) report.PathCounters {
 // load, and returns the mode's Paths with the checks' counters; the
 // caller finishes it with finishPaths after the load.
 func (e *experiment) checkPaths(ctx context.Context, tun tunnel.Tunnel, inner tunnel.InnerPath) (*report.Paths, pathSnapshot, error) {
-	p := &report.Paths{Firewall: e.cfg.Firewall, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
+	p := &report.Paths{Firewall: e.cfg.Firewall, NAT: e.cfg.NAT, Open: e.cfg.tunnelOpen(), KeepaliveS: e.cfg.keepalive().Seconds(),
 		MustReach: !e.cfg.behindFirewall() || !e.cfg.Open, PairsOut: -1, PairsIn: -1}
 	switch tun := tun.(type) {
 	case *tunnel.Flowtun:

@@ -32,7 +32,7 @@ const qdiscSampleInterval = 3 * time.Second
 // runMode runs one mode and measures it. Failures become the row's
 // status; only the whole experiment's setup errors stop the run.
 func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult) {
-	res = report.ModeResult{Mode: m.Name, Description: m.Describe}
+	res = report.ModeResult{Mode: m.Name, Description: m.Describe, Dimension: e.cfg.dimension(m)}
 	start := time.Now()
 	defer func() { res.ElapsedS = time.Since(start).Seconds() }()
 	fail := func(err error) report.ModeResult {
@@ -52,6 +52,12 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult
 	if err := e.shapeRouter(); err != nil {
 		return fail(err)
 	}
+	// Counted also when the load fails: a full neighbour table may say why.
+	countNeighbours, err := e.watchNeighbours()
+	if err != nil {
+		return fail(err)
+	}
+	defer countNeighbours(&res)
 	inner, stop, err := e.startTunnel(ctx, tun)
 	if err != nil {
 		return fail(err)
@@ -83,6 +89,35 @@ func (e *experiment) runMode(ctx context.Context, m mode) (res report.ModeResult
 		InnerFlows: e.cfg.InnerFlows, OuterFlows: e.cfg.OuterFlows},
 		report.Kind{Squeezed: m.Squeezed, Control: m.Control}, got.rounds(e.cfg), e.cfg.targets())
 	return res
+}
+
+// watchNeighbours empties the router's neighbour table on the client
+// link with -onlink, and returns what adds its entries to a mode's result
+// after the mode (nothing without -onlink).
+func (e *experiment) watchNeighbours() (func(*report.ModeResult), error) {
+	if !e.cfg.OnLink {
+		return func(*report.ModeResult) {}, nil
+	}
+	if err := e.topo.FlushNeighbours(); err != nil {
+		return nil, err
+	}
+	return func(res *report.ModeResult) {
+		n, err := e.topo.CountNeighbours()
+		if err != nil {
+			res.Notes = append(res.Notes, "the router's neighbour entries could not be counted: "+err.Error())
+			return
+		}
+		res.Neighbours = &n
+	}, nil
+}
+
+// dimension is what mode m spreads over, for its row: only the spread
+// mode spreads.
+func (cfg *config) dimension(m mode) string {
+	if m.Name != "spread" {
+		return ""
+	}
+	return cfg.Dimension
 }
 
 // shapeRouter puts the bottleneck qdisc on both of the router's links.

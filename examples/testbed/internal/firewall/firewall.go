@@ -1,7 +1,7 @@
-// Package firewall puts a home router's stateful IPv6 firewall (RFC 6092
-// style, in nftables) in front of an end host of the testbed, reads what
-// it dropped, and counts the outer address pairs a tunnel used on the
-// host's link.
+// Package firewall puts a home router's stateful firewall (RFC 6092
+// style, in nftables; IPv6, or IPv4 on the testbed's IPv4 outer path) in
+// front of an end host of the testbed, reads what it dropped, and counts
+// the outer endpoint pairs a tunnel used on the host's link.
 //
 // The rules sit on the end host's input hook, for packets that come in on
 // its link to the router (the outside), not in a namespace of their own
@@ -47,10 +47,12 @@ type Protect struct {
 
 // Rules returns the firewall's rule set for nft -f: replies and related
 // packets pass (conntrack), ICMPv6 that IPv6 needs passes (RFC 4890:
-// errors, echo, neighbour discovery from the link), the open services
-// pass, and everything else from the outside is dropped and counted.
-// What the host sends is not filtered: all of it may go out.
+// errors, echo, neighbour discovery from the link), and ICMP errors and
+// echo for IPv4, the open services on Host (of its family) pass, and
+// everything else from the outside is dropped and counted. What the host
+// sends is not filtered: all of it may go out.
 func Rules(p Protect) string {
+	l3 := network(p.Host)
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", table)
 	fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", counter)
@@ -62,16 +64,28 @@ func Rules(p Protect) string {
 	// discovery, which only ever comes from the link (hop limit 255).
 	b.WriteString("\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, echo-reply } accept\n")
 	b.WriteString("\t\ticmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } ip6 hoplimit 255 accept\n")
-	fmt.Fprintf(&b, "\t\tip6 daddr %s udp dport %d accept\n", p.Host, p.VPNPort)
+	if p.Host.Is4() {
+		// RFC 1812's errors, and echo as RFC 6092 lets it in for IPv6.
+		b.WriteString("\t\ticmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request, echo-reply } accept\n")
+	}
+	fmt.Fprintf(&b, "\t\t%s daddr %s udp dport %d accept\n", l3, p.Host, p.VPNPort)
 	if len(p.TCPPorts) > 0 {
-		fmt.Fprintf(&b, "\t\tip6 daddr %s tcp dport { %s } accept\n", p.Host, ports(p.TCPPorts))
+		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport { %s } accept\n", l3, p.Host, ports(p.TCPPorts))
 	}
 	if len(p.UDPPorts) > 0 {
-		fmt.Fprintf(&b, "\t\tip6 daddr %s udp dport { %s } accept\n", p.Host, ports(p.UDPPorts))
+		fmt.Fprintf(&b, "\t\t%s daddr %s udp dport { %s } accept\n", l3, p.Host, ports(p.UDPPorts))
 	}
 	fmt.Fprintf(&b, "\t\tcounter name %s drop\n", counter)
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+// network is nftables' name of a's network header: ip6, or ip for IPv4.
+func network(a netip.Addr) string {
+	if a.Is4() {
+		return "ip"
+	}
+	return "ip6"
 }
 
 func ports(ps []int) string {
@@ -157,28 +171,35 @@ func ConntrackTimeouts(ns netns.Namespace) (Timeouts, error) {
 }
 
 // PairRules returns the accounting table that records, on the link
-// outside, every distinct outer address pair of the VPN's UDP datagrams
-// (port port) in each direction: what the router sees of the tunnel.
-func PairRules(outside string, port int) string {
+// outside, every distinct outer endpoint pair (addresses and ports) of
+// the VPN's UDP datagrams (to or from the peer's port port) in each
+// direction: what the router sees of the tunnel, whether it spreads over
+// addresses or over ports. host, the end's own address, gives the family.
+func PairRules(outside string, host netip.Addr, port int) string {
+	l3, addrType := network(host), "ipv6_addr"
+	if host.Is4() {
+		addrType = "ipv4_addr"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", pairsTable)
 	for _, set := range []string{"out", "in"} {
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv6_addr . ipv6_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n", set)
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_service . %s . inet_service\n\t\tsize 65535\n\t\tflags dynamic\n\t}\n", set, addrType, addrType)
 	}
+	pair := fmt.Sprintf("{ %s saddr . udp sport . %s daddr . udp dport }", l3, l3)
 	// Before the firewall's chain (priority filter, 0), so that dropped
 	// datagrams are counted as arriving too.
-	fmt.Fprintf(&b, "\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n\t\toifname %q udp dport %d add @out { ip6 saddr . ip6 daddr }\n\t}\n", outside, port)
-	fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n\t\tiifname %q udp sport %d add @in { ip6 saddr . ip6 daddr }\n\t}\n", outside, port)
+	fmt.Fprintf(&b, "\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n\t\toifname %q udp dport %d add @out %s\n\t}\n", outside, port, pair)
+	fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n\t\tiifname %q udp sport %d add @in %s\n\t}\n", outside, port, pair)
 	b.WriteString("}\n")
 	return b.String()
 }
 
 // CountPairs loads the accounting table of PairRules into ns.
-func CountPairs(ns netns.Namespace, outside string, port int) error {
-	return load(ns, pairsTable, PairRules(outside, port))
+func CountPairs(ns netns.Namespace, outside string, host netip.Addr, port int) error {
+	return load(ns, pairsTable, PairRules(outside, host, port))
 }
 
-// Pairs returns the distinct outer address pairs recorded in ns since
+// Pairs returns the distinct outer endpoint pairs recorded in ns since
 // CountPairs or the last ResetPairs, sent (out) and received (in).
 func Pairs(ns netns.Namespace) (out, in int, err error) {
 	for _, set := range []struct {

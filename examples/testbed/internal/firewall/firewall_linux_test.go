@@ -31,7 +31,7 @@ func TestFirewallDropsUnsolicited(t *testing.T) {
 	if err := Install(home.Namespace(), Protect{Outside: "c0", Host: homeAddr, VPNPort: 51820}); err != nil {
 		t.Fatal(err)
 	}
-	if err := CountPairs(home.Namespace(), "c0", 51820); err != nil {
+	if err := CountPairs(home.Namespace(), "c0", homeAddr, 51820); err != nil {
 		t.Fatal(err)
 	}
 	// Neighbour discovery must pass, or nothing below would.
@@ -115,7 +115,7 @@ func TestPairsCounted(t *testing.T) {
 	for _, a := range outAddrs {
 		outside.Run(t, "ip", "addr", "add", a.String()+"/64", "dev", "x0", "nodad")
 	}
-	if err := CountPairs(home.Namespace(), "c0", 51820); err != nil {
+	if err := CountPairs(home.Namespace(), "c0", homeAddr, 51820); err != nil {
 		t.Fatal(err)
 	}
 	c := home.ListenUDP(t, netip.AddrPortFrom(homeAddr, 51820))

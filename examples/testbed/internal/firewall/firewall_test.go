@@ -49,15 +49,45 @@ func TestRulesOpenServices(t *testing.T) {
 	}
 }
 
-func TestPairRules(t *testing.T) {
-	rules := PairRules("c0", 51820)
+func TestRulesIPv4(t *testing.T) {
+	p := Protect{Outside: "c0", Host: netip.MustParseAddr("192.0.2.2"), VPNPort: 51820, TCPPorts: []int{5201}}
+	rules := Rules(p)
 	for _, want := range []string{
-		`oifname "c0" udp dport 51820 add @out { ip6 saddr . ip6 daddr }`,
-		`iifname "c0" udp sport 51820 add @in { ip6 saddr . ip6 daddr }`,
-		"priority -10",
+		"ip daddr 192.0.2.2 udp dport 51820 accept",
+		"ip daddr 192.0.2.2 tcp dport { 5201 } accept",
+		"icmp type { destination-unreachable",
 	} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("rules lack %q:\n%s", want, rules)
+		}
+	}
+	if strings.Contains(rules, "ip6 daddr") {
+		t.Errorf("IPv4 rules match an IPv6 destination:\n%s", rules)
+	}
+}
+
+func TestPairRules(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		want []string
+	}{
+		{"2001:db8:a::1", []string{
+			"type ipv6_addr . inet_service . ipv6_addr . inet_service",
+			`oifname "c0" udp dport 51820 add @out { ip6 saddr . udp sport . ip6 daddr . udp dport }`,
+			`iifname "c0" udp sport 51820 add @in { ip6 saddr . udp sport . ip6 daddr . udp dport }`,
+			"priority -10",
+		}},
+		{"10.0.0.2", []string{
+			"type ipv4_addr . inet_service . ipv4_addr . inet_service",
+			`oifname "c0" udp dport 51820 add @out { ip saddr . udp sport . ip daddr . udp dport }`,
+			`iifname "c0" udp sport 51820 add @in { ip saddr . udp sport . ip daddr . udp dport }`,
+		}},
+	} {
+		rules := PairRules("c0", netip.MustParseAddr(tc.host), 51820)
+		for _, want := range tc.want {
+			if !strings.Contains(rules, want) {
+				t.Errorf("%s: rules lack %q:\n%s", tc.host, want, rules)
+			}
 		}
 	}
 }

@@ -20,10 +20,18 @@ const (
 
 // Files of the agent's directory.
 const (
-	agentReady  = "ready"  // the router is set up
-	agentFailed = "failed" // it could not be: why
-	agentStop   = "stop"   // the testbed is done with it
+	agentReady  = "ready"      // the router is set up
+	agentFailed = "failed"     // it could not be: why
+	agentStop   = "stop"       // the testbed is done with it
+	agentSetup  = "setup.json" // the router's setup: a routerSetup
 )
+
+// routerSetup is how the agent sets the router up, as the topology's
+// address plan says: sysctls (forwarding) and ip -batch lines.
+type routerSetup struct {
+	Sysctls []string `json:"sysctls"`
+	IP      []string `json:"ip"`
+}
 
 // agentResult is the outcome of one command, as res-N.json holds it.
 type agentResult struct {
@@ -41,7 +49,7 @@ func RouterAgentMain(args []string) int {
 		return 2
 	}
 	dir := args[0]
-	if err := setUpRouterVM(); err != nil {
+	if err := setUpRouterVM(dir); err != nil {
 		os.WriteFile(filepath.Join(dir, agentFailed), []byte(err.Error()), 0o644)
 		fmt.Fprintln(os.Stderr, "testbed router-agent:", err)
 		return 1
@@ -95,8 +103,16 @@ func serveRouterAgent(dir string) error {
 }
 
 // setUpRouterVM names the VM's cards rc and rs, as the router namespace's
-// are, and gives them the router's addresses and routes.
-func setUpRouterVM() error {
+// are, and gives them the router's addresses and routes from dir's setup.
+func setUpRouterVM(dir string) error {
+	data, err := os.ReadFile(filepath.Join(dir, agentSetup))
+	if err != nil {
+		return err
+	}
+	var setup routerSetup
+	if err := json.Unmarshal(data, &setup); err != nil {
+		return fmt.Errorf("%s: %w", agentSetup, err)
+	}
 	names := map[string]string{routerVMClientMAC: RouterClientIf, routerVMServerMAC: RouterServerIf}
 	links, err := filepath.Glob("/sys/class/net/*/address")
 	if err != nil {
@@ -119,13 +135,14 @@ func setUpRouterVM() error {
 	if found != len(names) {
 		return fmt.Errorf("the VM has %d of its 2 network cards (MAC %s and %s): is virtio_net missing from its kernel?", found, routerVMClientMAC, routerVMServerMAC)
 	}
-	if out, err := exec.Command("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1",
+	sysctls := append([]string{"-q", "-w",
 		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
-		"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0").CombinedOutput(); err != nil {
+		"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"}, setup.Sysctls...)
+	if out, err := exec.Command("sysctl", sysctls...).CombinedOutput(); err != nil {
 		return fmt.Errorf("sysctl: %w: %s", err, bytes.TrimSpace(out))
 	}
 	cmd := exec.Command("ip", "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(routerLinkCommands(), "\n") + "\n")
+	cmd.Stdin = strings.NewReader(strings.Join(setup.IP, "\n") + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("ip -batch: %w: %s", err, bytes.TrimSpace(out))
 	}

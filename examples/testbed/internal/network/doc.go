@@ -13,8 +13,14 @@
 // needed; the VM runs this same program as `testbed router-agent DIR`,
 // which sets the router up and runs the testbed's tc commands.
 //
+// [Options] choose the address plan: IPv6 with sites routed to the hosts
+// (the default), an IPv4 outer path, a home router masquerading the
+// client (NAT44) between it and the router, or a client whose addresses
+// are on-link, which the router resolves by neighbour discovery.
+//
 // The re-executed helpers live here too: `testbed wire` (the copying
-// wire), `testbed clear-hash` (the hash-clearing tc program) and `testbed
-// router-agent`; the program dispatches to [WireMain], [ClearHashMain]
-// and [RouterAgentMain].
+// wire), `testbed clear-hash` (the hash-clearing tc program), `testbed
+// router-agent` and `testbed neighbour-proxies` (the on-link client's
+// proxy NDP); the program dispatches to [WireMain], [ClearHashMain],
+// [RouterAgentMain] and [NeighbourProxiesMain].
 package network

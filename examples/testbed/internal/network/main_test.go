@@ -6,10 +6,16 @@ import (
 )
 
 // TestMain lets the test binary stand in for the testbed binary as the
-// wire forwarder, which the tests start as `network.test wire -a IF -b IF`.
+// wire forwarder, which the tests start as `network.test wire -a IF -b IF`,
+// and as the on-link client's `neighbour-proxies`.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "wire" {
-		os.Exit(WireMain(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "wire":
+			os.Exit(WireMain(os.Args[2:]))
+		case "neighbour-proxies":
+			os.Exit(NeighbourProxiesMain(os.Args[2:]))
+		}
 	}
 	os.Exit(m.Run())
 }

@@ -56,17 +56,19 @@ func (r *namespaceRouter) link(t *Topology, progress func(string)) error {
 	return r.startWire(t, progress)
 }
 
-// linkVeths makes the veth pairs from the hosts to the router, through
-// the wire's namespace when the wire copies, and configures both ends.
+// linkVeths makes the veth pairs from the hosts (or the client's NAT)
+// to the router, through the wire's namespace when the wire copies, and
+// configures both ends.
 func (r *namespaceRouter) linkVeths(t *Topology) error {
 	both := r.opts.Wire == WireBoth
 	clientPeer, clientPeerNs := RouterClientIf, t.routerNS
 	if r.copying() {
 		clientPeer, clientPeerNs = wireClientIf, t.Wire
 	}
-	if err := t.Client.IPBatch(append([]string{
-		"link add " + clientIf + " type veth peer name " + clientPeer + " netns " + string(clientPeerNs)},
-		clientLinkCommands()...)...); err != nil {
+	edge, edgeIf := t.edge()
+	if err := edge.IPBatch(append([]string{
+		"link add " + edgeIf + " type veth peer name " + clientPeer + " netns " + string(clientPeerNs)},
+		t.edgeCommands()...)...); err != nil {
 		return err
 	}
 	serverPeer, serverPeerNs := RouterServerIf, t.routerNS
@@ -75,7 +77,7 @@ func (r *namespaceRouter) linkVeths(t *Topology) error {
 	}
 	if err := t.Server.IPBatch(append([]string{
 		"link add " + serverIf + " type veth peer name " + serverPeer + " netns " + string(serverPeerNs)},
-		serverLinkCommands()...)...); err != nil {
+		t.plan.serverLinkCommands()...)...); err != nil {
 		return err
 	}
 	if r.copying() {
@@ -93,7 +95,7 @@ func (r *namespaceRouter) linkVeths(t *Topology) error {
 			return err
 		}
 	}
-	return t.routerNS.IPBatch(routerLinkCommands()...)
+	return t.routerNS.IPBatch(t.plan.routerLinkCommands()...)
 }
 
 // offloadsOff leaves MTU-sized packets at the bottleneck (see Topology).
@@ -102,8 +104,9 @@ func (r *namespaceRouter) linkVeths(t *Topology) error {
 // (CHECKSUM_PARTIAL), and the copy would carry it unfinished.
 func (r *namespaceRouter) offloadsOff(t *Topology) error {
 	features := slices.Clone(segmentationOff)
+	edge, edgeIf := t.edge()
 	offloads := map[netns.Namespace][]string{
-		t.Client:   {clientIf},
+		edge:       {edgeIf},
 		t.routerNS: {RouterClientIf, RouterServerIf},
 		t.Server:   {serverIf},
 	}

@@ -131,8 +131,8 @@ type VMOptions struct {
 }
 
 // startRouterVM boots the router VM on the taps clientTap and serverTap
-// and waits until its agent has set the router up.
-func startRouterVM(opts VMOptions, self, clientTap, serverTap string, progress func(string)) (*vmRouter, error) {
+// and waits until its agent has set the router up as setup says.
+func startRouterVM(opts VMOptions, self, clientTap, serverTap string, setup routerSetup, progress func(string)) (*vmRouter, error) {
 	out, err := filepath.Abs(opts.OutDir)
 	if err != nil {
 		return nil, err
@@ -152,6 +152,10 @@ func startRouterVM(opts VMOptions, self, clientTap, serverTap string, progress f
 	dir := filepath.Join(out, ".router-"+pid)
 	os.RemoveAll(dir)
 	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, agentSetup), setup); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	log, err := os.CreateTemp("", "fstb-router-vm-*.log")
@@ -229,20 +233,22 @@ func (r *vmRouterKind) link(t *Topology, progress func(string)) error {
 		}
 		t.taps = append(t.taps, tap)
 	}
-	vm, err := startRouterVM(r.opts, r.self, clientTap, serverTap, progress)
+	setup := routerSetup{Sysctls: t.plan.forwardingSysctls(), IP: t.plan.routerLinkCommands()}
+	vm, err := startRouterVM(r.opts, r.self, clientTap, serverTap, setup, progress)
 	if err != nil {
 		return err
 	}
 	t.routerVM, t.Router = vm, vm
 
 	progress("linking client-router VM-server")
+	edge, edgeIf := t.edge()
 	for _, h := range []struct {
 		ns       netns.Namespace
 		tap, dev string
 		lines    []string
 	}{
-		{t.Client, clientTap, clientIf, clientLinkCommands()},
-		{t.Server, serverTap, serverIf, serverLinkCommands()},
+		{edge, clientTap, edgeIf, t.edgeCommands()},
+		{t.Server, serverTap, serverIf, t.plan.serverLinkCommands()},
 	} {
 		if out, err := exec.Command("ip", "link", "set", "dev", h.tap, "netns", string(h.ns)).CombinedOutput(); err != nil {
 			return fmt.Errorf("move %s into %s: %w: %s", h.tap, h.ns, err, bytes.TrimSpace(out))

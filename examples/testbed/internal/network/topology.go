@@ -14,24 +14,6 @@ import (
 	"github.com/flowspread/flowspread/internal/netns"
 )
 
-// The address plan, all inside the documentation prefix 2001:db8::/32
-// (RFC 3849). Each end host has a site prefix routed to it through the
-// router, as a delegated prefix would be: a tunnel that spreads its outer
-// flows over many addresses takes them from there.
-var (
-	clientSite = netip.MustParsePrefix("2001:db8:a::/48")
-	serverSite = netip.MustParsePrefix("2001:db8:b::/48")
-	clientHost = netip.MustParseAddr("2001:db8:a::1") // on the client's lo
-	serverHost = netip.MustParseAddr("2001:db8:b::1") // on the server's lo
-
-	clientLinkNet    = netip.MustParsePrefix("2001:db8:0:1::/64")
-	routerClientAddr = netip.MustParseAddr("2001:db8:0:1::1")
-	clientLinkAddr   = netip.MustParseAddr("2001:db8:0:1::2")
-	serverLinkNet    = netip.MustParsePrefix("2001:db8:0:2::/64")
-	routerServerAddr = netip.MustParseAddr("2001:db8:0:2::1")
-	serverLinkAddr   = netip.MustParseAddr("2001:db8:0:2::2")
-)
-
 // Interface names. Every namespace has its own, so they never collide
 // with the host's or another run's.
 const (
@@ -48,11 +30,16 @@ const (
 	wireRouterCIf = "wrc" // wire, facing the router on the client side
 	wireServerIf  = "ws"  // wire, facing the server
 	wireRouterSIf = "wrs" // wire, facing the router on the server side
+
+	homeUpIf  = "hu" // the home router (the NAT), towards the router
+	homeLANIf = "hl" // the home router, towards the client
 )
 
 // Topology is the testbed's network (see the package's doc). The client
 // and server site prefixes are routed through the router, whose egress
-// on rs and rc is shaped to the bottleneck rate.
+// on rs and rc is shaped to the bottleneck rate. Options choose variants:
+// an IPv4 outer path, a NAT in front of the client, a client whose
+// addresses are on-link rather than routed to it.
 //
 // Segmentation and receive offloads are off on every link to the router,
 // so the bottleneck queues MTU-sized packets as it would on a real
@@ -68,16 +55,34 @@ type Topology struct {
 	// Wire is the copying wire's namespace; empty with the other kinds.
 	Wire netns.Namespace
 
-	// ClientHost and ServerHost are the end hosts' own addresses, inside
-	// ClientSite and ServerSite, which the router routes to them.
+	// Home is the home router's namespace, the NAT in front of the
+	// client; empty without one.
+	Home netns.Namespace
+
+	// ClientHost and ServerHost are the end hosts' own outer addresses,
+	// inside ClientSite and ServerSite where the router routes a site to
+	// them (not valid where it routes none).
 	ClientHost, ServerHost netip.Addr
 	ClientSite, ServerSite netip.Prefix
+	// ClientPublic is the client's outer address as the server sees
+	// it: ClientHost, or the NAT's address in front of it.
+	ClientPublic netip.Addr
+	// ClientSpread and ServerSpread are the prefixes a tunnel may
+	// spread its outer addresses over; not valid on an IPv4 path.
+	ClientSpread, ServerSpread netip.Prefix
+	// Outer is the outer path's family; NAT and OnLink say whether the
+	// client is behind a NAT, and whether its addresses are on-link.
+	Outer       Outer
+	NAT, OnLink bool
 
-	routerNS netns.Namespace // empty when the router is a VM
-	wires    []*wireProcess
-	made     []netns.Namespace
-	routerVM *vmRouter
-	taps     []string // made in this namespace, not yet moved
+	plan       plan
+	self       string          // this program, which runs the helpers
+	proxyDelay *time.Duration  // Options.ProxyDelay
+	routerNS   netns.Namespace // empty when the router is a VM
+	wires      []*wireProcess
+	made       []netns.Namespace
+	routerVM   *vmRouter
+	taps       []string // made in this namespace, not yet moved
 }
 
 // Router runs commands where the router is: a namespace on this machine
@@ -125,6 +130,23 @@ type Options struct {
 	WireKind WireKind
 	// VM, when set, puts the router in a VM instead of a namespace.
 	VM *VMOptions
+	// Outer is the outer path's family; empty is OuterIPv6.
+	Outer Outer
+	// NAT puts a home router between the client and the router, which
+	// masquerades the client (NAT44: Linux's nftables masquerade) from
+	// a private address. Needs OuterIPv4.
+	NAT bool
+	// OnLink gives the client no routed prefix: its addresses, and the
+	// range it spreads over, lie in the client link's /64, which the
+	// router resolves by neighbour discovery, and the client answers for
+	// its range with the kernel's proxy NDP. Needs OuterIPv6.
+	OnLink bool
+	// ProxyDelay, when set, replaces the on-link client's proxy_delay:
+	// the kernel answers a multicast solicitation for a proxied address
+	// after a random time up to it (0.8 s by default, RFC 4861 section
+	// 7.2.7), and the router holds the first datagram to each new
+	// address meanwhile. Nil keeps the kernel's.
+	ProxyDelay *time.Duration
 	// Progress receives one line per setup step; may be nil.
 	Progress func(string)
 }
@@ -146,11 +168,11 @@ type routerKind interface {
 func New(opts Options) (t *Topology, err error) {
 	id := netns.RandomID()
 	prefix := "fstb-" + id + "-"
-	t = &Topology{
-		Client: netns.Namespace(prefix + "client"), Server: netns.Namespace(prefix + "server"),
-		ClientHost: clientHost, ServerHost: serverHost,
-		ClientSite: clientSite, ServerSite: serverSite,
+	t, err = Plan(opts, prefix)
+	if err != nil {
+		return nil, err
 	}
+	t.self, t.proxyDelay = opts.Self, opts.ProxyDelay
 	var kind routerKind = &namespaceRouter{opts: opts, prefix: prefix}
 	if opts.VM != nil {
 		kind = &vmRouterKind{opts: *opts.VM, self: opts.Self, id: id}
@@ -166,6 +188,9 @@ func New(opts Options) (t *Topology, err error) {
 		progress = func(string) {}
 	}
 	between, where := kind.namespaces(t)
+	if t.Home != "" {
+		between = append([]netns.Namespace{t.Home}, between...)
+	}
 	all := append(append([]netns.Namespace{t.Client}, between...), t.Server)
 	names := make([]string, len(all))
 	for i, n := range all {
@@ -177,12 +202,39 @@ func New(opts Options) (t *Topology, err error) {
 			return nil, err
 		}
 	}
+	if err := t.linkHome(progress); err != nil {
+		return nil, err
+	}
 	if err := kind.link(t, progress); err != nil {
+		return nil, err
+	}
+	if err := t.proxyNeighbours(progress); err != nil {
 		return nil, err
 	}
 	progress("checking that the client reaches the server")
 	if err := t.CheckReach(t.ServerHost); err != nil {
 		return nil, err
+	}
+	return t, nil
+}
+
+// Plan returns the topology that New builds for opts, with its
+// namespaces named from prefix, without building anything: its addresses
+// and names, for tests and for a caller that checks its options early.
+func Plan(opts Options, prefix string) (*Topology, error) {
+	p, err := newPlan(opts)
+	if err != nil {
+		return nil, err
+	}
+	t := &Topology{
+		Client: netns.Namespace(prefix + "client"), Server: netns.Namespace(prefix + "server"),
+		ClientHost: p.clientHost, ServerHost: p.serverHost, ClientPublic: p.clientPublic(),
+		ClientSite: p.clientSite, ServerSite: p.serverSite,
+		ClientSpread: p.clientSpread, ServerSpread: p.serverSpread,
+		Outer: p.outer, NAT: p.nat, OnLink: p.onLink, plan: p,
+	}
+	if p.nat {
+		t.Home = netns.Namespace(prefix + "home")
 	}
 	return t, nil
 }
@@ -204,52 +256,15 @@ func (t *Topology) addNamespace(n netns.Namespace) error {
 		"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"}
 	switch n {
 	case t.routerNS:
-		sysctls = append(sysctls, "net.ipv6.conf.all.forwarding=1")
+		sysctls = append(sysctls, t.plan.forwardingSysctls()...)
+	case t.Home:
+		sysctls = append(sysctls, "net.ipv4.ip_forward=1")
 	case t.Wire:
 		// The wire is a cable: its own stack must neither send
 		// (neighbour solicitations, MLD reports) nor answer.
 		sysctls = append(sysctls, "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
 	}
 	return n.Run(append([]string{"sysctl"}, sysctls...)...)
-}
-
-// clientLinkCommands configure the client once its link c0 exists (ip
-// -batch lines).
-func clientLinkCommands() []string {
-	return []string{
-		"link set lo up",
-		"link set " + clientIf + " up",
-		"addr add " + clientHost.String() + "/128 dev lo nodad",
-		"addr add " + clientLinkAddr.String() + "/64 dev " + clientIf + " nodad",
-		// The host's own address is the source of everything it sends,
-		// as on a site that got its prefix delegated.
-		"route add default via " + routerClientAddr.String() + " dev " + clientIf + " src " + clientHost.String(),
-	}
-}
-
-// serverLinkCommands configure the server once its link s0 exists.
-func serverLinkCommands() []string {
-	return []string{
-		"link set lo up",
-		"link set " + serverIf + " up",
-		"addr add " + serverHost.String() + "/128 dev lo nodad",
-		"addr add " + serverLinkAddr.String() + "/64 dev " + serverIf + " nodad",
-		"route add default via " + routerServerAddr.String() + " dev " + serverIf + " src " + serverHost.String(),
-	}
-}
-
-// routerLinkCommands configure the router once its links rc and rs exist,
-// in a namespace or in the router VM.
-func routerLinkCommands() []string {
-	return []string{
-		"link set lo up",
-		"link set " + RouterClientIf + " up",
-		"link set " + RouterServerIf + " up",
-		"addr add " + routerClientAddr.String() + "/64 dev " + RouterClientIf + " nodad",
-		"addr add " + routerServerAddr.String() + "/64 dev " + RouterServerIf + " nodad",
-		"route add " + clientSite.String() + " via " + clientLinkAddr.String() + " dev " + RouterClientIf,
-		"route add " + serverSite.String() + " via " + serverLinkAddr.String() + " dev " + RouterServerIf,
-	}
 }
 
 // CheckReach proves that the client reaches to on the server, through the

@@ -204,6 +204,7 @@ func (r *ModeResult) checkControl(c Config, oneFlow, fair float64) {
 
 // Validate decides whether the whole run is valid, after every row.
 func (rep *Report) Validate() {
+	rep.CheckHostShare()
 	rep.Valid = true
 	ran := 0
 	for i := range rep.Modes {
@@ -238,8 +239,12 @@ func (rep *Report) Validate() {
 // one-flow mode, when it ran, was squeezed nearer one flow's share than
 // the fair share, so the run could tell spreading from not. Inconclusive
 // is true when the only miss is a latency verdict the host was too busy
-// to give.
+// to give. At cake the spread mode must also take no more than the
+// direct mode's share plus HostShareSlack (CheckHostShare).
 func (rep *Report) Missed(latency bool) (msg string, inconclusive bool) {
+	if miss := rep.missedHostShare(); miss != "" {
+		return miss, false
+	}
 	var busy string
 	for _, r := range rep.Modes {
 		if r.Status == StatusSkipped {

@@ -13,6 +13,8 @@ type Paths struct {
 	// both. Open says flowtun ran with -open (sending each flow on its
 	// own pair at once), Keepalive its -keepalive in seconds.
 	Firewall string `json:"firewall"`
+	// NAT: a home router masqueraded the client (NAT44, -nat).
+	NAT bool `json:"nat,omitempty"`
 	// Tunnel names the tunnel program; Open and Keepalive are flowtun's.
 	Tunnel     string  `json:"tunnel"`
 	Open       bool    `json:"open"`
@@ -117,8 +119,12 @@ func (rep *Report) writePaths(w io.Writer) {
 		if p.KeepaliveS > 0 {
 			how += fmt.Sprintf(", keepalive %g s", p.KeepaliveS)
 		}
+		firewall := p.Firewall
+		if p.NAT {
+			firewall += ", NAT44 in front of the client"
+		}
 		fmt.Fprintf(w, "  %s: firewall %s, %s: flows from client %d/%d, from server %d/%d; drops %d | %d, probes %d | %d, paths opened %d | %d, reorder events %d | %d",
-			r.Mode, p.Firewall, how, p.FromClient.Completed, p.FromClient.Attempted, p.FromServer.Completed, p.FromServer.Attempted,
+			r.Mode, firewall, how, p.FromClient.Completed, p.FromClient.Attempted, p.FromServer.Completed, p.FromServer.Attempted,
 			p.Checks.FirewallDrops, p.Mode.FirewallDrops, p.Checks.ProbesSent, p.Mode.ProbesSent,
 			p.Checks.PathsOpened, p.Mode.PathsOpened, p.Checks.ReorderEvents, p.Mode.ReorderEvents)
 		if p.PairsOut >= 0 {

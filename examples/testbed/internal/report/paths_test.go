@@ -83,3 +83,14 @@ func TestWritePaths(t *testing.T) {
 		}
 	}
 }
+
+func TestWritePathsBehindNAT(t *testing.T) {
+	rep := &Report{Config: testConfig(), Modes: []ModeResult{spreadRow(&Paths{Firewall: "none", NAT: true, Tunnel: "flowtun", KeepaliveS: 25, MustReach: true,
+		FromClient: Reach{6, 6, nil}, FromServer: Reach{6, 6, nil}, PairsOut: 17, PairsIn: 18})}}
+	rep.Validate()
+	var b bytes.Buffer
+	rep.WriteTable(&b)
+	if want := "spread: firewall none, NAT44 in front of the client, flowtun waits for each path, keepalive 25 s: flows from client 6/6, from server 6/6"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
+	}
+}

@@ -96,9 +96,18 @@ type Config struct {
 	Conntrack *firewall.Timeouts `json:"conntrack,omitempty"`
 	// ServerSingle: the server had one address and no spread prefix
 	// (-server-prefix=false).
-	ServerSingle bool    `json:"server_single_address,omitempty"`
-	Started      string  `json:"started"`
-	ElapsedS     float64 `json:"elapsed_s"`
+	ServerSingle bool `json:"server_single_address,omitempty"`
+	// Outer is the outer path's family (ipv6, ipv4); NAT: a home router
+	// masqueraded the client; OnLink: the client's addresses were on its
+	// link's /64, with no route to them.
+	Outer  string `json:"outer,omitempty"`
+	NAT    bool   `json:"nat,omitempty"`
+	OnLink bool   `json:"onlink,omitempty"`
+	// ProxyDelayS is the on-link client's proxy_delay when -proxy-delay
+	// set it; absent, the kernel's 0.8 s.
+	ProxyDelayS *float64 `json:"proxy_delay_s,omitempty"`
+	Started     string   `json:"started"`
+	ElapsedS    float64  `json:"elapsed_s"`
 }
 
 // ModeResult is one row: one mode measured.
@@ -145,9 +154,27 @@ type ModeResult struct {
 	// Rounds are the measured time cut into rounds (-rounds), each with
 	// its bulk shares and its latency verdict; Verdict is the latency
 	// verdict over all of them.
-	Rounds   []RoundResult `json:"rounds,omitempty"`
-	Verdict  *Verdict      `json:"verdict,omitempty"`
-	ElapsedS float64       `json:"elapsed_s"`
+	Rounds  []RoundResult `json:"rounds,omitempty"`
+	Verdict *Verdict      `json:"verdict,omitempty"`
+	// Dimension is what the spread mode spread its outer flows over:
+	// addresses, ports or both (-dimension); empty for the other modes.
+	Dimension string `json:"dimension,omitempty"`
+	// HostShare is the spread mode's cake share check against the
+	// direct mode (CheckHostShare); nil unless the bottleneck is cake.
+	HostShare *HostShare `json:"host_share,omitempty"`
+	// Neighbours are the router's neighbour entries on the client link
+	// after the mode (-onlink): one per client address it resolved.
+	Neighbours *network.Neighbours `json:"router_neighbours,omitempty"`
+	ElapsedS   float64             `json:"elapsed_s"`
+}
+
+// label names the row in the table: the mode, with the dimension it
+// spread over.
+func (r ModeResult) label() string {
+	if r.Dimension == "" {
+		return r.Mode
+	}
+	return r.Mode + " (" + r.Dimension + ")"
 }
 
 // ProbeSummary is one latency probe: the summary and every sample.

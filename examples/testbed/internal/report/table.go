@@ -3,7 +3,9 @@ package report
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -46,8 +48,31 @@ func (rep *Report) writeHeading(w io.Writer) {
 	if c.Rounds > 1 {
 		rounds = fmt.Sprintf(" in %d rounds", c.Rounds)
 	}
-	fmt.Fprintf(w, "\n%s at %g Mbit/s%s, %d bulk flows inside + %d outside, %gs per mode%s (+%gs warm-up), kernel %s %s\n\n",
-		c.Qdisc, c.RateMbit, vpn, c.InnerFlows, c.OuterFlows, c.DurationS, rounds, c.OmitS, c.Kernel, where)
+	fmt.Fprintf(w, "\n%s at %g Mbit/s%s%s, %d bulk flows inside + %d outside, %gs per mode%s (+%gs warm-up), kernel %s %s\n\n",
+		c.Qdisc, c.RateMbit, vpn, c.topology(), c.InnerFlows, c.OuterFlows, c.DurationS, rounds, c.OmitS, c.Kernel, where)
+}
+
+// topology names the outer path when it is not the default one: IPv4,
+// the NAT, the on-link client.
+func (c Config) topology() string {
+	var parts []string
+	if c.Outer == "ipv4" {
+		parts = append(parts, "outer IPv4")
+	}
+	if c.NAT {
+		parts = append(parts, "the client behind a NAT44")
+	}
+	if c.OnLink {
+		delay := "the kernel's proxy_delay"
+		if c.ProxyDelayS != nil {
+			delay = fmt.Sprintf("proxy_delay %g s", *c.ProxyDelayS)
+		}
+		parts = append(parts, "the client on-link (proxy NDP, "+delay+")")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(parts, ", ")
 }
 
 // writeModes prints one line per mode.
@@ -56,7 +81,7 @@ func (rep *Report) writeModes(w io.Writer) {
 	fmt.Fprintln(tw, "mode\tstatus\tMbit/s\ttunnel share (expected)\tJain\tflows seen\tinner probe ms p50/p90/p99\touter probe ms p50/p90/p99\tidle p50 ms in/out\twire p99 ms\tlatency: inner-outer q ms (rounds)\t")
 	for _, r := range rep.Modes {
 		if r.Status == StatusSkipped || r.Status == StatusFailed {
-			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\t\t\n", r.Mode, r.Status)
+			fmt.Fprintf(tw, "%s\t%s\t(see below)\t\t\t\t\t\t\t\t\t\n", r.label(), r.Status)
 			continue
 		}
 		flows := "-"
@@ -71,7 +96,7 @@ func (rep *Report) writeModes(w io.Writer) {
 		if r.InnerIdle != nil && r.OuterIdle != nil {
 			idle = fmt.Sprintf("%.1f / %.1f", float64(r.InnerIdle.Median), float64(r.OuterIdle.Median))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Mode, r.Status,
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f (%.2f)\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.label(), r.Status,
 			float64(r.TotalMbit), float64(r.TunnelShare), float64(r.ExpectedShare), float64(r.Jain), flows,
 			latencyCell(r.InnerProbe), latencyCell(r.OuterProbe), idle, wireDelay, verdictCell(r))
 	}
@@ -95,7 +120,7 @@ func (rep *Report) writeFlows(w io.Writer) {
 				out = append(out, cell)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t|\t%s\t\n", r.Mode, strings.Join(in, " "), strings.Join(out, " "))
+		fmt.Fprintf(tw, "%s\t%s\t|\t%s\t\n", r.label(), strings.Join(in, " "), strings.Join(out, " "))
 	}
 	tw.Flush()
 }
@@ -108,6 +133,11 @@ func (r ModeResult) writeFindings(w io.Writer) {
 	}
 	for _, s := range r.Notes {
 		fmt.Fprintf(w, "%s: %s\n", r.Mode, s)
+	}
+	r.writeHostShare(w)
+	if n := r.Neighbours; n != nil {
+		fmt.Fprintf(w, "%s: the router's neighbour table on the client link held %d entries after the mode, %d of them addresses of the client's range (%s)\n",
+			r.label(), n.Entries, n.InRange, states(n.States))
 	}
 	if r.Mode != "spread" || r.Status != StatusOK {
 		return
@@ -126,6 +156,15 @@ func (r ModeResult) writeFindings(w io.Writer) {
 		fmt.Fprintf(w, "spread: with no load the tunnel itself added %.1f ms to the round trip (idle medians); under load the inner probe's p99 rose %.1f ms more than the outer's\n",
 			idle, float64(r.Targets.LoadP99GapMs))
 	}
+}
+
+// states lists neighbour states with their counts, in name order.
+func states(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func latencyCell(p ProbeSummary) string {

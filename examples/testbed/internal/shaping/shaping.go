@@ -28,13 +28,49 @@ const (
 	// hosts (by full 128-bit address) on each side, then between flows.
 	// A sender that spreads over N source addresses counts as N hosts.
 	CakeTriple Kind = "cake-triple"
+	// CakeDualSrcHost is cake in dual-srchost mode: fair first between
+	// source hosts (by full address), then between each host's flows.
+	// On the router's egress towards the server it isolates the client's
+	// senders from one another: a tunnel that spreads over N source
+	// addresses counts as N senders there, one that spreads over source
+	// ports as one. The usual advice for a home router's upload.
+	CakeDualSrcHost Kind = "cake-dual-srchost"
+	// CakeDualDstHost is cake in dual-dsthost mode: fair first between
+	// destination hosts, then between each host's flows. Towards the
+	// server it isolates the destinations the client sends to: a tunnel
+	// that spreads over N of the server's addresses counts as N of them.
+	// The usual advice for a home router's download.
+	CakeDualDstHost Kind = "cake-dual-dsthost"
 	// FIFO is a plain packet FIFO under HTB: the control with no flow
 	// isolation at all. Its 1000 packets are Linux's default queue length.
 	FIFO Kind = "fifo"
 )
 
-var Kinds = []Kind{FQCodel, CakeFlows, CakeTriple, FIFO}
+// Kinds are every kind, in the order -qdisc lists them.
+var Kinds = []Kind{FQCodel, CakeFlows, CakeTriple, CakeDualSrcHost, CakeDualDstHost, FIFO}
 
+// cakeModes are cake's isolation keywords (tc-cake(8)) for each cake kind.
+var cakeModes = map[Kind]string{
+	CakeFlows:       "flows",
+	CakeTriple:      "triple-isolate",
+	CakeDualSrcHost: "dual-srchost",
+	CakeDualDstHost: "dual-dsthost",
+}
+
+// Cake reports whether the kind is cake, in any isolation mode.
+func (k Kind) Cake() bool {
+	_, ok := cakeModes[k]
+	return ok
+}
+
+// HostFair reports whether the kind is fair between hosts (by address)
+// before flows: a sender's share then depends on how many addresses it
+// uses, not only on how many flows.
+func (k Kind) HostFair() bool {
+	return k == CakeTriple || k == CakeDualSrcHost || k == CakeDualDstHost
+}
+
+// ParseKind returns the kind named s, as -qdisc gives it.
 func ParseKind(s string) (Kind, error) {
 	for _, k := range Kinds {
 		if string(k) == s {
@@ -51,10 +87,10 @@ func ParseKind(s string) (Kind, error) {
 // KernelQdisc is the kernel's name of the flow-queueing qdisc this kind
 // needs, which the host may lack.
 func (k Kind) KernelQdisc() string {
-	switch k {
-	case CakeFlows, CakeTriple:
+	switch {
+	case k.Cake():
 		return "cake"
-	case FIFO:
+	case k == FIFO:
 		return "pfifo"
 	}
 	return "fq_codel"
@@ -86,16 +122,14 @@ func (k Kind) SetupCommands(dev string, rateMbit float64) [][]string {
 		{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"},
 		{"class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate, "burst", burst, "cburst", burst},
 	}
-	switch k {
-	case CakeFlows, CakeTriple:
-		mode := "flows"
-		if k == CakeTriple {
-			mode = "triple-isolate"
-		}
+	switch {
+	case k.Cake():
 		// One tin (besteffort): every load here is best effort anyway,
-		// and the statistics stay in one place.
-		return [][]string{{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "cake", "bandwidth", rate, "besteffort", mode}}
-	case FIFO:
+		// and the statistics stay in one place. No "nat": no NAT stands
+		// on the router itself (-nat puts it in front of the client), so
+		// the addresses cake sees are the ones it must be fair between.
+		return [][]string{{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "cake", "bandwidth", rate, "besteffort", cakeModes[k]}}
+	case k == FIFO:
 		return append(htb, []string{"qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "pfifo", "limit", "1000"})
 	}
 	return append(htb, []string{"qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "fq_codel"})

@@ -34,6 +34,8 @@ func TestSetupCommands(t *testing.T) {
 		}},
 		{CakeFlows, []string{"qdisc replace dev rs root handle 1: cake bandwidth 20000kbit besteffort flows"}},
 		{CakeTriple, []string{"qdisc replace dev rs root handle 1: cake bandwidth 20000kbit besteffort triple-isolate"}},
+		{CakeDualSrcHost, []string{"qdisc replace dev rs root handle 1: cake bandwidth 20000kbit besteffort dual-srchost"}},
+		{CakeDualDstHost, []string{"qdisc replace dev rs root handle 1: cake bandwidth 20000kbit besteffort dual-dsthost"}},
 	} {
 		t.Run(string(tc.kind), func(t *testing.T) {
 			var got []string
@@ -78,6 +80,25 @@ func TestParseQdiscKind(t *testing.T) {
 	for _, k := range Kinds {
 		if got, err := ParseKind(string(k)); err != nil || got != k {
 			t.Errorf("ParseKind(%q) = %q, %v", k, got, err)
+		}
+	}
+	for _, tc := range []struct {
+		kind           Kind
+		kernel         string
+		cake, hostFair bool
+	}{
+		{FQCodel, "fq_codel", false, false},
+		{CakeFlows, "cake", true, false},
+		{CakeTriple, "cake", true, true},
+		{CakeDualSrcHost, "cake", true, true},
+		{CakeDualDstHost, "cake", true, true},
+		{FIFO, "pfifo", false, false},
+	} {
+		if got := tc.kind.KernelQdisc(); got != tc.kernel {
+			t.Errorf("%s: KernelQdisc %q, want %q", tc.kind, got, tc.kernel)
+		}
+		if tc.kind.Cake() != tc.cake || tc.kind.HostFair() != tc.hostFair {
+			t.Errorf("%s: Cake %v HostFair %v, want %v %v", tc.kind, tc.kind.Cake(), tc.kind.HostFair(), tc.cake, tc.hostFair)
 		}
 	}
 	if _, err := ParseKind("cake"); err == nil || !strings.Contains(err.Error(), "cake-flows") {

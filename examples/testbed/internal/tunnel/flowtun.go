@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/examples/testbed/internal/network"
+	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/internal/netns"
 )
 
@@ -40,13 +41,12 @@ const (
 	ftStartTimeout = 20 * time.Second
 )
 
+// The inner addresses. Each end spreads over its topology's spread
+// prefix (Topology.ClientSpread, ServerSpread), which flowtun makes local
+// with an AnyIP route.
 var (
-	// Each end spreads over a /64 of its site, which the router routes to
-	// it; flowtun makes the /64 local with an AnyIP route.
-	ftClientSpread = netip.MustParsePrefix("2001:db8:a:1::/64")
-	ftServerSpread = netip.MustParsePrefix("2001:db8:b:1::/64")
-	ftInnerClient  = netip.MustParseAddr("2001:db8:e::a")
-	ftInnerServer  = netip.MustParseAddr("2001:db8:e::b")
+	ftInnerClient = netip.MustParseAddr("2001:db8:e::a")
+	ftInnerServer = netip.MustParseAddr("2001:db8:e::b")
 )
 
 // FlowtunPort is the UDP port of both flowtun ends: the one a firewall
@@ -125,8 +125,14 @@ type Flowtun struct {
 	// address, which the client spreads towards from its range, and it
 	// answers each flow on the pair it arrived on.
 	ServerSingle bool
-	dir          string // PSK and counters
-	ends         []*tunnelEnd
+	// Dimension is what the spreading spreads over: DimensionAddresses
+	// (or empty), DimensionPorts or DimensionBoth.
+	Dimension string
+	// NAT: the client is behind a NAT, which translates its ports: the
+	// server learns each flow's port (nat-ports) instead of knowing them.
+	NAT  bool
+	dir  string // PSK and counters
+	ends []*tunnelEnd
 }
 
 // tunnelEnd is one running end of a tunnel program (flowtun or wgspread).
@@ -172,8 +178,11 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 		prefix, peerPrefix netip.Prefix
 		inner              netip.Addr
 	}{
-		{"client", topo.Client, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, ftInnerClient},
-		{"server", topo.Server, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, ftInnerServer},
+		// Behind the NAT the client's canonical address is the public
+		// one, as the server knows it: both ends must name the same pair
+		// (flowtun -nat: -self is not this host's address).
+		{"client", topo.Client, topo.ClientPublic, topo.ServerHost, topo.ClientSpread, topo.ServerSpread, ftInnerClient},
+		{"server", topo.Server, topo.ServerHost, topo.ClientPublic, topo.ServerSpread, topo.ClientSpread, ftInnerServer},
 	}
 	for _, e := range ends {
 		args := []string{"-name", ftIf, "-listen-port", strconv.Itoa(ftPort),
@@ -182,6 +191,9 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 			"-psk-file", psk,
 			"-addr", e.inner.String() + "/64",
 			"-stats", filepath.Join(dir, e.side+".json")}
+		if e.side == "client" && topo.NAT {
+			args = append(args, "-nat")
+		}
 		args = append(args, f.spreadArgs(e.side, e.prefix, e.peerPrefix)...)
 		args = append(args, f.pathArgs(e.side)...)
 		end, err := startTunnelEnd(e.ns, "flowtun", e.side, f.Bin, ftReady, args)
@@ -205,12 +217,30 @@ func (f *Flowtun) Start(ctx context.Context, topo *network.Topology) (InnerPath,
 	return InnerPath{Client: ftInnerClient, Server: ftInnerServer}, nil
 }
 
-// spreadArgs are the -spread and prefix flags of the end side, whose
+// What Flowtun.Dimension chooses from.
+const (
+	DimensionAddresses = "addresses"
+	DimensionPorts     = "ports"
+	DimensionBoth      = "both"
+)
+
+// The client's source ports when it spreads over ports: 64, a power of
+// two as flowtun wants, above the ports Linux hands out by default
+// (net.ipv4.ip_local_port_range, 32768-60999, leaves 40000 in it, but
+// flowtun binds them first, before any load starts).
+const (
+	ftPortsFirst = 40000
+	ftPortsCount = 64
+)
+
+// spreadArgs are the -spread and range flags of the end side, whose
 // spread prefix is prefix and whose peer's is peerPrefix.
 func (f *Flowtun) spreadArgs(side string, prefix, peerPrefix netip.Prefix) []string {
 	switch {
 	case !f.Spread:
 		return []string{"-spread", "off"}
+	case f.Dimension == DimensionPorts || f.Dimension == DimensionBoth:
+		return f.portArgs(side, prefix, peerPrefix)
 	case f.ServerSingle && side == "client":
 		return []string{"-spread", "src", "-prefix", prefix.String()}
 	case f.ServerSingle:
@@ -219,13 +249,45 @@ func (f *Flowtun) spreadArgs(side string, prefix, peerPrefix netip.Prefix) []str
 	return []string{"-spread", "both", "-prefix", prefix.String(), "-peer-prefix", peerPrefix.String()}
 }
 
+// portArgs are the range flags of the end side when it spreads over
+// ports (and, with DimensionBoth, addresses too): the client's range is
+// its source ports, and the server, on one address and one port, answers
+// each flow on the port pair it arrived on. Behind the NAT the server
+// cannot know the client's ports, which the NAT translates: it learns
+// them (nat-ports).
+func (f *Flowtun) portArgs(side string, prefix, peerPrefix netip.Prefix) []string {
+	clientRange := fmt.Sprintf("ports=%d-%d", ftPortsFirst, ftPortsFirst+ftPortsCount-1)
+	if f.NAT && side == "server" {
+		clientRange = fmt.Sprintf("nat-ports=%d", ftPortsCount)
+	}
+	if f.Dimension == DimensionBoth {
+		clientPrefix := prefix
+		if side == "server" {
+			clientPrefix = peerPrefix
+		}
+		clientRange = fmt.Sprintf("prefix=%s,bits=%d,%s", clientPrefix, flowaddr.DefaultBits, clientRange)
+	}
+	spreadServer := f.Dimension == DimensionBoth && !f.ServerSingle
+	switch {
+	case side == "client" && spreadServer:
+		return []string{"-range", clientRange, "-peer-prefix", peerPrefix.String()}
+	case side == "client":
+		return []string{"-range", clientRange}
+	case spreadServer:
+		return []string{"-prefix", prefix.String(), "-peer-range", clientRange}
+	}
+	return []string{"-peer-range", clientRange}
+}
+
 // pathArgs returns the flags of one end's paths: -open where the end
-// sends to the peer's range (flowtun refuses -open without -peer-prefix:
-// the one-flow mode, the client of a server with one address), and the
-// keepalive.
+// sends to the peer's range (flowtun refuses -open without one: the
+// one-flow mode, the client of a server with one address, and a peer
+// behind a NAT), and the keepalive.
 func (f *Flowtun) pathArgs(side string) []string {
 	var args []string
-	if f.Open && slices.Contains(f.spreadArgs(side, netip.Prefix{}, netip.Prefix{}), "-peer-prefix") {
+	spread := f.spreadArgs(side, netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("2001:db8::/64"))
+	toPeerRange := slices.Contains(spread, "-peer-prefix") || slices.Contains(spread, "-peer-range") && !f.NAT
+	if f.Open && toPeerRange {
 		args = append(args, "-open")
 	}
 	if f.Keepalive > 0 {

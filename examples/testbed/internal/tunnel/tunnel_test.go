@@ -13,8 +13,17 @@ import (
 
 // testWgspreadEnds are the two ends on the testbed's own address plan.
 func testWgspreadEnds() [2]wgspreadEnd {
-	return wgspreadEnds(&network.Topology{Client: "fstb-1-client", Server: "fstb-1-server",
-		ClientHost: netip.MustParseAddr("2001:db8:a::1"), ServerHost: netip.MustParseAddr("2001:db8:b::1")}, "0a0b0c")
+	return wgspreadEnds(testTopology(network.Options{}), "0a0b0c")
+}
+
+// testTopology is the testbed's address plan for opts, with namespaces
+// named fstb-1-client and so on, none of them made.
+func testTopology(opts network.Options) *network.Topology {
+	topo, err := network.Plan(opts, "fstb-1-")
+	if err != nil {
+		panic(err)
+	}
+	return topo
 }
 
 func TestWgspreadEnds(t *testing.T) {
@@ -32,10 +41,10 @@ func TestWgspreadEnds(t *testing.T) {
 		c.prefix != s.peerPrefix || c.peerPrefix != s.prefix || c.inner != s.peerInner || c.peerInner != s.inner {
 		t.Errorf("the ends do not mirror each other:\nclient %+v\nserver %+v", c, s)
 	}
-	// The spread prefixes are flowtun's, inside each side's site, so the
-	// router routes them and both VPNs are measured on one address plan.
-	if c.prefix != ftClientSpread || s.prefix != ftServerSpread || !netip.MustParsePrefix("2001:db8:a::/48").Overlaps(c.prefix) || !netip.MustParsePrefix("2001:db8:b::/48").Overlaps(s.prefix) {
-		t.Errorf("spread prefixes %v and %v, want %v and %v inside the sites", c.prefix, s.prefix, ftClientSpread, ftServerSpread)
+	// The spread prefixes are the topology's, inside each side's site,
+	// so the router routes them and both VPNs are measured on one plan.
+	if !netip.MustParsePrefix("2001:db8:a::/48").Overlaps(c.prefix) || !netip.MustParsePrefix("2001:db8:b::/48").Overlaps(s.prefix) {
+		t.Errorf("spread prefixes %v and %v, want them inside the sites", c.prefix, s.prefix)
 	}
 }
 
@@ -104,7 +113,8 @@ func TestFlowtunCounters(t *testing.T) {
 }
 
 func TestFlowtunSpreadArgs(t *testing.T) {
-	c, s := ftClientSpread, ftServerSpread
+	topo := testTopology(network.Options{})
+	c, s := topo.ClientSpread, topo.ServerSpread
 	for _, tc := range []struct {
 		f              Flowtun
 		client, server string
@@ -121,6 +131,44 @@ func TestFlowtunSpreadArgs(t *testing.T) {
 		if got := strings.Join(tc.f.spreadArgs("server", s, c), " "); got != tc.server {
 			t.Errorf("%+v: server %q, want %q", tc.f, got, tc.server)
 		}
+	}
+}
+
+func TestFlowtunPortArgs(t *testing.T) {
+	topo := testTopology(network.Options{})
+	c, s := topo.ClientSpread, topo.ServerSpread
+	const ports = "ports=40000-40063"
+	for _, tc := range []struct {
+		name                   string
+		f                      Flowtun
+		client, server         string
+		clientOpen, serverOpen bool
+	}{
+		{"ports", Flowtun{Spread: true, Dimension: DimensionPorts, Open: true},
+			"-range " + ports, "-peer-range " + ports, false, true},
+		{"ports behind the NAT: learnt, never -open", Flowtun{Spread: true, Dimension: DimensionPorts, NAT: true, Open: true},
+			"-range " + ports, "-peer-range nat-ports=64", false, false},
+		{"both", Flowtun{Spread: true, Dimension: DimensionBoth, Open: true},
+			"-range prefix=" + c.String() + ",bits=10," + ports + " -peer-prefix " + s.String(),
+			"-prefix " + s.String() + " -peer-range prefix=" + c.String() + ",bits=10," + ports, true, true},
+		{"both, the server on one address", Flowtun{Spread: true, Dimension: DimensionBoth, ServerSingle: true},
+			"-range prefix=" + c.String() + ",bits=10," + ports, "-peer-range prefix=" + c.String() + ",bits=10," + ports, false, false},
+		{"one-flow ignores the dimension", Flowtun{Dimension: DimensionPorts, Open: true}, "-spread off", "-spread off", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(tc.f.spreadArgs("client", c, s), " "); got != tc.client {
+				t.Errorf("client %q, want %q", got, tc.client)
+			}
+			if got := strings.Join(tc.f.spreadArgs("server", s, c), " "); got != tc.server {
+				t.Errorf("server %q, want %q", got, tc.server)
+			}
+			if got := slices.Contains(tc.f.pathArgs("client"), "-open"); got != tc.clientOpen {
+				t.Errorf("client -open %v, want %v", got, tc.clientOpen)
+			}
+			if got := slices.Contains(tc.f.pathArgs("server"), "-open"); got != tc.serverOpen {
+				t.Errorf("server -open %v, want %v", got, tc.serverOpen)
+			}
+		})
 	}
 }
 

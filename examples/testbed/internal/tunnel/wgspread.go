@@ -94,8 +94,8 @@ func NewWgspread(bin string, spread bool) (*Wgspread, error) {
 // named with suffix.
 func wgspreadEnds(topo *network.Topology, suffix string) [2]wgspreadEnd {
 	return [2]wgspreadEnd{
-		{"client", topo.Client, "wgsc" + suffix, topo.ClientHost, topo.ServerHost, ftClientSpread, ftServerSpread, wgsInnerClient, wgsInnerServer},
-		{"server", topo.Server, "wgss" + suffix, topo.ServerHost, topo.ClientHost, ftServerSpread, ftClientSpread, wgsInnerServer, wgsInnerClient},
+		{"client", topo.Client, "wgsc" + suffix, topo.ClientHost, topo.ServerHost, topo.ClientSpread, topo.ServerSpread, wgsInnerClient, wgsInnerServer},
+		{"server", topo.Server, "wgss" + suffix, topo.ServerHost, topo.ClientPublic, topo.ServerSpread, topo.ClientSpread, wgsInnerServer, wgsInnerClient},
 	}
 }
 

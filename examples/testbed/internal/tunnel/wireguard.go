@@ -50,7 +50,7 @@ func (w *WireGuard) Start(ctx context.Context, topo *network.Topology) (InnerPat
 		remote      netip.Addr
 	}{
 		{topo.Client, clientKey, serverPub, topo.ClientHost, wgInnerClient, topo.ServerHost},
-		{topo.Server, serverKey, clientPub, topo.ServerHost, wgInnerServer, topo.ClientHost},
+		{topo.Server, serverKey, clientPub, topo.ServerHost, wgInnerServer, topo.ClientPublic},
 	}
 	for _, e := range ends {
 		if err := e.ns.IPBatch("link add " + wgIf + " type wireguard"); err != nil {
