@@ -152,8 +152,8 @@ func natTraffic(t *testing.T, c, s *fwEnd, endpoint string) {
 			t.Errorf("TCP %s: %v", d.name, err)
 		}
 		echo := netip.AddrPortFrom(d.dst, 9000)
-		natUDPEchoServer(t, d.to.ns, echo)
-		if err := natUDPFlows(d.from.ns, echo, 64); err != nil {
+		testutil.UDPEchoServer(t, d.to.ns, echo)
+		if err := testutil.UDPFlows(d.from.ns, echo, 64, 2); err != nil {
 			t.Errorf("UDP %s: %v", d.name, err)
 		}
 		if got := s.endpoint(t); endpoint != "" && got != endpoint {
@@ -195,89 +195,6 @@ func (e *fwEnd) endpoint(t *testing.T) string {
 		}
 	}
 	return ""
-}
-
-// natUDPEchoServer echoes each UDP datagram to addr inside ns until the
-// test ends.
-func natUDPEchoServer(t *testing.T, ns *testutil.Netns, addr netip.AddrPort) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-}
-
-// natUDPFlows sends from n sockets in ns (n inner flows: distinct source
-// ports) to the echo server at addr, twice each, so the second datagram
-// of a flow opened from the server's side goes on the pair the first
-// one's answer taught the server, and waits for every echo, resending a
-// few times for datagrams lost on the way.
-func natUDPFlows(ns *testutil.Netns, addr netip.AddrPort, n int) error {
-	socks := make([]*net.UDPConn, n)
-	defer func() {
-		for _, s := range socks {
-			if s != nil {
-				s.Close()
-			}
-		}
-	}()
-	if err := ns.Do(func() error {
-		for i := range socks {
-			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
-			if err != nil {
-				return err
-			}
-			socks[i] = c
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i, s := range socks {
-		wg.Go(func() {
-			buf := make([]byte, 64)
-			for round := range 2 {
-				msg := fmt.Appendf(nil, "flow %d round %d", i, round)
-				if !echoed(s, msg, buf) {
-					errs <- fmt.Errorf("flow %d: no echo of round %d after 5 tries", i, round)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		return err
-	}
-	return nil
-}
-
-// echoed sends msg on s until its echo comes back, at most 5 times.
-func echoed(s *net.UDPConn, msg, buf []byte) bool {
-	for range 5 {
-		if _, err := s.Write(msg); err != nil {
-			return false
-		}
-		s.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if m, err := s.Read(buf); err == nil && string(buf[:m]) == string(msg) {
-			return true
-		}
-	}
-	return false
 }
 
 // natPair is the outer address and port pair of a datagram.

@@ -140,8 +140,8 @@ func TestNATWithWgTool(t *testing.T) {
 		if err := tcpEcho(d.client, netip.AddrPortFrom(d.dst, 7000), 200<<10); err != nil {
 			t.Fatalf("TCP %s: %v%s", d.name, err, w.logs())
 		}
-		udpEchoServer(t, d.server, netip.AddrPortFrom(d.dst, 9000))
-		if err := udpFlows(d.client, netip.AddrPortFrom(d.dst, 9000), 64); err != nil {
+		testutil.UDPEchoServer(t, d.server, netip.AddrPortFrom(d.dst, 9000))
+		if err := testutil.UDPFlows(d.client, netip.AddrPortFrom(d.dst, 9000), 64, 1); err != nil {
 			t.Fatalf("UDP %s: %v%s", d.name, err, w.logs())
 		}
 		checkEndpoint(t, "after "+d.name, w.nsB, w.ifB, w.pubA, natPublic)

@@ -39,7 +39,7 @@ func TestPeersFileReload(t *testing.T) {
 	write("# B learning paths\n" + e2eLinkB.String() + "=" + e2ePrefixB.String() + "\n")
 	w := newWgTunnelArgs(t, bin, []string{"-peers-file", file}, nil)
 	echo := netip.AddrPortFrom(e2eInnerB, 9000)
-	udpEchoServer(t, w.nsB, echo)
+	testutil.UDPEchoServer(t, w.nsB, echo)
 	const flows = 16
 
 	// flowsToB runs new inner flows and returns how many datagrams A sent
@@ -47,7 +47,7 @@ func TestPeersFileReload(t *testing.T) {
 	flowsToB := func(what string) (canonical, pairs int) {
 		t.Helper()
 		c := startCapture(t, w.nsB, "vb")
-		if err := udpFlows(w.nsA, echo, flows); err != nil {
+		if err := testutil.UDPFlows(w.nsA, echo, flows, 1); err != nil {
 			t.Fatalf("%s: UDP: %v%s", what, err, w.logs())
 		}
 		to, _ := c.stop(t, e2eLinkB.Port())

@@ -172,8 +172,8 @@ func TestWithWgTool(t *testing.T) {
 		{"A to B", nsA, nsB, netip.AddrPortFrom(e2eInnerB, 9000)},
 		{"B to A", nsB, nsA, netip.AddrPortFrom(e2eInnerA, 9000)},
 	} {
-		udpEchoServer(t, d.server, d.addr)
-		if err := udpFlows(d.client, d.addr, flows); err != nil {
+		testutil.UDPEchoServer(t, d.server, d.addr)
+		if err := testutil.UDPFlows(d.client, d.addr, flows, 1); err != nil {
 			t.Fatalf("UDP %s: %v%s", d.name, err, logs())
 		}
 		checkEndpoint(t, "after UDP "+d.name, nsA, ifA, pubB, e2eLinkB)
@@ -382,81 +382,6 @@ func tcpEcho(ns *testutil.Netns, addr netip.AddrPort, n int) error {
 	}
 	if !bytes.Equal(got, want) {
 		return fmt.Errorf("echo differs: got %d bytes, sent %d", len(got), n)
-	}
-	return nil
-}
-
-// udpEchoServer echoes each UDP datagram to addr inside ns until the test
-// ends.
-func udpEchoServer(t testing.TB, ns *testutil.Netns, addr netip.AddrPort) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", addr.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-}
-
-// udpFlows sends from n sockets (n inner flows, distinct source ports) in
-// ns to the echo server at addr until each got its echo, resending a few
-// times for datagrams lost on the way.
-func udpFlows(ns *testutil.Netns, addr netip.AddrPort, n int) error {
-	socks := make([]*net.UDPConn, n)
-	defer func() {
-		for _, s := range socks {
-			if s != nil {
-				s.Close()
-			}
-		}
-	}()
-	if err := ns.Do(func() error {
-		for i := range socks {
-			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
-			if err != nil {
-				return err
-			}
-			socks[i] = c
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	var echoed atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i, s := range socks {
-		wg.Go(func() {
-			msg := fmt.Appendf(nil, "flow %d", i)
-			buf := make([]byte, 64)
-			for range 5 {
-				if _, err := s.Write(msg); err != nil {
-					errs <- err
-					return
-				}
-				s.SetReadDeadline(time.Now().Add(2 * time.Second))
-				m, err := s.Read(buf)
-				if err == nil && bytes.Equal(buf[:m], msg) {
-					echoed.Add(1)
-					return
-				}
-			}
-			errs <- fmt.Errorf("flow %d: no echo after 5 tries", i)
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		return fmt.Errorf("%d of %d flows echoed: %w", echoed.Load(), n, err)
 	}
 	return nil
 }
