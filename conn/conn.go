@@ -60,12 +60,10 @@ type FlowSpreadConn struct {
 	portConns []*net.UDPConn
 	portRC    []syscall.RawConn
 	// ring sends a batch that leaves from several sockets with one
-	// system call (nil: no port range, or no io_uring here); sockFDs
-	// are the sockets' descriptors, the canonical one first, which
-	// sockMu keeps open while the ring uses them.
-	ring    *sendRing
-	sockFDs []int32
-	sockMu  sync.RWMutex
+	// system call (nil: no port range, or no io_uring here); sockMu
+	// keeps Close from closing it under a send.
+	ring   *sendRing
+	sockMu sync.RWMutex
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads

@@ -16,7 +16,7 @@
 //
 //	c, err := conn.Listen(conn.Config{
 //		Port:      51820,
-//		Range:     conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}, // 64 source ports
+//		Range:     conn.Range{Ports: conn.PortRange{First: 61000, Bits: 8}}, // 256 source ports
 //		Peers:     []conn.Peer{{Addr: serverAddr}}, // one address and port
 //		Key:       sharedKey, // the same at both ends, with Symmetric
 //		Symmetric: true,
@@ -24,7 +24,7 @@
 //	})
 //
 // The server lists the client as a peer with the client's Range (or,
-// behind a NAT, Range{Ports: conn.PortRange{Bits: 6, Translated: true}})
+// behind a NAT, Range{Ports: conn.PortRange{Bits: 8, Translated: true}})
 // and answers each flow on the port pair it arrived on.
 //
 // Classify each plaintext packet before you encrypt it:

@@ -78,7 +78,6 @@ type sendBatch struct {
 	// the ring sent (sendRing), which the loop skips.
 	end   int
 	done  [sendBatchSize]bool
-	fds   [sendBatchSize]int32
 	res   [sendBatchSize]int32
 	sent  int // headers sent
 	errno unix.Errno
@@ -438,10 +437,9 @@ func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	for h := range b.nhdr {
-		b.fds[h] = c.sockFDs[b.sock[h]]
-	}
-	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.fds[:b.nhdr], b.res[:b.nhdr]); err != nil {
+	// The ring's registered sockets are in sock order: the canonical
+	// one, then the range's.
+	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.sock[:b.nhdr], b.res[:b.nhdr]); err != nil {
 		return nil // the caller's loop sends them the old way
 	}
 	for h := range b.nhdr {

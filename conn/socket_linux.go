@@ -67,7 +67,7 @@ func openPortSockets(cfg *Config) ([]*net.UDPConn, error) {
 }
 
 // openRing sets up the io_uring that sends a batch from several of the
-// port range's sockets at once, and notes the sockets' descriptors. It
+// port range's sockets at once, with the sockets registered. It
 // leaves c.ring nil where the kernel has no io_uring: batches then take
 // a sendmmsg(2) per socket.
 func (c *FlowSpreadConn) openRing() {
@@ -77,9 +77,9 @@ func (c *FlowSpreadConn) openRing() {
 			return
 		}
 	}
-	ring, err := newSendRing()
+	ring, err := newSendRing(fds)
 	if err != nil {
 		return
 	}
-	c.ring, c.sockFDs = ring, fds
+	c.ring = ring
 }

@@ -169,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.TextVar(&cfg.peer, "peer", netip.AddrPort{}, "the peer's canonical outer `address`:port, e.g. [2001:db8:ff::2]:51820 (required)")
 	fs.TextVar(&cfg.self, "self", netip.AddrPort{}, "our canonical outer `address`:port as the peer's -peer gives it (default: the source address of the route to the peer, and -listen-port); it must be an address of this host and -listen-port, unless -nat")
 	fs.BoolVar(&cfg.nat, "nat", false, "-self is the public address and port a NAT maps us to, not this host's: do not check that it is ours (that check stops a command copied from the peer, which would make both ends seal with one key)")
-	fs.TextVar(&cfg.ours, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix that reaches this host), bits=N (2^N of its addresses, default 10), ports=FIRST-LAST (our source ports, a power-of-two count, none of them -listen-port); e.g. ports=40000-40063 (IPv4, NAT, no prefix needed)")
+	fs.TextVar(&cfg.ours, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix that reaches this host), bits=N (2^N of its addresses, default 10), ports=FIRST-LAST (our source ports, a power-of-two count, none of them -listen-port); e.g. ports=61000-61255 (IPv4, NAT, no prefix needed)")
 	fs.TextVar(&cfg.theirs, "peer-range", conn.Range{}, "the peer's widened `endpoint` (its -range); nat-ports=N in place of ports= when a NAT in front of the peer rewrites its N ports (each flow is answered on the port it arrives from)")
 	var prefix, peerPrefix netip.Prefix
 	fs.TextVar(&prefix, "prefix", netip.Prefix{}, "our spread `prefix`: shorthand for -range prefix=P,bits=B, e.g. 2001:db8:a::/64")
@@ -196,7 +196,7 @@ func parseFlags(args []string, stderr io.Writer) (config, string, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: flowtun -peer ADDR:PORT -psk-file FILE [-range R] [-peer-range R] -addr INNER/LEN [flags]")
 		fmt.Fprintln(stderr, "\nA server with one address and port gives only -peer-range (the client's -range); it answers each flow on the pair it came on.")
-		fmt.Fprintln(stderr, "On IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=40000-40063, the server -peer-range nat-ports=64 (or ports=40000-40063 with no NAT).")
+		fmt.Fprintln(stderr, "On IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=61000-61255, the server -peer-range nat-ports=256 (or ports=61000-61255 with no NAT).")
 		fmt.Fprintln(stderr, "Behind a stateful firewall, open the canonical address and port (or use -keepalive 25s); flows move to their own pairs as the peer's traffic arrives there.")
 		fmt.Fprintln(stderr, "Counters: -stats writes them as JSON at exit and on SIGUSR1; go doc examples/flowtun says what each one counts.")
 		fmt.Fprintln(stderr)

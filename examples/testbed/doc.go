@@ -197,7 +197,7 @@
 //     client only over the mapping the client's traffic and its 25 s
 //     keepalive keep open; the reachability checks open them from each
 //     end. flowtun's server learns the client's translated ports
-//     (-peer-range nat-ports=64), and -open is never given.
+//     (-peer-range nat-ports=256), and -open is never given.
 //   - -onlink: the client has no routed prefix. Its own address is on its
 //     link's /64 (2001:db8:0:1::2), it spreads over 1024 addresses of
 //     2001:db8:0:1:f::/80 inside that /64, and the router, which has no
@@ -216,7 +216,7 @@
 //     topology without that start-up cost.
 //   - -dimension addresses|ports|both: what the spread mode spreads each
 //     inner flow over: outer address pairs (the default), the client's
-//     outer source ports 40000-40063 from its one address (the server
+//     outer source ports 61000-61255 from its one address (the server
 //     keeps one address and one port and answers each flow on the port
 //     pair it came on), or both. The spread row names it: "spread
 //     (ports)".

@@ -77,9 +77,9 @@
 // the port pair it last arrived on, which it learns from C's
 // authenticated traffic, so both directions are spread:
 //
-//	C# wgspread -range ports=40000-40063 -peer-range 192.0.2.2:51820 -hash-key-file k.hex wg0
+//	C# wgspread -range ports=61000-61255 -peer-range 192.0.2.2:51820 -hash-key-file k.hex wg0
 //	C# wg set wg0 listen-port 51820 private-key c.key peer S_PUB endpoint 192.0.2.2:51820 allowed-ips 10.0.0.2/32 persistent-keepalive 25
-//	S# wgspread -peer-range '198.51.100.1:51820=nat-ports=64' -hash-key-file k.hex wg0
+//	S# wgspread -peer-range '198.51.100.1:51820=nat-ports=256' -hash-key-file k.hex wg0
 //	S# wg set wg0 listen-port 51820 private-key s.key peer C_PUB allowed-ips 10.0.0.1/32
 //
 // 198.51.100.1:51820 is where the NAT maps C's listen port (masquerade
@@ -108,8 +108,8 @@
 //
 //	[2001:db8:ff::2]:51820=2001:db8:b::/64  open
 //	[2001:db8:ff::3]:51820=2001:db8:c::/64  bits=8
-//	[2001:db8:ff::4]:51820=prefix=2001:db8:d::/64,bits=8,ports=40000-40063
-//	198.51.100.9:51820=nat-ports=64         # behind a NAT, never open
+//	[2001:db8:ff::4]:51820=prefix=2001:db8:d::/64,bits=8,ports=61000-61255
+//	198.51.100.9:51820=nat-ports=256         # behind a NAT, never open
 //	192.0.2.7:51820                         # does not spread
 //
 // kill -HUP rereads it and applies it while traffic flows: a new line adds

@@ -114,7 +114,7 @@ func parsePeer(v string, asRange bool) (conn.Peer, error) {
 	var p conn.Peer
 	var err error
 	if p.Addr, err = netip.ParseAddrPort(addr); err != nil {
-		return p, fmt.Errorf("peer endpoint %q: %w (want [2001:db8::2]:51820=2001:db8:b::/64 or 192.0.2.7:51820=nat-ports=64)", addr, err)
+		return p, fmt.Errorf("peer endpoint %q: %w (want [2001:db8::2]:51820=2001:db8:b::/64 or 192.0.2.7:51820=nat-ports=256)", addr, err)
 	}
 	p.Addr = netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
 	switch {
@@ -154,10 +154,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var opts options
 	var peers []conn.Peer
 	var prefix netip.Prefix
-	fs.TextVar(&opts.cfg.Range, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix routed to this host), bits=N (2^N of its addresses, default -bits), ports=FIRST-LAST (our source ports, a power-of-two count, none of them the listen port); e.g. ports=40000-40063 on IPv4 or behind a NAT, where no prefix is needed (empty: do not spread our sources)")
+	fs.TextVar(&opts.cfg.Range, "range", conn.Range{}, "our widened `endpoint`, comma-separated: prefix=P (an IPv6 prefix routed to this host), bits=N (2^N of its addresses, default -bits), ports=FIRST-LAST (our source ports, a power-of-two count, none of them the listen port); e.g. ports=61000-61255 on IPv4 or behind a NAT, where no prefix is needed (empty: do not spread our sources)")
 	fs.TextVar(&prefix, "prefix", netip.Prefix{}, "our spread `prefix`, shorthand for -range prefix=P: an IPv6 prefix routed to this host, e.g. 2001:db8:a::/64")
 	fs.Var(peerFlag{&peers, false}, "peer-prefix", "a peer's canonical endpoint and spread prefix, `ADDR:PORT=PREFIX`, e.g. '[2001:db8:ff::2]:51820=2001:db8:b::/64'; repeat for each peer; ADDR:PORT alone for a peer without one")
-	fs.Var(peerFlag{&peers, true}, "peer-range", "a peer's canonical endpoint and widened endpoint (its -range), `ADDR:PORT=RANGE`, e.g. '192.0.2.7:51820=ports=40000-40063', or nat-ports=N for a peer behind a NAT that rewrites its N ports (each flow is answered on the port it last came from); repeat for each peer")
+	fs.Var(peerFlag{&peers, true}, "peer-range", "a peer's canonical endpoint and widened endpoint (its -range), `ADDR:PORT=RANGE`, e.g. '192.0.2.7:51820=ports=61000-61255', or nat-ports=N for a peer behind a NAT that rewrites its N ports (each flow is answered on the port it last came from); repeat for each peer")
 	bitsFlag := fs.Int("bits", conn.DefaultBits, "spread over 2^`bits` addresses of each prefix that gives no bits= of its own; both ends must agree")
 	hashKey := secretflag.Secret{What: "the hash key", Flag: "hash-key", Env: hashKeyEnv}
 	secretflag.Var(fs, &opts.cfg.Key, hashKey.Flag, "flow hash key: 32 `hex` digits, the same at both ends (default: random, so the ends map flows differently); "+
@@ -169,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&opts.peersFile, "peers-file", "", "read more peers from `file`, one a line: ADDR:PORT=PREFIX [bits=N] [open], or ADDR:PORT=RANGE [open]; reread on SIGHUP (kill -HUP), so peers' spread options change while the interface runs; a peer also given with -peer-prefix or -peer-range takes the file's line")
 	fs.BoolVar(&opts.stockBind, "stock-bind", false, "use wireguard-go's own StdNetBind and spread nothing: a baseline for comparisons (the spread flags are then ignored)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses and UDP ports;\nconfigure it with wg set or wg setconf. SIGHUP rereads -peers-file.\nOn IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=40000-40063,\nthe server -peer-range 'CLIENT:PORT=nat-ports=64' (or =ports=40000-40063 with no NAT).\n\nflags:")
+		fmt.Fprintln(stderr, "usage: wgspread [flags] INTERFACE\n\nA userspace WireGuard interface that spreads inner flows over outer IPv6 addresses and UDP ports;\nconfigure it with wg set or wg setconf. SIGHUP rereads -peers-file.\nOn IPv4, behind a NAT or without a prefix, spread over ports: the client -range ports=61000-61255,\nthe server -peer-range 'CLIENT:PORT=nat-ports=256' (or =ports=61000-61255 with no NAT).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

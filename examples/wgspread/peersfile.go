@@ -21,8 +21,8 @@ import (
 //
 //	# endpoint=prefix or endpoint=range          options
 //	[2001:db8:ff::2]:51820=2001:db8:b::/64       bits=10 open
-//	[2001:db8:ff::3]:51820=prefix=2001:db8:c::/64,bits=8,ports=40000-40063
-//	198.51.100.9:51820=nat-ports=64              # behind a NAT
+//	[2001:db8:ff::3]:51820=prefix=2001:db8:c::/64,bits=8,ports=61000-61255
+//	198.51.100.9:51820=nat-ports=256              # behind a NAT
 //	192.0.2.7:51820                              # a peer that does not spread
 //
 // A range is told from a prefix by its key=value form. bits=N sets the

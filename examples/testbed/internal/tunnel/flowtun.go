@@ -224,13 +224,13 @@ const (
 	DimensionBoth      = "both"
 )
 
-// The client's source ports when it spreads over ports: 64, a power of
-// two as flowtun wants, above the ports Linux hands out by default
-// (net.ipv4.ip_local_port_range, 32768-60999, leaves 40000 in it, but
-// flowtun binds them first, before any load starts).
+// The client's source ports when it spreads over ports: 256
+// (conn.DefaultPortBits), a power of two as flowtun wants, above the
+// ports Linux hands out by default (net.ipv4.ip_local_port_range,
+// 32768-60999), so no other socket holds one, as the docs recommend.
 const (
-	ftPortsFirst = 40000
-	ftPortsCount = 64
+	ftPortsFirst = 61000
+	ftPortsCount = 256
 )
 
 // spreadArgs are the -spread and range flags of the end side, whose

@@ -137,7 +137,7 @@ func TestFlowtunSpreadArgs(t *testing.T) {
 func TestFlowtunPortArgs(t *testing.T) {
 	topo := testTopology(network.Options{})
 	c, s := topo.ClientSpread, topo.ServerSpread
-	const ports = "ports=40000-40063"
+	const ports = "ports=61000-61255"
 	for _, tc := range []struct {
 		name                   string
 		f                      Flowtun
@@ -147,7 +147,7 @@ func TestFlowtunPortArgs(t *testing.T) {
 		{"ports", Flowtun{Spread: true, Dimension: DimensionPorts, Open: true},
 			"-range " + ports, "-peer-range " + ports, false, true},
 		{"ports behind the NAT: learnt, never -open", Flowtun{Spread: true, Dimension: DimensionPorts, NAT: true, Open: true},
-			"-range " + ports, "-peer-range nat-ports=64", false, false},
+			"-range " + ports, "-peer-range nat-ports=256", false, false},
 		{"both", Flowtun{Spread: true, Dimension: DimensionBoth, Open: true},
 			"-range prefix=" + c.String() + ",bits=10," + ports + " -peer-prefix " + s.String(),
 			"-prefix " + s.String() + " -peer-range prefix=" + c.String() + ",bits=10," + ports, true, true},
