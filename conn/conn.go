@@ -210,11 +210,11 @@ func (c *FlowSpreadConn) Close() error {
 		if c.host != nil {
 			errRecv = errors.Join(errRecv, c.host.close())
 		}
-		c.sockMu.Lock() // no ring send in flight on the descriptors
-		errSock := c.uc.Close()
+		c.sockMu.Lock() // no ring send in flight on the sockets
 		if c.ring != nil {
-			c.ring.close()
+			c.ring.close() // first: it holds the sockets open
 		}
+		errSock := c.uc.Close()
 		c.sockMu.Unlock()
 		for _, pc := range c.portConns {
 			if e := pc.Close(); !errors.Is(e, net.ErrClosed) {

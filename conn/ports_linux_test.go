@@ -280,3 +280,29 @@ func TestPortsBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestPortsReopen closes a conn that spread over ports and opens one on
+// the same ports at once, as a VPN that changes its listen port or
+// restarts does: Close must leave none of the range's sockets bound (the
+// send ring holds them until it is torn down).
+func TestPortsReopen(t *testing.T) {
+	ns := loopbackNetns(t)
+	cfg := conn.Config{Port: 5000, Range: conn.Range{Ports: conn.PortRange{First: 40000, Bits: 4}},
+		Peers: []conn.Peer{{Addr: netip.MustParseAddrPort("[::1]:6000")}}}
+	for i := range 3 {
+		var c *conn.FlowSpreadConn
+		if err := ns.Do(func() (err error) { c, err = conn.Listen(cfg); return err }); err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+		msgs := make([]conn.Message, 16)
+		for k := range msgs {
+			msgs[k] = conn.Message{Buf: []byte("x"), Peer: cfg.Peers[0].Addr, Flow: conn.Flow{Hash: testHashes(16)[k], Valid: true}}
+		}
+		if _, err := c.WriteBatch(msgs); err != nil {
+			t.Fatalf("send %d: %v", i+1, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("close %d: %v", i+1, err)
+		}
+	}
+}

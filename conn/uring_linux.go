@@ -20,6 +20,7 @@ const (
 	ioringSetupAll    = 1 << 7 // IORING_SETUP_SUBMIT_ALL: go on past a failed entry
 	ioringOffCQRing   = 0x8000000
 	ioringRegFiles    = 2      // IORING_REGISTER_FILES
+	ioringUnregFiles  = 3      // IORING_UNREGISTER_FILES
 	iosqeFixedFile    = 1 << 0 // IOSQE_FIXED_FILE: fd indexes the registered files
 	ringEntries       = sendBatchSize
 )
@@ -121,7 +122,12 @@ func newSendRing(fds []int32) (*sendRing, error) {
 	return r, nil
 }
 
+// close releases the ring. It unregisters the sockets first: the kernel
+// tears a closed ring down later, on a work queue, and until then its
+// registered sockets would stay bound, so that a conn opened again at
+// once on the same ports would find them in use.
 func (r *sendRing) close() {
+	unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), ioringUnregFiles, 0, 0, 0, 0)
 	if r.sqeMem != nil {
 		unix.Munmap(r.sqeMem)
 	}

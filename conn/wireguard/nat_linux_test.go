@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -216,32 +215,11 @@ func startPairCapture(t *testing.T, ns *testutil.Netns, iface string) *pairCaptu
 	t.Helper()
 	c := &pairCapture{done: make(chan struct{}), pairs: map[natPair]int{}}
 	// ETH_P_ALL: the kernel hands outgoing packets to such sockets alone.
-	proto := htons(unix.ETH_P_ALL)
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(iface)
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
-		if err != nil {
-			return fmt.Errorf("AF_PACKET socket (needs CAP_NET_RAW): %w", err)
-		}
-		c.fd = fd
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-			return err
-		}
-		tv := unix.Timeval{Usec: 50_000} // lets the reader see stop
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
-	})
+	fd, err := openPacketSocket(ns, iface, unix.SOCK_DGRAM, unix.ETH_P_ALL, false)
 	if err != nil {
-		if c.fd > 0 {
-			unix.Close(c.fd)
-		}
 		t.Fatalf("capture on %s: %v", iface, err)
 	}
+	c.fd = fd
 	go c.run()
 	t.Cleanup(func() { c.stopped.Store(true); <-c.done; unix.Close(c.fd) })
 	return c

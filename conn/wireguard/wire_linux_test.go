@@ -306,38 +306,13 @@ func startWireCapture(t *testing.T, ns *testutil.Netns, iface string) *wireCaptu
 	t.Helper()
 	c := &wireCapture{done: make(chan struct{})}
 	// A socket for one protocol sees only incoming frames: A's datagrams.
-	proto := htons(unix.ETH_P_IPV6)
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(iface)
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
-		if err != nil {
-			return fmt.Errorf("AF_PACKET socket (needs CAP_NET_RAW): %w", err)
-		}
-		c.fd = fd
-		// The conn sends runs of one flow as one GSO datagram, which
-		// crosses the veth whole; the virtio header gives its segment
-		// size.
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-			return err
-		}
-		tv := unix.Timeval{Usec: 50_000} // lets the reader see stop
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
-	})
+	// The conn sends runs of one flow as one GSO datagram, which crosses
+	// the veth whole; the virtio header gives its segment size.
+	fd, err := openPacketSocket(ns, iface, unix.SOCK_RAW, unix.ETH_P_IPV6, true)
 	if err != nil {
-		if c.fd > 0 {
-			unix.Close(c.fd)
-		}
 		t.Fatalf("capture on %s: %v", iface, err)
 	}
+	c.fd = fd
 	go c.run()
 	t.Cleanup(func() { c.stopped.Store(true); <-c.done; unix.Close(c.fd) })
 	return c
@@ -429,3 +404,37 @@ func (c *wireCapture) stop(t *testing.T, want int) ([]wireMsg, int) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// openPacketSocket opens an AF_PACKET socket of type typ for protocol
+// proto on iface in ns, with room for bursts and a 50 ms receive timeout
+// that lets its reader see a stop; with vnetHdr each frame starts with a
+// virtio header (PACKET_VNET_HDR).
+func openPacketSocket(ns *testutil.Netns, iface string, typ int, proto uint16, vnetHdr bool) (int, error) {
+	fd := -1
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, typ|unix.SOCK_CLOEXEC, int(htons(proto))); err != nil {
+			return fmt.Errorf("AF_PACKET socket (needs CAP_NET_RAW): %w", err)
+		}
+		if vnetHdr {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+				return fmt.Errorf("PACKET_VNET_HDR: %w", err)
+			}
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+			return err
+		}
+		tv := unix.Timeval{Usec: 50_000}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index})
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+	}
+	return fd, err
+}
