@@ -200,6 +200,13 @@ type Raw struct {
 func (AnyIP) receiveBackend() {}
 func (Raw) receiveBackend()   {}
 
+// Validate checks cfg as [Listen] does, without opening anything, and
+// returns it with the defaults filled in, so a program can report a bad
+// setting when it reads it, before it hands the Config on (a wireguard-go
+// Bind opens the conn only when the device comes up). Listen can still
+// fail for what only opening shows: a port in use, a missing capability.
+func (cfg Config) Validate() (Config, error) { return cfg.validate() }
+
 // validate checks cfg and returns it with defaults filled in. Each error
 // says what is wrong and what is expected.
 func (cfg Config) validate() (Config, error) {

@@ -219,6 +219,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(opts.cfg.Peers) == 0 && !opts.stockBind {
 		return opts, errors.New("give each peer's canonical endpoint with -peer-prefix ADDR:PORT=PREFIX, -peer-range ADDR:PORT=RANGE or in -peers-file: the interface spreads only to those")
 	}
+	if !opts.stockBind {
+		// What the conn would refuse when wireguard-go opens the Bind,
+		// said now rather than in the device's log.
+		if _, err := opts.cfg.Validate(); err != nil {
+			return opts, err
+		}
+	}
 	given, err := hashKey.Load(fs, &opts.cfg.Key)
 	if err != nil {
 		return opts, err

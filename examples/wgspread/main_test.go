@@ -88,6 +88,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "-prefix and -range both give our prefix", args: []string{"-prefix", "2001:db8:a::/64", "-range", "prefix=2001:db8:1::/64", "-peer-prefix", peerB, "wg0"}, wantErr: "give one"},
 		{name: "bad -range", args: []string{"-range", "ports=40000-40002", "-peer-prefix", peerB, "wg0"}, wantErr: "power of two"},
 		{name: "bad -peer-range", args: []string{"-peer-range", "192.0.2.7:51820=nat-ports=3", "wg0"}, wantErr: "power-of-two"},
+		{name: "IPv4 peer with an address range", args: []string{"-peer-range", "192.0.2.7:51820=prefix=2001:db8:b::/64", "wg0"}, wantErr: "spreading over addresses needs an IPv6 path to the peer"},
+		{name: "our ports translated", args: []string{"-range", "nat-ports=16", "-peer-prefix", peerB, "wg0"}, wantErr: "only a peer's ports can be translated"},
 		{name: "peer twice, once per flag", args: []string{"-peer-prefix", peerB, "-peer-range", "[2001:db8:ff::2]:51821=ports=40000-40001", "wg0"}, wantErr: "given twice"},
 		{name: "IPv4 -prefix names ports", args: []string{"-prefix", "192.0.2.0/24", "-peer-prefix", peerB, "wg0"}, wantErr: "-range ports="},
 		{name: "no interface", args: []string{"-peer-prefix", peerB}, wantErr: "exactly one interface"},
