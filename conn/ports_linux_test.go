@@ -12,50 +12,24 @@ import (
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
-// The IPv4 path of the port tests: a client on its own network behind a
-// router (which masquerades it, when the test asks for a NAT), and a
+// The port tests' IPv4 path (testutil.NewIPv4Path): a client behind a
+// router, which masquerades it when the test asks for a NAT, and a
 // server with one address and one port.
 var (
-	v4Client     = netip.MustParseAddr("10.9.0.2")
-	v4RouterIn   = netip.MustParseAddr("10.9.0.1")
-	v4RouterOut  = netip.MustParseAddr("192.0.2.1")
-	v4Server     = netip.MustParseAddr("192.0.2.2")
+	v4Client     = testutil.IPv4Client
+	v4RouterOut  = testutil.IPv4Public
+	v4Server     = testutil.IPv4Server
 	clientPorts  = conn.PortRange{First: 40000, Bits: 4}
 	v4ClientPort = uint16(5000)
 	v4ServerPort = uint16(6000)
 )
 
-// v4Path builds client - router - server namespaces on IPv4. With nat,
-// the router masquerades the client (Linux masquerade, nftables), and
-// gives the datagrams from the client's port range new random ports, as
-// a NAT whose ports are taken would; the canonical port is kept, as
-// masquerade keeps a free port.
+// v4Path builds the port tests' IPv4 path; with nat the router rewrites
+// the client's spread ports to random ones.
 func v4Path(t *testing.T, nat bool) (client, router, server *testutil.Netns) {
 	t.Helper()
-	testutil.SkipUnlessRoot(t)
-	client, router, server = testutil.NewNetns(t), testutil.NewNetns(t), testutil.NewNetns(t)
-	testutil.Veth(t, client, "c0", router, "r0")
-	testutil.Veth(t, router, "r1", server, "s0")
-	router.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	client.Run(t, "ip", "addr", "add", v4Client.String()+"/24", "dev", "c0")
-	router.Run(t, "ip", "addr", "add", v4RouterIn.String()+"/24", "dev", "r0")
-	router.Run(t, "ip", "addr", "add", v4RouterOut.String()+"/24", "dev", "r1")
-	server.Run(t, "ip", "addr", "add", v4Server.String()+"/24", "dev", "s0")
-	client.Run(t, "ip", "route", "add", "default", "via", v4RouterIn.String())
-	if !nat {
-		server.Run(t, "ip", "route", "add", "10.9.0.0/24", "via", v4RouterOut.String())
-		return client, router, server
-	}
-	rules := fmt.Sprintf(`table ip home {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname "r1" udp sport %d-%d masquerade to :20000-29999 random
-		oifname "r1" masquerade
-	}
-}
-`, clientPorts.First, int(clientPorts.First)+clientPorts.Len()-1)
-	testutil.Nft(t, router, rules)
-	return client, router, server
+	last := uint16(int(clientPorts.First) + clientPorts.Len() - 1)
+	return testutil.NewIPv4Path(t, "c0", "s0", nat, clientPorts.First, last)
 }
 
 // echoServer stands for a VPN server on c: every datagram is authentic

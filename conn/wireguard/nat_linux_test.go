@@ -3,9 +3,7 @@ package wireguard
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,9 +29,9 @@ import (
 // ports are taken. S knows C as 192.0.2.1:5000 with nat-ports: it learns
 // each flow's translated port from C's authenticated traffic.
 var (
-	natClient      = netip.MustParseAddr("10.9.0.2")
-	natPublic      = netip.MustParseAddrPort("192.0.2.1:5000") // where R maps C's canonical socket
-	natServer      = netip.MustParseAddrPort("192.0.2.2:6000")
+	natClient      = testutil.IPv4Client
+	natPublic      = netip.AddrPortFrom(testutil.IPv4Public, 5000) // where R maps C's canonical socket
+	natServer      = netip.AddrPortFrom(testutil.IPv4Server, 6000)
 	natClientPorts = conn.PortRange{First: 40000, Bits: 4}
 )
 
@@ -44,23 +42,8 @@ var (
 // stranger, heard through AcceptUnknown.
 func newNATTunnel(t *testing.T, natPorts bool) (c, s *fwEnd, nsR *testutil.Netns) {
 	t.Helper()
-	nsC, nsR, nsS := testutil.NewNetns(t), testutil.NewNetns(t), testutil.NewNetns(t)
-	testutil.Veth(t, nsC, "c0", nsR, "r0")
-	testutil.Veth(t, nsR, "r1", nsS, "s0")
-	nsR.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	nsC.Run(t, "ip", "addr", "add", natClient.String()+"/24", "dev", "c0")
-	nsR.Run(t, "ip", "addr", "add", "10.9.0.1/24", "dev", "r0")
-	nsR.Run(t, "ip", "addr", "add", natPublic.Addr().String()+"/24", "dev", "r1")
-	nsS.Run(t, "ip", "addr", "add", natServer.Addr().String()+"/24", "dev", "s0")
-	nsC.Run(t, "ip", "route", "add", "default", "via", "10.9.0.1")
-	testutil.Nft(t, nsR, fmt.Sprintf(`table ip home {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname "r1" udp sport %d-%d masquerade to :20000-29999 random
-		oifname "r1" masquerade
-	}
-}
-`, natClientPorts.First, int(natClientPorts.First)+natClientPorts.Len()-1))
+	last := uint16(int(natClientPorts.First) + natClientPorts.Len() - 1)
+	nsC, nsR, nsS := testutil.NewIPv4Path(t, "c0", "s0", true, natClientPorts.First, last)
 
 	var key hash.Key
 	rand.Read(key[:])
@@ -182,19 +165,7 @@ func TestNATUnconfiguredPeer(t *testing.T) {
 }
 
 // endpoint returns the peer endpoint that the device reports over UAPI.
-func (e *fwEnd) endpoint(t *testing.T) string {
-	t.Helper()
-	s, err := e.dev.IpcGet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(s, "\n") {
-		if v, ok := strings.CutPrefix(line, "endpoint="); ok {
-			return v
-		}
-	}
-	return ""
-}
+func (e *fwEnd) endpoint(t *testing.T) string { return deviceEndpoint(t, e.dev) }
 
 // natPair is the outer address and port pair of a datagram.
 type natPair struct{ src, dst netip.AddrPort }

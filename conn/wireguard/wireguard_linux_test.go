@@ -121,9 +121,12 @@ func (e *end) configure(t *testing.T, self, peer wgKey, port uint16, peerAddr ne
 }
 
 // endpoint returns the peer endpoint that the device reports over UAPI.
-func (e *end) endpoint(t *testing.T) string {
+func (e *end) endpoint(t *testing.T) string { return deviceEndpoint(t, e.dev) }
+
+// deviceEndpoint returns the peer endpoint that dev reports over UAPI.
+func deviceEndpoint(t *testing.T, dev *device.Device) string {
 	t.Helper()
-	s, err := e.dev.IpcGet()
+	s, err := dev.IpcGet()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,9 +30,9 @@ import (
 // port, and gives each of C's spread ports a random one of 20000-29999,
 // as a NAT whose ports are taken would.
 var (
-	natClient = netip.MustParseAddr("10.9.0.2")
-	natPublic = netip.MustParseAddrPort("192.0.2.1:51820") // C's listen port through R
-	natServer = netip.MustParseAddrPort("192.0.2.2:51821")
+	natClient = testutil.IPv4Client
+	natPublic = netip.AddrPortFrom(testutil.IPv4Public, 51820) // C's listen port through R
+	natServer = netip.AddrPortFrom(testutil.IPv4Server, 51821)
 	natPorts  = "ports=40000-40015"
 	natCount  = 16
 )
@@ -47,23 +47,7 @@ var (
 func newNATWgTunnel(t testing.TB, bin string, extra ...string) *wgTunnel {
 	t.Helper()
 	dir := t.TempDir()
-	nsC, nsR, nsS := testutil.NewNetns(t), testutil.NewNetns(t), testutil.NewNetns(t)
-	testutil.Veth(t, nsC, "vc", nsR, "r0")
-	testutil.Veth(t, nsR, "r1", nsS, "vs")
-	nsR.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	nsC.Run(t, "ip", "addr", "add", natClient.String()+"/24", "dev", "vc")
-	nsR.Run(t, "ip", "addr", "add", "10.9.0.1/24", "dev", "r0")
-	nsR.Run(t, "ip", "addr", "add", natPublic.Addr().String()+"/24", "dev", "r1")
-	nsS.Run(t, "ip", "addr", "add", natServer.Addr().String()+"/24", "dev", "vs")
-	nsC.Run(t, "ip", "route", "add", "default", "via", "10.9.0.1")
-	testutil.Nft(t, nsR, `table ip home {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname "r1" udp sport 40000-40015 masquerade to :20000-29999 random
-		oifname "r1" masquerade
-	}
-}
-`)
+	nsC, _, nsS := testutil.NewIPv4Path(t, "vc", "vs", true, 40000, 40000+uint16(natCount)-1)
 
 	ifC, ifS := "wc"+nsC.Name[3:], "ws"+nsS.Name[3:]
 	var hashKey [16]byte
