@@ -102,8 +102,9 @@ func BenchmarkRecv(b *testing.B) {
 	})
 	b.Run("spread-batch-nogro", func(b *testing.B) { benchRecvSpread(b, 0, true, false) })
 	b.Run("spread-gro", func(b *testing.B) { benchRecvSpread(b, 0, false, true) })
-	b.Run("spread-ports-batch", func(b *testing.B) { benchRecvPorts(b, false) })
-	b.Run("spread-ports-gro", func(b *testing.B) { benchRecvPorts(b, true) })
+	b.Run("spread-ports-batch", func(b *testing.B) { benchRecvPorts(b, false, false) })
+	b.Run("spread-ports-batch-nogro", func(b *testing.B) { benchRecvPorts(b, true, false) })
+	b.Run("spread-ports-gro", func(b *testing.B) { benchRecvPorts(b, false, true) })
 }
 
 // benchRecvPorts is BenchmarkRecv's port cases: a conn spreading over 64
@@ -111,11 +112,11 @@ func BenchmarkRecv(b *testing.B) {
 // GSO super-datagrams, that its peer (testSender, one address and port)
 // sends each to its port, as a server's answers reach a client that
 // spreads over ports. Every read goes through the socket set.
-func benchRecvPorts(b *testing.B, bulk bool) {
+func benchRecvPorts(b *testing.B, disableGRO, bulk bool) {
 	ns := benchRecvNetns(b)
 	snd := newBenchSender(b, ns)
 	ports := PortRange{First: 40000, Bits: 6}
-	cfg := Config{Range: Range{Ports: ports}, Peers: []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port)}}}
+	cfg := Config{Range: Range{Ports: ports}, Peers: []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port)}}, DisableGRO: disableGRO}
 	var c *FlowSpreadConn
 	if err := ns.Do(func() (err error) {
 		c, err = Listen(cfg)

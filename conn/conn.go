@@ -62,7 +62,7 @@ type FlowSpreadConn struct {
 	// ring sends a batch that leaves from several sockets with one
 	// system call (nil: no port range, or no io_uring here); sockMu
 	// keeps Close from closing it under a send.
-	ring   *sendRing
+	ring   *msgRing
 	sockMu sync.RWMutex
 
 	snd     sender

@@ -50,8 +50,6 @@ type anyIPReceiver struct {
 	rc syscall.RawConn
 	// set holds the sockets of a port range, read together; nil with one.
 	set *socketSet
-	// localPort is the port of the socket the last recv read from.
-	localPort uint16
 	c         recvCaps
 	closed    atomic.Bool
 	truncated atomic.Uint64
@@ -62,6 +60,12 @@ type anyIPReceiver struct {
 	iovs  [anyIPSlots]unix.Iovec
 	names [anyIPSlots]unix.RawSockaddrInet6
 	oob   [anyIPSlots * anyIPOOBLen]byte
+	// slotPort is the port of the socket each slot was read from.
+	slotPort [anyIPSlots]uint16
+	// With holes, the last recv left the slots marked empty unread (a
+	// socket set's ring read: a socket had fewer datagrams than slots).
+	holes bool
+	empty [anyIPSlots]bool
 	// groBuf holds the GRO slots' super-datagrams, groBufLen each;
 	// allocated at open when GRO is on.
 	groBuf []byte
@@ -104,7 +108,10 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO bool) (receiver, error) {
 	if !ok {
 		return nil, fmt.Errorf("conn: AnyIP receiver: socket has no UDP local address (%v)", uc.LocalAddr())
 	}
-	r := &anyIPReceiver{uc: uc, localPort: uint16(la.Port)}
+	r := &anyIPReceiver{uc: uc}
+	for i := range r.slotPort {
+		r.slotPort[i] = uint16(la.Port)
+	}
 	var sc sockopt.RecvCaps
 	for _, sock := range socks {
 		rc, err := sock.SyscallConn()
@@ -221,6 +228,7 @@ func (r *anyIPReceiver) recv(want int) (int, error) {
 		h.Flags = 0
 	}
 	r.want = want
+	r.holes = false
 	if err := r.rc.Read(r.read); err != nil {
 		return 0, err
 	}
@@ -288,6 +296,9 @@ func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
 	}
 	out := 0
 	for i := 0; i < got; i++ {
+		if r.holes && r.empty[i] {
+			continue
+		}
 		h := &r.hdrs[i]
 		n := int(h.Len)
 		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -318,6 +329,9 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 		}
 		r.pendHead, r.pendTail = 0, 0
 		for i := 0; i < got; i++ {
+			if r.holes && r.empty[i] {
+				continue
+			}
 			h := &r.hdrs[i]
 			if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				// Cannot happen with 64 KiB buffers; never split a
@@ -374,7 +388,7 @@ func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, s
 		}
 		switch {
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= 16:
-			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), r.localPort)
+			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), r.slotPort[i])
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_TCLASS && len(data) >= 4:
 			ecn = flowaddr.ECN(binary.NativeEndian.Uint32(data) & 3)
 		case level == unix.IPPROTO_IP && typ == unix.IP_TOS && len(data) >= 1:

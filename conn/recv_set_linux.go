@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,9 +23,13 @@ const setEvents = 64
 // wireguard-go ReceiveFunc, with its own batch of 64 KiB buffers) per
 // socket would multiply both.
 //
-// The ready sockets are served in turn: each read takes one batch from
-// the next ready socket, so a busy port cannot starve the others. The
-// canonical socket (the first) is served last of each round: a probe
+// With io_uring (msgRing), one system call reads a batch from all the
+// ready sockets at once, the batch's slots shared out among them; a
+// socket that filled its share stays ready for the next batch, one that
+// came up short is drained. Without it, each read takes one recvmmsg(2)
+// batch from the next ready socket. Either way a busy port cannot starve
+// the others: the ready sockets are served in turn. The canonical socket
+// (the first) is served last of each round: a probe
 // copy (Config.Probe) leaves on its flow's port just before the same
 // datagram leaves on the canonical pair, and the VPN learns the pair
 // only from the copy it sees first (it drops the second as a replay), so
@@ -41,9 +47,20 @@ type socketSet struct {
 	// got is what the last recv found: true, r.got and r.errno hold it.
 	got bool
 
-	events     [setEvents]unix.EpollEvent
-	ready      [setEvents]int32 // socket indexes epoll said were readable
-	head, tail int
+	events [setEvents]unix.EpollEvent
+	// ready[:nready] are the indexes of the sockets to read next, in
+	// turn: those epoll said were readable, and with the ring those that
+	// filled their share of the last batch.
+	ready  [setEvents]int32
+	nready int
+
+	// ringMu keeps Close from tearing the ring down under a read; ring is
+	// nil without io_uring, and after close.
+	ringMu sync.Mutex
+	ring   *msgRing
+	sock   [anyIPSlots]uint16 // the socket of each slot of a ring read
+	res    [anyIPSlots]int32
+	kept   [setEvents]int32
 }
 
 // newSocketSet puts socks into a new epoll instance for r.
@@ -84,48 +101,160 @@ func newSocketSet(r *anyIPReceiver, socks []*net.UDPConn) (*socketSet, error) {
 		s.ep.Close()
 		return nil, errors.New("the runtime's poller cannot watch an epoll instance")
 	}
+	s.ring = s.openRing()
 	return s, nil
 }
 
-// read is the epoll file's RawConn.Read callback: it reads one batch
-// from the next ready socket, and returns false to wait when none is.
-func (s *socketSet) read(epfd uintptr) bool {
-	for {
-		if s.head == s.tail {
-			n, err := unix.EpollWait(int(epfd), s.events[:], 0)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n == 0 {
-				return false
-			}
-			s.head, s.tail = 0, 0
-			canonical := false
-			for _, ev := range s.events[:n] {
-				if ev.Fd == 0 {
-					canonical = true
-					continue
-				}
-				s.ready[s.tail] = ev.Fd
-				s.tail++
-			}
-			if canonical {
-				s.ready[s.tail] = 0
-				s.tail++
-			}
+// openRing sets up the reader's io_uring with the sockets registered, or
+// returns nil where the kernel has none (reads then take a recvmmsg(2)
+// per socket).
+func (s *socketSet) openRing() *msgRing {
+	fds := make([]int32, 0, len(s.rcs))
+	for _, rc := range s.rcs {
+		if err := rc.Control(func(fd uintptr) { fds = append(fds, int32(fd)) }); err != nil {
+			return nil
 		}
-		i := s.ready[s.head]
-		s.head++
+	}
+	ring, err := newMsgRing(fds)
+	if err != nil {
+		return nil
+	}
+	return ring
+}
+
+// read is the epoll file's RawConn.Read callback: it reads one batch
+// from the ready sockets, and returns false to wait when none is.
+func (s *socketSet) read(epfd uintptr) bool {
+	if s.ring != nil {
+		return s.readRing(epfd)
+	}
+	for {
+		if s.nready == 0 && !s.poll(epfd) {
+			return false
+		}
+		i := s.ready[0]
+		s.nready = copy(s.ready[:], s.ready[1:s.nready])
 		s.got = false
 		if err := s.rcs[i].Control(s.recv[i]); err != nil || !s.got {
 			continue // closed under us, or empty: the next one
 		}
-		s.r.localPort = s.ports[i]
+		for k := range s.r.got {
+			s.r.slotPort[k] = s.ports[i]
+		}
+		return true
+	}
+}
+
+// poll asks epoll which sockets are readable and queues them, the
+// canonical one last; false when none is.
+func (s *socketSet) poll(epfd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(epfd), s.events[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			return false
+		}
+		s.nready = 0
+		canonical := false
+		for _, ev := range s.events[:n] {
+			if ev.Fd == 0 {
+				canonical = true
+				continue
+			}
+			s.ready[s.nready] = ev.Fd
+			s.nready++
+		}
+		if canonical {
+			s.ready[s.nready] = 0
+			s.nready++
+		}
+		return true
+	}
+}
+
+// readRing reads one batch through the ring: the first sockets of the
+// ready queue, up to one per slot, each given an equal share of the
+// slots (the canonical socket, when among them, the last share).
+func (s *socketSet) readRing(epfd uintptr) bool {
+	s.ringMu.Lock()
+	defer s.ringMu.Unlock()
+	r := s.r
+	if s.ring == nil { // closed: readBatch sees it
+		r.got, r.errno = 0, 0
+		return true
+	}
+	for {
+		if s.nready == 0 && !s.poll(epfd) {
+			return false
+		}
+		take := min(s.nready, r.want)
+		share, extra := r.want/take, r.want%take
+		n := 0
+		for j, i := range s.ready[:take] {
+			k := share
+			if j < extra {
+				k++
+			}
+			for range k {
+				s.sock[n] = uint16(i)
+				n++
+			}
+		}
+		if err := s.ring.recvmsgs(r.hdrs[:n], s.sock[:n], s.res[:n]); err != nil {
+			r.got, r.errno = 0, unix.EIO
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				r.errno = errno
+			}
+			return true
+		}
+		filled, kept := 0, 0
+		var failed syscall.Errno
+		for slot := 0; slot < n; {
+			i := s.sock[slot]
+			full := true
+			for ; slot < n && s.sock[slot] == i; slot++ {
+				res := s.res[slot]
+				r.empty[slot] = res < 0
+				if res < 0 {
+					full = false
+					if res != -int32(unix.EAGAIN) && failed == 0 {
+						failed = syscall.Errno(-res)
+					}
+					continue
+				}
+				r.hdrs[slot].Len = uint32(res)
+				r.slotPort[slot] = s.ports[i]
+				filled++
+			}
+			if full {
+				s.kept[kept] = int32(i)
+				kept++
+			}
+		}
+		// The sockets not served yet come next, then those with more.
+		rest := copy(s.ready[:], s.ready[take:s.nready])
+		s.nready = rest + copy(s.ready[rest:], s.kept[:kept])
+		if filled == 0 && failed == 0 {
+			continue
+		}
+		r.got, r.errno, r.holes = n, 0, filled < n
+		if filled == 0 {
+			r.got, r.errno = 0, failed
+		}
 		return true
 	}
 }
 
 func (s *socketSet) close() error {
+	s.ringMu.Lock()
+	if s.ring != nil {
+		s.ring.close() // first: it holds the sockets open
+		s.ring = nil
+	}
+	s.ringMu.Unlock()
 	if err := s.ep.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return err
 	}

@@ -75,7 +75,7 @@ type sendBatch struct {
 
 	// State of one sendmmsg loop, for the RawConn callback: it sends
 	// headers up to end, all from one socket. done marks the headers
-	// the ring sent (sendRing), which the loop skips.
+	// the ring sent (msgRing), which the loop skips.
 	end   int
 	done  [sendBatchSize]bool
 	res   [sendBatchSize]int32
@@ -419,7 +419,7 @@ func (b *sendBatch) mixed() bool {
 }
 
 // flushRing sends the headers of a batch that leaves from several
-// sockets through the conn's io_uring (sendRing), all with one system
+// sockets through the conn's io_uring (msgRing), all with one system
 // call, and marks those sent done. It leaves b.sent at the first header
 // not sent; a header the kernel refused sets b.errno, unless it only
 // found its socket's buffer full (EAGAIN), which the caller's loop sends

@@ -23,6 +23,6 @@ func openPortSockets(cfg *Config) ([]*net.UDPConn, error) {
 
 func (c *FlowSpreadConn) openRing() {}
 
-type sendRing struct{}
+type msgRing struct{}
 
-func (*sendRing) close() {}
+func (*msgRing) close() {}

@@ -77,7 +77,7 @@ func (c *FlowSpreadConn) openRing() {
 			return
 		}
 	}
-	ring, err := newSendRing(fds)
+	ring, err := newMsgRing(fds)
 	if err != nil {
 		return
 	}

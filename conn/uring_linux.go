@@ -10,19 +10,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The io_uring ABI (include/uapi/linux/io_uring.h): what sendRing uses.
+// The io_uring ABI (include/uapi/linux/io_uring.h): what msgRing uses.
 const (
 	ioringOffSQRing   = 0
 	ioringOffSQEs     = 0x10000000
 	ioringFeatSingle  = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	ioringOpSendmsg   = 9
+	ioringOpRecvmsg   = 10
 	ioringEnterEvents = 1      // IORING_ENTER_GETEVENTS
 	ioringSetupAll    = 1 << 7 // IORING_SETUP_SUBMIT_ALL: go on past a failed entry
 	ioringOffCQRing   = 0x8000000
 	ioringRegFiles    = 2      // IORING_REGISTER_FILES
 	ioringUnregFiles  = 3      // IORING_UNREGISTER_FILES
 	iosqeFixedFile    = 1 << 0 // IOSQE_FIXED_FILE: fd indexes the registered files
-	ringEntries       = sendBatchSize
+	ringEntries       = max(sendBatchSize, anyIPSlots)
 )
 
 type ioSQRingOffsets struct {
@@ -61,13 +62,14 @@ type ioUringCQE struct {
 	flags    uint32
 }
 
-// sendRing sends the datagrams of one batch that leave from different
-// sockets (the ports of our range) with one io_uring_enter(2): sendmmsg
-// takes one socket, so a batch of 64 datagrams of mixed flows spread over
-// 64 ports would otherwise cost about 40 system calls, and a system call
-// costs microseconds in a virtual machine. One batch at a time uses the
-// ring; a batch that finds it busy sends the old way.
-type sendRing struct {
+// msgRing runs the sendmsg(2) or recvmsg(2) calls of one batch on
+// several sockets (the ports of our range) with one io_uring_enter(2):
+// sendmmsg and recvmmsg take one socket, so a batch of 64 datagrams of
+// mixed flows spread over 64 ports would otherwise cost up to 64 system
+// calls, and a system call costs microseconds in a virtual machine. A conn
+// has one ring for sending, used by one batch at a time (a batch that
+// finds it busy sends the old way), and its reader has one of its own.
+type msgRing struct {
 	mu     sync.Mutex
 	fd     int
 	ring   []byte // the SQ and CQ rings (one mapping)
@@ -80,19 +82,19 @@ type sendRing struct {
 	sqArray                        []uint32
 }
 
-// newSendRing sets up a ring that sends on the sockets fds, or returns an
+// newMsgRing sets up a ring for the sockets fds, or returns an
 // error where the kernel has no io_uring (before 5.1, or turned off by
 // kernel.io_uring_disabled or a seccomp filter). The sockets are
 // registered with the ring, which saves a descriptor lookup per datagram
 // and holds each socket open until the ring is closed.
-func newSendRing(fds []int32) (*sendRing, error) {
+func newMsgRing(fds []int32) (*msgRing, error) {
 	var p ioUringParams
 	p.flags = ioringSetupAll
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, ringEntries, uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
-	r := &sendRing{fd: int(fd)}
+	r := &msgRing{fd: int(fd)}
 	if p.features&ioringFeatSingle == 0 {
 		r.close()
 		return nil, errors.New("io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
@@ -126,7 +128,7 @@ func newSendRing(fds []int32) (*sendRing, error) {
 // tears a closed ring down later, on a work queue, and until then its
 // registered sockets would stay bound, so that a conn opened again at
 // once on the same ports would find them in use.
-func (r *sendRing) close() {
+func (r *msgRing) close() {
 	unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), ioringUnregFiles, 0, 0, 0, 0)
 	if r.sqeMem != nil {
 		unix.Munmap(r.sqeMem)
@@ -143,17 +145,36 @@ func (r *sendRing) close() {
 // does not wait on a non-blocking socket). The caller holds r.mu and
 // keeps the headers and the buffers they point to alive until it
 // returns.
-func (r *sendRing) sendmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
+func (r *msgRing) sendmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
+	return r.run(ioringOpSendmsg, 0, hdrs, socks, res)
+}
+
+// recvmsgs reads one datagram into each hdrs[i] from the socket
+// registered at index socks[i], with recvmsg(2), and sets res[i] to its
+// result: the bytes read, or a negative errno (-EAGAIN where the socket
+// had nothing more). MSG_DONTWAIT makes an empty socket complete at once
+// rather than wait in the ring, so every read is done when recvmsgs
+// returns and none writes into a buffer later. The kernel updates each
+// header's name, control and flags fields as recvmsg(2) does. The caller
+// owns the ring (one reader) and keeps the headers and buffers alive
+// until it returns.
+func (r *msgRing) recvmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
+	return r.run(ioringOpRecvmsg, unix.MSG_DONTWAIT, hdrs, socks, res)
+}
+
+// run submits op on each header and waits until all have completed.
+func (r *msgRing) run(op uint8, msgFlags uint32, hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
 	n := uint32(len(hdrs))
 	tail := r.sqTail.Load()
 	for i := range n {
 		k := (tail + i) & r.sqMask
 		r.sqes[k] = ioUringSQE{
-			opcode:   ioringOpSendmsg,
+			opcode:   op,
 			flags:    iosqeFixedFile,
 			fd:       int32(socks[i]),
 			addr:     uint64(uintptr(unsafe.Pointer(&hdrs[i].Hdr))),
 			len:      1,
+			msgFlags: msgFlags,
 			userData: uint64(i),
 		}
 		r.sqArray[k] = k
