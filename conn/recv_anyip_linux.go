@@ -49,7 +49,7 @@ type anyIPReceiver struct {
 	// set's file.
 	rc syscall.RawConn
 	// set holds the sockets of a port range, read together; nil with one.
-	set *socketSet
+	set       *socketSet
 	c         recvCaps
 	closed    atomic.Bool
 	truncated atomic.Uint64
