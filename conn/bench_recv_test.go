@@ -102,21 +102,26 @@ func BenchmarkRecv(b *testing.B) {
 	})
 	b.Run("spread-batch-nogro", func(b *testing.B) { benchRecvSpread(b, 0, true, false) })
 	b.Run("spread-gro", func(b *testing.B) { benchRecvSpread(b, 0, false, true) })
-	b.Run("spread-ports-batch", func(b *testing.B) { benchRecvPorts(b, false, false) })
-	b.Run("spread-ports-batch-nogro", func(b *testing.B) { benchRecvPorts(b, true, false) })
-	b.Run("spread-ports-gro", func(b *testing.B) { benchRecvPorts(b, false, true) })
+	b.Run("spread-ports-batch", func(b *testing.B) { benchRecvPorts(b, Config{}, false) })
+	b.Run("spread-ports-batch-nogro", func(b *testing.B) { benchRecvPorts(b, Config{DisableGRO: true}, false) })
+	b.Run("spread-ports-batch-unsteered", func(b *testing.B) { benchRecvPorts(b, Config{DisablePortSteering: true}, false) })
+	b.Run("spread-ports-gro", func(b *testing.B) { benchRecvPorts(b, Config{}, true) })
 }
 
 // benchRecvPorts is BenchmarkRecv's port cases: a conn spreading over 64
 // ports (no prefix) reads the 1024 mixed flows, or the 4 bulk flows as
 // GSO super-datagrams, that its peer (testSender, one address and port)
 // sends each to its port, as a server's answers reach a client that
-// spreads over ports. Every read goes through the socket set.
-func benchRecvPorts(b *testing.B, disableGRO, bulk bool) {
+// spreads over ports. With port steering (the default, where the
+// process may) they all come to one socket; -unsteered reads them from
+// each port's socket, with the io_uring where there is one; -nogro reads
+// without GRO, as spread-batch-nogro does.
+func benchRecvPorts(b *testing.B, cfg Config, bulk bool) {
 	ns := benchRecvNetns(b)
 	snd := newBenchSender(b, ns)
 	ports := PortRange{First: 40000, Bits: 6}
-	cfg := Config{Range: Range{Ports: ports}, Peers: []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port)}}, DisableGRO: disableGRO}
+	cfg.Range = Range{Ports: ports}
+	cfg.Peers = []Peer{{Addr: netip.AddrPortFrom(testSender, snd.port)}}
 	var c *FlowSpreadConn
 	if err := ns.Do(func() (err error) {
 		c, err = Listen(cfg)
@@ -130,6 +135,9 @@ func benchRecvPorts(b *testing.B, disableGRO, bulk bool) {
 	}
 	if bulk && !c.Stats().GRO {
 		b.Skip("no UDP GRO on this kernel")
+	}
+	if !cfg.DisablePortSteering && !c.Stats().PortSteering {
+		b.Logf("no port steering here (%v): the reader takes each port's socket in turn, as spread-ports-batch-unsteered does", c.recv.(*anyIPReceiver).steerErr)
 	}
 	n := benchFlows
 	if bulk {

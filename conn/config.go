@@ -125,6 +125,12 @@ type Config struct {
 	// turns off UDP receive offload. Both are used only when the kernel
 	// supports them.
 	DisableGSO, DisableGRO bool
+	// DisablePortSteering keeps Listen from attaching a BPF sk_lookup
+	// program to the network namespace that hands the datagrams to every
+	// port of Range.Ports to the canonical socket (see
+	// Stats.PortSteering). Without the privileges for it, Listen goes on
+	// without; either way every datagram is read.
+	DisablePortSteering bool
 }
 
 // Peer is one other end of the tunnel.

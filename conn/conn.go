@@ -182,14 +182,14 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 			// The listener sees only the prefix; peers' unspread
 			// datagrams come to our own address, on the socket.
 			var sock receiver
-			if sock, err = newAnyIPReceiver([]*net.UDPConn{uc}, true); err != nil {
+			if sock, err = newAnyIPReceiver([]*net.UDPConn{uc}, true, false); err != nil {
 				c.recv.close()
 			} else {
 				c.host = newHostPump(sock, c.wakeReaders)
 			}
 		}
 	default:
-		c.recv, err = newAnyIPReceiver(append([]*net.UDPConn{uc}, c.portConns...), cfg.DisableGRO)
+		c.recv, err = newAnyIPReceiver(append([]*net.UDPConn{uc}, c.portConns...), cfg.DisableGRO, !cfg.DisablePortSteering)
 	}
 	if err != nil {
 		uc.Close()
@@ -425,6 +425,13 @@ type Stats struct {
 	// ports means the kernel has no io_uring (or forbids it), and such
 	// a batch costs a sendmmsg per port.
 	RingSend bool
+	// PortSteering says the datagrams to every port of Range.Ports come
+	// to one socket, read in batches as without ports, by a BPF program
+	// (Linux 5.9, CAP_BPF and CAP_NET_ADMIN); false with ports means the
+	// reader takes them from each port's socket, which costs more system
+	// calls per datagram when traffic is spread thin over many ports.
+	// Config.DisablePortSteering turns it off.
+	PortSteering bool
 }
 
 // counters are the live Stats. Send and receive counters sit on different
@@ -460,6 +467,7 @@ func (c *FlowSpreadConn) Stats() Stats {
 		RecvBadSource:       c.stats.droppedBadSource.Load(),
 		GSO:                 c.snd.gsoEnabled(),
 		RingSend:            c.ring != nil,
+		PortSteering:        c.recv.caps().Steered,
 	}
 	if c.stats.buckets != nil {
 		s.SentPerAddress = make([]uint64, len(c.stats.buckets))

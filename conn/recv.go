@@ -78,6 +78,9 @@ type recvCaps struct {
 	// GRO: the kernel hands UDP datagrams of one flow over coalesced
 	// (UDP_GRO, Linux 5.0), and the backend splits them again.
 	GRO bool
+	// Steered: the datagrams to every port of Range.Ports come to the
+	// canonical socket (portSteer).
+	Steered bool
 }
 
 // recvDrops counts datagrams a receive backend threw away before

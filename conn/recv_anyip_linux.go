@@ -30,9 +30,9 @@ const (
 	// IP payload at most.
 	groBufLen = 1 << 16
 	// anyIPOOBLen holds the control messages a datagram can carry here:
-	// IPV6_PKTINFO (40 bytes with header), IPV6_TCLASS or IP_TOS (24) and
-	// UDP_GRO (24), with room to spare.
-	anyIPOOBLen = 128
+	// IPV6_PKTINFO (40 bytes with header), IPV6_TCLASS or IP_TOS (24),
+	// UDP_GRO (24) and IPV6_ORIGDSTADDR (48), with room to spare.
+	anyIPOOBLen = 160
 )
 
 // anyIPReceiver reads the datagrams of a UDP socket bound to [::]:port that
@@ -50,6 +50,8 @@ type anyIPReceiver struct {
 	rc syscall.RawConn
 	// set holds the sockets of a port range, read together; nil with one.
 	set       *socketSet
+	steer     *portSteer // nil unless c.Steered
+	steerErr  error      // why not, where it was asked for
 	c         recvCaps
 	closed    atomic.Bool
 	truncated atomic.Uint64
@@ -100,9 +102,10 @@ type groRun struct {
 // recvmsg(2) one datagram at a time where it is missing.
 //
 // One socket is read through its [syscall.RawConn], so its deadlines
-// apply. Several are read together as one (see socketSet). Closing the
-// receiver closes the sockets.
-func newAnyIPReceiver(socks []*net.UDPConn, disableGRO bool) (receiver, error) {
+// apply. Several are read together as one (see socketSet); with steer,
+// the receiver also tries to have the kernel hand the datagrams of them
+// all to the first (portSteer). Closing the receiver closes the sockets.
+func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, error) {
 	uc := socks[0]
 	la, ok := uc.LocalAddr().(*net.UDPAddr)
 	if !ok {
@@ -143,6 +146,10 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO bool) (receiver, error) {
 	}
 	r.c.GRO = sc.GROErr == nil
 	r.c.Batch = sc.BatchErr == nil
+	if steer && len(socks) > 1 && r.c.Batch {
+		r.steer, r.steerErr = steerPorts(socks)
+		r.c.Steered = r.steer != nil
+	}
 	if r.c.GRO {
 		r.groBuf = make([]byte, groSlots*groBufLen)
 	}
@@ -179,6 +186,9 @@ func (r *anyIPReceiver) close() error {
 		return nil
 	}
 	var err error
+	if r.steer != nil {
+		r.steer.close()
+	}
 	if r.set != nil {
 		err = r.set.close()
 	}
@@ -376,11 +386,14 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 }
 
 // parseOOB reads slot i's control messages: the address the datagram was
-// sent to (IPV6_PKTINFO; v4-mapped for IPv4, which is unmapped), its ECN
+// sent to (IPV6_PKTINFO; v4-mapped for IPv4, which is unmapped) and its
+// port (IPV6_ORIGDSTADDR or IP_ORIGDSTADDR where the socket takes the
+// port range's datagrams, else the slot's socket's), its ECN
 // (IPV6_TCLASS or IP_TOS) and the GRO segment size (UDP_GRO; 0 when the
 // datagram is not coalesced). It does not allocate.
 func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, seg int) {
 	b := r.oob[i*anyIPOOBLen : i*anyIPOOBLen+int(r.hdrs[i].Hdr.Controllen)]
+	port := r.slotPort[i]
 	for len(b) > 0 {
 		level, typ, data, rest, ok := nextCmsg(b)
 		if !ok {
@@ -388,7 +401,10 @@ func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, s
 		}
 		switch {
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= 16:
-			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), r.slotPort[i])
+			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), 0)
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_ORIGDSTADDR && len(data) >= 4,
+			level == unix.IPPROTO_IP && typ == unix.IP_ORIGDSTADDR && len(data) >= 4:
+			port = binary.BigEndian.Uint16(data[2:4]) // sin6_port, sin_port
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_TCLASS && len(data) >= 4:
 			ecn = flowaddr.ECN(binary.NativeEndian.Uint32(data) & 3)
 		case level == unix.IPPROTO_IP && typ == unix.IP_TOS && len(data) >= 1:
@@ -398,7 +414,7 @@ func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, s
 		}
 		b = rest
 	}
-	return dst, ecn, seg
+	return netip.AddrPortFrom(dst.Addr(), port), ecn, seg
 }
 
 // sockaddrToAddrPort converts a source address the kernel filled in. IPv4

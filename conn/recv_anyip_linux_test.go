@@ -81,7 +81,7 @@ func localAddrPort(uc *net.UDPConn) netip.AddrPort {
 func newTestAnyIP(t testing.TB, ns *testutil.Netns, disableGRO bool) (*anyIPReceiver, uint16) {
 	t.Helper()
 	uc := listenUDP(t, ns, "udp", netip.AddrPort{})
-	r, err := newAnyIPReceiver([]*net.UDPConn{uc}, disableGRO)
+	r, err := newAnyIPReceiver([]*net.UDPConn{uc}, disableGRO, false)
 	if err != nil {
 		t.Fatal(err)
 	}

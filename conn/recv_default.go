@@ -10,7 +10,7 @@ import (
 )
 
 // newAnyIPReceiver needs Linux: IPV6_RECVPKTINFO with an AnyIP local route.
-func newAnyIPReceiver(socks []*net.UDPConn, disableGRO bool) (receiver, error) {
+func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, error) {
 	return nil, fmt.Errorf("conn: the AnyIP receiver needs Linux: %w", errors.ErrUnsupported)
 }
 

@@ -132,17 +132,31 @@ func (s *socketSet) read(epfd uintptr) bool {
 		if s.nready == 0 && !s.poll(epfd) {
 			return false
 		}
-		i := s.ready[0]
-		s.nready = copy(s.ready[:], s.ready[1:s.nready])
-		s.got = false
-		if err := s.rcs[i].Control(s.recv[i]); err != nil || !s.got {
-			continue // closed under us, or empty: the next one
+		if s.readOne() {
+			return true
 		}
-		for k := range s.r.got {
-			s.r.slotPort[k] = s.ports[i]
-		}
-		return true
 	}
+}
+
+// readOne reads a batch from the first ready socket with recvmmsg(2). A
+// socket that filled the batch goes to the back of the queue, for more;
+// one that did not, or was empty, leaves it (false: empty).
+func (s *socketSet) readOne() bool {
+	i := s.ready[0]
+	s.nready = copy(s.ready[:], s.ready[1:s.nready])
+	s.got = false
+	if err := s.rcs[i].Control(s.recv[i]); err != nil || !s.got {
+		return false // closed under us, or empty
+	}
+	r := s.r
+	if r.errno == 0 && r.got == r.want {
+		s.ready[s.nready] = i
+		s.nready++
+	}
+	for k := range r.got {
+		r.slotPort[k] = s.ports[i]
+	}
+	return true
 }
 
 // poll asks epoll which sockets are readable and queues them, the
@@ -188,6 +202,13 @@ func (s *socketSet) readRing(epfd uintptr) bool {
 	for {
 		if s.nready == 0 && !s.poll(epfd) {
 			return false
+		}
+		if s.nready == 1 || r.want == 1 {
+			// One socket: recvmmsg costs less than a ring read per slot.
+			if s.readOne() {
+				return true
+			}
+			continue
 		}
 		take := min(s.nready, r.want)
 		share, extra := r.want/take, r.want%take
