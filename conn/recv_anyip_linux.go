@@ -23,12 +23,16 @@ const (
 	// anyIPSlots is the most datagrams (or GRO super-datagrams) one
 	// recvmmsg(2) call asks for.
 	anyIPSlots = 64
-	// groSlots bounds the GRO receive buffers: each holds a whole
-	// super-datagram, so they cost groBufLen bytes apiece.
-	groSlots = 32
-	// groBufLen holds the largest super-datagram UDP GRO builds: 64 KiB of
-	// IP payload at most.
+	// groHead is the most of a caller's buffer a GRO read hands the
+	// kernel: a datagram up to this long (every datagram of a VPN on a
+	// 1500-byte path) lands in the caller's buffer, as without GRO.
+	groHead = 4096
+	// groBufLen holds the rest of the largest super-datagram UDP GRO
+	// builds: 64 KiB of IP payload at most.
 	groBufLen = 1 << 16
+	// groSlotLen is a slot's own buffer: room to copy the head in front
+	// of the rest, which makes a super-datagram one run of bytes.
+	groSlotLen = groHead + groBufLen
 	// anyIPOOBLen holds the control messages a datagram can carry here:
 	// IPV6_PKTINFO (40 bytes with header), IPV6_TCLASS or IP_TOS (24),
 	// UDP_GRO (24) and IPV6_ORIGDSTADDR (48), with room to spare.
@@ -40,9 +44,11 @@ const (
 // address of the prefix. IPV6_PKTINFO tells which address each datagram was
 // sent to, IPV6_TCLASS its outer ECN.
 //
-// Without GRO the kernel writes each payload straight into the caller's
-// buffer. With GRO it writes super-datagrams into the receiver's own
-// buffers, and readBatch copies each segment out into a caller's buffer.
+// The kernel writes each payload straight into the caller's buffer. With
+// GRO a slot's buffers are the caller's (up to groHead bytes) and then
+// one of the receiver's own, big enough for the rest of a super-datagram
+// (64 KiB); readBatch copies a super-datagram's segments out into
+// caller's buffers.
 type anyIPReceiver struct {
 	uc *net.UDPConn // the first socket: the canonical port's
 	// rc is what reads wait on: uc, or with several sockets, their epoll
@@ -58,22 +64,25 @@ type anyIPReceiver struct {
 
 	mu sync.Mutex // serializes readBatch; guards everything below
 	// One recvmmsg slot each. The headers point into iovs, names and oob.
-	hdrs  [anyIPSlots]unix.Mmsghdr
-	iovs  [anyIPSlots]unix.Iovec
-	names [anyIPSlots]unix.RawSockaddrInet6
-	oob   [anyIPSlots * anyIPOOBLen]byte
+	hdrs [anyIPSlots]unix.Mmsghdr
+	iovs [anyIPSlots]unix.Iovec
+	// groIovs is each slot's pair of buffers with GRO (see groHead).
+	groIovs [anyIPSlots][2]unix.Iovec
+	names   [anyIPSlots]unix.RawSockaddrInet6
+	oob     [anyIPSlots * anyIPOOBLen]byte
 	// slotPort is the port of the socket each slot was read from.
 	slotPort [anyIPSlots]uint16
 	// With holes, the last recv left the slots marked empty unread (a
 	// socket set's ring read: a socket had fewer datagrams than slots).
 	holes bool
 	empty [anyIPSlots]bool
-	// groBuf holds the GRO slots' super-datagrams, groBufLen each;
+	// groBuf holds the GRO slots' own buffers, groSlotLen each;
 	// allocated at open when GRO is on.
 	groBuf []byte
-	// pend lists the super-datagrams of the last GRO read whose segments
-	// are not all handed out yet, pend[pendHead:pendTail].
-	pend               [groSlots]groRun
+	// pend lists, in order, the datagrams of the last GRO read not yet
+	// handed out: its super-datagrams and whatever came after the first
+	// one, pend[pendHead:pendTail].
+	pend               [anyIPSlots]groRun
 	pendHead, pendTail int
 
 	// read is doRead as a func value made once, so RawConn.Read does not
@@ -151,7 +160,7 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, e
 		r.c.Steered = r.steer != nil
 	}
 	if r.c.GRO {
-		r.groBuf = make([]byte, groSlots*groBufLen)
+		r.groBuf = make([]byte, anyIPSlots*groSlotLen)
 	}
 	for i := range r.hdrs {
 		h := &r.hdrs[i].Hdr
@@ -159,9 +168,11 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, e
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
 		h.Control = &r.oob[i*anyIPOOBLen]
-		if r.c.GRO && i < groSlots {
-			r.iovs[i].Base = &r.groBuf[i*groBufLen]
-			r.iovs[i].SetLen(groBufLen)
+		if r.c.GRO {
+			h.Iov = &r.groIovs[i][0]
+			h.SetIovlen(2)
+			r.groIovs[i][1].Base = &r.groBuf[i*groSlotLen+groHead]
+			r.groIovs[i][1].SetLen(groBufLen)
 		}
 	}
 	r.read = r.doRead
@@ -329,37 +340,88 @@ func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
 	return out, nil
 }
 
-// readGRO hands out the segments still pending from the last read, or
-// else reads super-datagrams into the GRO buffers and splits them.
+// readGRO hands out what is still pending from the last read, or else
+// reads a batch. A datagram that was not coalesced is in its caller's
+// buffer already, as with readDirect. A super-datagram is copied out to
+// its slot's own buffer and pended, and so is every datagram after it,
+// which keeps a flow's datagrams in order; then the pending segments go
+// into the buffers left free, and the rest waits for the next call.
 func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
-	if r.pendHead == r.pendTail {
-		got, err := r.recv(min(len(msgs), groSlots))
-		if err != nil {
-			return 0, err
+	if r.pendHead < r.pendTail {
+		return r.handOut(msgs), nil
+	}
+	want := min(len(msgs), anyIPSlots)
+	for i := range want {
+		head := min(len(msgs[i].Buf), groHead)
+		r.groIovs[i][0].Base = unsafe.SliceData(msgs[i].Buf)
+		r.groIovs[i][0].SetLen(head)
+	}
+	got, err := r.recv(want)
+	// Keep no pointer to the caller's buffers past the call.
+	for i := range want {
+		r.groIovs[i][0].Base = nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	r.pendHead, r.pendTail = 0, 0
+	out := 0
+	for i := 0; i < got; i++ {
+		if r.holes && r.empty[i] {
+			continue
 		}
-		r.pendHead, r.pendTail = 0, 0
-		for i := 0; i < got; i++ {
-			if r.holes && r.empty[i] {
-				continue
-			}
-			h := &r.hdrs[i]
-			if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
-				// Cannot happen with 64 KiB buffers; never split a
-				// super-datagram whose end is missing.
+		h := &r.hdrs[i]
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			// Cannot happen with 64 KiB behind the head; never split a
+			// super-datagram whose end is missing.
+			r.truncated.Add(1)
+			continue
+		}
+		n := int(h.Len)
+		dst, ecn, seg := r.parseOOB(i)
+		src := sockaddrToAddrPort(&r.names[i])
+		buf := msgs[i].Buf
+		head := min(len(buf), groHead)
+		rest := r.groBuf[i*groSlotLen+groHead:]
+		if seg >= n {
+			seg = 0 // one datagram
+		}
+		if seg == 0 && r.pendTail == 0 {
+			if n > len(buf) {
 				r.truncated.Add(1)
 				continue
 			}
-			dst, ecn, seg := r.parseOOB(i)
-			r.pend[r.pendTail] = groRun{
-				data: r.groBuf[i*groBufLen : i*groBufLen+int(h.Len)],
-				seg:  seg,
-				src:  sockaddrToAddrPort(&r.names[i]),
-				dst:  dst,
-				ecn:  ecn,
+			if n > head {
+				copy(buf[head:n], rest)
 			}
-			r.pendTail++
+			if out != i {
+				// Move the datagram down with its buffer, as readDirect does.
+				msgs[out], msgs[i] = msgs[i], msgs[out]
+			}
+			m := &msgs[out]
+			m.N = n
+			m.OuterSrc, m.OuterDst, m.ECN = src, dst, ecn
+			out++
+			continue
 		}
+		inHead := min(head, n)
+		start := i*groSlotLen + groHead - inHead
+		copy(r.groBuf[start:], buf[:inHead])
+		r.pend[r.pendTail] = groRun{
+			data: r.groBuf[start : start+n],
+			seg:  seg,
+			src:  src,
+			dst:  dst,
+			ecn:  ecn,
+		}
+		r.pendTail++
 	}
+	return out + r.handOut(msgs[out:]), nil
+}
+
+// handOut copies pending segments into msgs' buffers, in order, and
+// returns how many it filled.
+func (r *anyIPReceiver) handOut(msgs []Message) int {
 	out := 0
 	for out < len(msgs) && r.pendHead < r.pendTail {
 		run := &r.pend[r.pendHead]
@@ -382,7 +444,7 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 			r.pendHead++
 		}
 	}
-	return out, nil
+	return out
 }
 
 // parseOOB reads slot i's control messages: the address the datagram was
