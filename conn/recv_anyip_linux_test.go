@@ -1,12 +1,14 @@
 package conn
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -335,6 +337,45 @@ func TestAnyIPSplitsGROSuperDatagrams(t *testing.T) {
 				t.Errorf("got %d segments, want %d", next, full+1)
 			}
 		})
+	}
+}
+
+// TestAnyIPGROKeepsOrder sends one flow's datagrams, a super-datagram
+// among them, and reads them with GRO into buffers as large as
+// wireguard-go's, a few per read: the datagrams before the super-datagram
+// land in place, it and those after it wait in the receiver, and the
+// flow comes out whole and in order, the datagrams longer than groHead
+// included (their ends come from the receiver's own buffer).
+func TestAnyIPGROKeepsOrder(t *testing.T) {
+	ns := anyIPNetns(t)
+	r, port := newTestAnyIP(t, ns, false)
+	if !r.c.GRO {
+		t.Skip("no UDP GRO on this kernel")
+	}
+	send := dialUDP(t, ns, netip.AddrPortFrom(testSender, 0), netip.AddrPortFrom(addrInPrefix(testPrefix, 5), port))
+	fill := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+	for _, d := range [][]byte{fill('A', 300), fill('L', groHead+904)} {
+		if _, err := send.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendGSO(t, send, slices.Concat(fill('B', 1200), fill('C', 1200), fill('D', 1200)), 1200)
+	for _, d := range [][]byte{fill('E', groHead+904), fill('F', 100)} {
+		if _, err := send.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"A300", fmt.Sprintf("L%d", groHead+904), "B1200", "C1200", "D1200", fmt.Sprintf("E%d", groHead+904), "F100"}
+	var got []string
+	readN(t, r, makeMsgs(3, 1<<16-1), len(want), func(m Message) {
+		d := m.Buf[:m.N]
+		if len(d) == 0 || !bytes.Equal(d, fill(d[0], len(d))) {
+			t.Errorf("datagram %d is not one byte repeated: starts %q", len(got), d[:min(len(d), 8)])
+		}
+		got = append(got, fmt.Sprintf("%c%d", d[0], len(d)))
+	})
+	if !slices.Equal(got, want) {
+		t.Errorf("read %v, want %v", got, want)
 	}
 }
 
