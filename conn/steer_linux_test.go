@@ -22,14 +22,20 @@ func TestPortsReceive(t *testing.T) {
 	for _, tt := range []struct {
 		name          string
 		steer, noRing bool
+		ipv4          bool
 	}{
-		{"steered", true, false},
-		{"io_uring", false, false},
-		{"recvmmsg", false, true},
+		{"steered", true, false, false},
+		{"steered-ipv4", true, false, true},
+		{"io_uring", false, false, false},
+		{"recvmmsg", false, true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := anyIPNetns(t)
-			snd := listenUDP(t, ns, "udp", netip.AddrPortFrom(testSender, 0))
+			src, dst := testSender, addrInPrefix(testPrefix, 7)
+			if tt.ipv4 {
+				src, dst = netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+			}
+			snd := listenUDP(t, ns, "udp", netip.AddrPortFrom(src, 0))
 			peer := localAddrPort(snd)
 			ports := PortRange{First: 40000, Bits: 4}
 			c := listenPorts(t, ns, Config{Range: Range{Ports: ports}, Peers: []Peer{{Addr: peer}}, DisablePortSteering: !tt.steer})
@@ -48,7 +54,6 @@ func TestPortsReceive(t *testing.T) {
 				r.set.ringMu.Unlock()
 			}
 
-			dst := addrInPrefix(testPrefix, 7)
 			const each = 3
 			for k := range each {
 				for i := range ports.Len() {
