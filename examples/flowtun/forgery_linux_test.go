@@ -173,6 +173,11 @@ func TestTunnelDropsForgeries(t *testing.T) {
 
 	inject := func(name string, payload []byte, counter func(Stats) uint64) {
 		t.Helper()
+		// A probe's twin (a replay B drops) may still be on its way.
+		testutil.WaitFor(t, "B to have read all that A sent", func() bool {
+			sa := a.stats().Conn
+			return b.stats().Received >= sa.Sent+sa.SentProbes
+		})
 		before := b.stats()
 		attacker.send(t, orig.src, orig.dst, payload)
 		testutil.WaitFor(t, name+" to be counted", func() bool { return counter(b.stats()) > counter(before) })
