@@ -229,12 +229,11 @@ func (s *socketSet) readRing(epfd uintptr) bool {
 			}
 		}
 		if err := s.ring.recvmsgs(r.hdrs[:n], s.sock[:n], s.res[:n]); err != nil {
-			r.got, r.errno = 0, unix.EIO
-			var errno syscall.Errno
-			if errors.As(err, &errno) {
-				r.errno = errno
-			}
-			return true
+			// The ring failed as a whole (the kernel refused the call):
+			// read without it from now on, as where there is none.
+			s.ring.close()
+			s.ring = nil
+			return s.read(epfd)
 		}
 		filled, kept := 0, 0
 		var failed syscall.Errno
