@@ -18,24 +18,19 @@ import "encoding/binary"
 // returning to a caller that would then call parse: a second call level
 // cost the fast path a frame and the spills of its arguments.
 func parseIP(k *Key, pkt []byte) error {
-	// Pointers to the innermost header's addresses: converting to an array
-	// pointer checks the length once, so the stores at the end need no
-	// bounds checks.
-	var addrs6 *[32]byte
-	var addrs4 *[8]byte
-	var sport, dport uint16
-	var proto, version uint8
-	b := pkt
+	var (
+		b     = pkt
+		hdr   []byte // the innermost IP header
+		t     []byte // its payload
+		proto uint8
+		v6    bool
+	)
 	if len(b) == 0 {
 		goto slow
 	}
-	version = b[0] >> 4
-	for depth := 0; ; depth++ {
-		if depth == MaxDepth {
-			goto slow // ErrDepth
-		}
-		var t []byte // the IP payload
-		if version == 6 {
+	v6 = b[0]>>4 == 6
+	for depth := 1; ; depth++ {
+		if v6 {
 			if len(b) < ipv6HeaderLen || b[0]>>4 != 6 {
 				goto slow
 			}
@@ -43,7 +38,6 @@ func parseIP(k *Key, pkt []byte) error {
 			if plen == 0 || plen > len(b)-ipv6HeaderLen {
 				goto slow
 			}
-			addrs6, addrs4 = (*[32]byte)(b[8:40]), nil
 			t, proto = b[ipv6HeaderLen:ipv6HeaderLen+plen], b[6]
 		} else {
 			if len(b) < ipv4HeaderLen || b[0] != 0x45 {
@@ -53,31 +47,20 @@ func parseIP(k *Key, pkt []byte) error {
 			if total < ipv4HeaderLen || total > len(b) || binary.BigEndian.Uint16(b[6:8])&ipv4FragMask != 0 {
 				goto slow
 			}
-			addrs6, addrs4 = nil, (*[8]byte)(b[12:20])
 			t, proto = b[ipv4HeaderLen:total], b[9]
 		}
+		hdr = b
+		if proto == protoTCP || proto == protoUDP {
+			break
+		}
+		if depth == MaxDepth {
+			goto slow // ErrDepth
+		}
 		switch proto {
-		case protoTCP:
-			if len(t) < tcpHeaderLen {
-				goto slow
-			}
-			if off := int(t[12]>>4) * 4; off < tcpHeaderLen || off > len(t) {
-				goto slow
-			}
-		case protoUDP:
-			if len(t) < udpHeaderLen {
-				goto slow
-			}
-			if ulen := int(binary.BigEndian.Uint16(t[4:6])); ulen < udpHeaderLen || ulen > len(t) ||
-				binary.BigEndian.Uint16(t[2:4]) == vxlanPort {
-				goto slow
-			}
 		case protoIPv4:
-			version, b = 4, t
-			continue
+			v6, b = false, t
 		case protoIPv6:
-			version, b = 6, t
-			continue
+			v6, b = true, t
 		case protoGRE:
 			hlen := directGRE(t)
 			if hlen == 0 {
@@ -85,35 +68,52 @@ func parseIP(k *Key, pkt []byte) error {
 			}
 			switch binary.BigEndian.Uint16(t[2:4]) {
 			case etherTypeIPv4:
-				version = 4
+				v6 = false
 			case etherTypeIPv6:
-				version = 6
+				v6 = true
 			default:
 				goto slow
 			}
 			b = t[hlen:]
-			continue
 		default:
 			goto slow
 		}
-		sport, dport = binary.BigEndian.Uint16(t[0:2]), binary.BigEndian.Uint16(t[2:4])
-		break
 	}
-	// Every field is stored once, each whole address with one 16-byte
-	// store where it can be: a later load of a field that spans several
-	// stores still in flight cannot be forwarded from them and stalls.
-	if addrs6 != nil {
-		k.Src = [16]byte(addrs6[:16])
-		k.Dst = [16]byte(addrs6[16:])
+	if proto == protoTCP {
+		if len(t) < tcpHeaderLen {
+			goto slow
+		}
+		if off := int(t[12]>>4) * 4; off < tcpHeaderLen || off > len(t) {
+			goto slow
+		}
+	} else {
+		if len(t) < udpHeaderLen {
+			goto slow
+		}
+		if ulen := int(binary.BigEndian.Uint16(t[4:6])); ulen < udpHeaderLen || ulen > len(t) ||
+			binary.BigEndian.Uint16(t[2:4]) == vxlanPort {
+			goto slow
+		}
+	}
+	// Every field is stored once, with as few stores as can be: a later
+	// load of a field that spans several stores still in flight cannot be
+	// forwarded from them and stalls. Each address of IPv6 takes one
+	// 16-byte store, of IPv4 two 8-byte ones (the little-endian forms
+	// keep the compiler from splitting them into byte stores).
+	if v6 {
+		h := (*[ipv6HeaderLen]byte)(hdr)
+		k.Src = [16]byte(h[8:24])
+		k.Dst = [16]byte(h[24:40])
 		k.Flags = 0
 	} else {
-		binary.BigEndian.PutUint64(k.Src[:8], 0)
-		binary.BigEndian.PutUint64(k.Src[8:], v4Mapped|uint64(binary.BigEndian.Uint32(addrs4[:4])))
-		binary.BigEndian.PutUint64(k.Dst[:8], 0)
-		binary.BigEndian.PutUint64(k.Dst[8:], v4Mapped|uint64(binary.BigEndian.Uint32(addrs4[4:])))
+		h := (*[ipv4HeaderLen]byte)(hdr)
+		binary.LittleEndian.PutUint64(k.Src[:8], 0)
+		binary.LittleEndian.PutUint64(k.Src[8:], uint64(binary.LittleEndian.Uint32(h[12:16]))<<32|v4MappedLE)
+		binary.LittleEndian.PutUint64(k.Dst[:8], 0)
+		binary.LittleEndian.PutUint64(k.Dst[8:], uint64(binary.LittleEndian.Uint32(h[16:20]))<<32|v4MappedLE)
 		k.Flags = FlagIPv4
 	}
-	k.SrcPort, k.DstPort, k.Proto = sport, dport, proto
+	k.SrcPort, k.DstPort, k.Proto = binary.BigEndian.Uint16(t[0:2]), binary.BigEndian.Uint16(t[2:4]), proto
 	return nil
 
 slow:
@@ -121,9 +121,9 @@ slow:
 	return parse(k, pkt, layerIP)
 }
 
-// v4Mapped is the ::ffff:0:0/96 prefix's part of the low 8 bytes of an
-// address, big-endian.
-const v4Mapped = 0xffff << 32
+// v4MappedLE is the ::ffff:0:0/96 prefix's part of the low 8 bytes of an
+// address, read little-endian: bytes 10 and 11 of the address are 0xff.
+const v4MappedLE = 0xffff << 16
 
 // directGRE returns the length of a GRE header in t that carries a packet
 // as gre would parse it, or 0 if gre would stop at it or fail.
