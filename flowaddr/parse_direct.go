@@ -5,9 +5,10 @@ import "encoding/binary"
 // parseIP is parse of an IP packet into k, which it overwrites whole.
 //
 // It first parses the packets a VPN mostly carries in one straight loop:
-// plain IPv4 and IPv6 headers (no options, extension headers or
-// fragmentation), nested by IP-in-IP or by GRE without routing, ending in
-// a valid TCP or UDP header. Anything else, including anything invalid, it
+// IPv4 headers without options and IPv6 headers with at most
+// MaxExtHeaders Hop-by-Hop, Routing or Destination Options headers, not
+// fragmented, nested by IP-in-IP or by GRE without routing, ending in a
+// valid TCP or UDP header. Anything else, including anything invalid, it
 // leaves to parse, which gives the same key for what the loop accepts (the
 // fuzz test checks Parse, which takes the loop, against ParseEthernet,
 // which does not).
@@ -50,8 +51,24 @@ func parseIP(k *Key, pkt []byte) error {
 			t, proto = b[ipv4HeaderLen:total], b[9]
 		}
 		hdr = b
+		exts := 0
+	upper:
 		if proto == protoTCP || proto == protoUDP {
 			break
+		}
+		switch proto {
+		case protoHopByHop, protoRouting, protoDestOpts:
+			// IPv6 extension headers that only need skipping.
+			if !v6 || exts == MaxExtHeaders || len(t) < 2 {
+				goto slow
+			}
+			hlen := (int(t[1]) + 1) * 8
+			if hlen > len(t) {
+				goto slow
+			}
+			proto, t = t[0], t[hlen:]
+			exts++
+			goto upper
 		}
 		if depth == MaxDepth {
 			goto slow // ErrDepth
