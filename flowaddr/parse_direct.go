@@ -26,6 +26,21 @@ func parseIP(k *Key, pkt []byte) error {
 		proto uint8
 		v6    bool
 	)
+	// A plain IPv6 TCP packet, the commonest, skips the loop's state: one
+	// length check covers both headers, one unsigned comparison both bounds
+	// of the payload length. The loop would give the same key.
+	if len(b) >= ipv6HeaderLen+tcpHeaderLen && b[0]>>4 == 6 && b[6] == protoTCP {
+		h := (*[ipv6HeaderLen + tcpHeaderLen]byte)(b)
+		plen := int(binary.BigEndian.Uint16(h[4:6]))
+		off := int(h[ipv6HeaderLen+12]>>4) * 4
+		if uint(plen-tcpHeaderLen) <= uint(len(b)-ipv6HeaderLen-tcpHeaderLen) && off >= tcpHeaderLen && off <= plen {
+			k.Src = [16]byte(h[8:24])
+			k.Dst = [16]byte(h[24:40])
+			k.Flags = 0
+			k.SrcPort, k.DstPort, k.Proto = binary.BigEndian.Uint16(h[40:42]), binary.BigEndian.Uint16(h[42:44]), protoTCP
+			return nil
+		}
+	}
 	if len(b) == 0 {
 		goto slow
 	}
