@@ -9,9 +9,9 @@ import "encoding/binary"
 // MaxExtHeaders Hop-by-Hop, Routing or Destination Options headers, not
 // fragmented, nested by IP-in-IP or by GRE without routing, ending in a
 // valid TCP or UDP header. Anything else, including anything invalid, it
-// leaves to parse, which gives the same key for what the loop accepts (the
-// fuzz test checks Parse, which takes the loop, against ParseEthernet,
-// which does not).
+// leaves to parse, which gives the same key for what the loop accepts
+// (TestParseIPAgreesWithRun checks that, and the fuzz test checks Parse,
+// which takes the loop, against ParseEthernet, which does not).
 //
 // The full parser costs about four calls per header and keeps its state
 // in memory; on these packets that was most of the time of a parse. The
@@ -67,6 +67,8 @@ func parseIP(k *Key, pkt []byte) error {
 		}
 		hdr = b
 		exts := 0
+		// Extension headers loop back here: their check stays off the
+		// path of a packet without them.
 	upper:
 		if proto == protoTCP || proto == protoUDP {
 			break
@@ -132,6 +134,7 @@ func parseIP(k *Key, pkt []byte) error {
 	// forwarded from them and stalls. Each address of IPv6 takes one
 	// 16-byte store, of IPv4 two 8-byte ones (the little-endian forms
 	// keep the compiler from splitting them into byte stores).
+	// The array pointers check hdr's length once for all the loads.
 	if v6 {
 		h := (*[ipv6HeaderLen]byte)(hdr)
 		k.Src = [16]byte(h[8:24])
