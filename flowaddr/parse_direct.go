@@ -26,9 +26,9 @@ func parseIP(k *Key, pkt []byte) error {
 		proto uint8
 		v6    bool
 	)
-	// A plain IPv6 TCP packet, the commonest, skips the loop's state: one
-	// length check covers both headers, one unsigned comparison both bounds
-	// of the payload length. The loop would give the same key.
+	// A plain IPv6 or IPv4 TCP packet, the commonest, skips the loop's
+	// state: one length check covers both headers, one unsigned comparison
+	// both bounds of the IP length field. The loop would give the same key.
 	if len(b) >= ipv6HeaderLen+tcpHeaderLen && b[0]>>4 == 6 && b[6] == protoTCP {
 		h := (*[ipv6HeaderLen + tcpHeaderLen]byte)(b)
 		plen := int(binary.BigEndian.Uint16(h[4:6]))
@@ -38,6 +38,21 @@ func parseIP(k *Key, pkt []byte) error {
 			k.Dst = [16]byte(h[24:40])
 			k.Flags = 0
 			k.SrcPort, k.DstPort, k.Proto = binary.BigEndian.Uint16(h[40:42]), binary.BigEndian.Uint16(h[42:44]), protoTCP
+			return nil
+		}
+	}
+	if len(b) >= ipv4HeaderLen+tcpHeaderLen && b[0] == 0x45 && b[9] == protoTCP {
+		h := (*[ipv4HeaderLen + tcpHeaderLen]byte)(b)
+		total := int(binary.BigEndian.Uint16(h[2:4]))
+		off := int(h[ipv4HeaderLen+12]>>4) * 4
+		if uint(total-ipv4HeaderLen-tcpHeaderLen) <= uint(len(b)-ipv4HeaderLen-tcpHeaderLen) &&
+			binary.BigEndian.Uint16(h[6:8])&ipv4FragMask == 0 && off >= tcpHeaderLen && off <= total-ipv4HeaderLen {
+			binary.LittleEndian.PutUint64(k.Src[:8], 0)
+			binary.LittleEndian.PutUint64(k.Src[8:], uint64(binary.LittleEndian.Uint32(h[12:16]))<<32|v4MappedLE)
+			binary.LittleEndian.PutUint64(k.Dst[:8], 0)
+			binary.LittleEndian.PutUint64(k.Dst[8:], uint64(binary.LittleEndian.Uint32(h[16:20]))<<32|v4MappedLE)
+			k.Flags = FlagIPv4
+			k.SrcPort, k.DstPort, k.Proto = binary.BigEndian.Uint16(h[20:22]), binary.BigEndian.Uint16(h[22:24]), protoTCP
 			return nil
 		}
 	}
