@@ -95,6 +95,7 @@ type Mapper struct {
 	prefix     netip.Prefix
 	layout     Layout
 	bits       uint8  // log2 of the number of addresses
+	shift      uint8  // 64 - bits, for Bucket
 	bucketMask uint64 // 2^bits - 1
 	hostBits   uint8  // 128 - prefix length
 
@@ -151,6 +152,7 @@ func NewMapper(cfg MapperConfig) (*Mapper, error) {
 		prefix:     pfx,
 		layout:     cfg.Layout,
 		bits:       uint8(b),
+		shift:      uint8(64 - b),
 		bucketMask: 1<<b - 1,
 		hostBits:   uint8(hostBits),
 		pfxHi:      binary.BigEndian.Uint64(a16[:8]),
@@ -291,7 +293,9 @@ func (m *Mapper) Layout() Layout { return m.layout }
 // h. Keyed hashes have their best bits everywhere, and the top bits keep
 // the bucket stable if Bits grows: a flow's new bucket extends its old one.
 func (m *Mapper) Bucket(h uint64) uint32 {
-	return uint32(h >> (64 - m.bits))
+	// The shift is 32 to 63: masking it tells the compiler so, which saves
+	// the code Go needs for shifts of 64 or more on the per-packet path.
+	return uint32(h >> (m.shift & 63))
 }
 
 // Addr16 returns the address of bucket, as 16 bytes in network order.
