@@ -137,36 +137,23 @@ func BenchmarkSend(b *testing.B) {
 	// and the same four bulk runs, from a conn with 64 ports and no
 	// prefix to the peer's one address and port, as a client on IPv4 or
 	// behind a NAT sends. Each datagram leaves from its port's socket.
-	//
-	// Where the process may steer the ports' datagrams (Stats.PortSteering),
-	// the conn connects its port sockets to its one peer
-	// (Stats.PortsConnected), so the kernel keeps each socket's route;
-	// spread-ports-batch-unsteered is the same conn with
-	// DisablePortSteering, unconnected, as without privileges.
 	ports := listenIn(b, ns, conn.Config{Range: conn.Range{Ports: conn.PortRange{First: 40000, Bits: 6}}, Peers: []conn.Peer{{Addr: dst}}})
-	unsteered := listenIn(b, ns, conn.Config{Range: conn.Range{Ports: conn.PortRange{First: 41000, Bits: 6}}, Peers: []conn.Peer{{Addr: dst}}, DisablePortSteering: true})
-	portsBatch := func(b *testing.B, c *conn.FlowSpreadConn) {
+	b.Run("spread-ports-batch", func(b *testing.B) {
 		msgs := make([]conn.Message, len(flows))
 		for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
 			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: flows[f]}
 		}
+
 		b.ReportAllocs()
 		start, cpu := time.Now(), processCPU(b)
 		k := 0
 		for b.Loop() {
-			writeAllSpread(b, c, msgs[k:k+benchBatch])
+			writeAllSpread(b, ports, msgs[k:k+benchBatch])
 			k = (k + benchBatch) % len(msgs)
 		}
 		reportPPS(b, b.N*benchBatch, start)
 		reportCPU(b, b.N*benchBatch, cpu)
-	}
-	b.Run("spread-ports-batch", func(b *testing.B) {
-		if !ports.Stats().PortsConnected {
-			b.Logf("the port sockets are not connected (port steering: %v): this is spread-ports-batch-unsteered", ports.Stats().PortSteering)
-		}
-		portsBatch(b, ports)
 	})
-	b.Run("spread-ports-batch-unsteered", func(b *testing.B) { portsBatch(b, unsteered) })
 	b.Run("spread-ports-gso", func(b *testing.B) {
 		if !ports.Stats().GSO {
 			b.Skip("no UDP GSO on this kernel")

@@ -64,9 +64,6 @@ type FlowSpreadConn struct {
 	// keeps Close from closing it under a send.
 	ring   *msgRing
 	sockMu sync.RWMutex
-	// route keeps the range's sockets connected to our one peer where
-	// that changes nothing else (see portRoute); nil where it cannot.
-	route *portRoute
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -199,11 +196,6 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		closeAll(c.portConns)
 		return nil, fmt.Errorf("conn: open the receive backend: %w", err)
 	}
-	if c.recv.caps().Steered && !cfg.Range.Prefix.IsValid() {
-		if c.route, err = newPortRoute(c); err == nil {
-			c.route.setPeers(c.peers.Load().list)
-		}
-	}
 	return c, nil
 }
 
@@ -214,9 +206,6 @@ func (c *FlowSpreadConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		if c.route != nil {
-			c.route.close()
-		}
 		errRecv := c.recv.close()
 		if c.host != nil {
 			errRecv = errors.Join(errRecv, c.host.close())
@@ -443,12 +432,6 @@ type Stats struct {
 	// calls per datagram when traffic is spread thin over many ports.
 	// Config.DisablePortSteering turns it off.
 	PortSteering bool
-	// PortsConnected says the sockets of Range.Ports are connected to the
-	// conn's one peer, so the kernel keeps their routes instead of looking
-	// one up per datagram: with port steering, no Range.Prefix and
-	// exactly one peer. They connect again whenever the host's addresses
-	// or routes change.
-	PortsConnected bool
 }
 
 // counters are the live Stats. Send and receive counters sit on different
@@ -485,7 +468,6 @@ func (c *FlowSpreadConn) Stats() Stats {
 		GSO:                 c.snd.gsoEnabled(),
 		RingSend:            c.ring != nil,
 		PortSteering:        c.recv.caps().Steered,
-		PortsConnected:      c.route != nil && c.route.connected().IsValid(),
 	}
 	if c.stats.buckets != nil {
 		s.SentPerAddress = make([]uint64, len(c.stats.buckets))

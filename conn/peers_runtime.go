@@ -68,9 +68,6 @@ func (c *FlowSpreadConn) swapPeers(old *peerTable, list []Peer) error {
 		return fmt.Errorf("conn: %w", err)
 	}
 	c.peers.Store(t)
-	if c.route != nil {
-		c.route.setPeers(list)
-	}
 	return nil
 }
 

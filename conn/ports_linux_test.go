@@ -3,7 +3,6 @@ package conn_test
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -279,104 +278,5 @@ func TestPortsReopen(t *testing.T) {
 		if err := c.Close(); err != nil {
 			t.Fatalf("close %d: %v", i+1, err)
 		}
-	}
-}
-
-// TestPortsConnected checks the port sockets' connection to the conn's
-// one peer (Stats.PortsConnected): made at Listen, undone while the conn
-// has two peers and made again when one is left, and made again when
-// the host's address changes, so that the datagrams leave from the new
-// address, as from unconnected sockets, and not from the old one. It
-// also sends to the peer through a port after the peer's port was
-// closed: the ICMP error that a connected socket takes must cost no
-// datagram and no error.
-func TestPortsConnected(t *testing.T) {
-	client, _, server := v4Path(t, false)
-	client.Run(t, "sysctl", "-qw", "net.ipv4.conf.c0.promote_secondaries=1")
-	var snk *net.UDPConn
-	if err := server.Do(func() (err error) {
-		snk, err = net.ListenUDP("udp4", &net.UDPAddr{IP: v4Server.AsSlice()})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer snk.Close()
-	peer := snk.LocalAddr().(*net.UDPAddr).AddrPort()
-	c := listenIn(t, client, conn.Config{Range: conn.Range{Ports: clientPorts}, Peers: []conn.Peer{{Addr: peer}}})
-	if st := c.Stats(); !st.PortSteering {
-		t.Skip("no port steering here (needs Linux 5.9, CAP_BPF and CAP_NET_ADMIN), so the ports are never connected")
-	} else if !st.PortsConnected {
-		t.Fatal("Stats.PortsConnected false with port steering, no prefix and one peer")
-	}
-
-	other := netip.AddrPortFrom(v4Server, 9)
-	if err := c.SetPeer(conn.Peer{Addr: other}); err != nil {
-		t.Fatal(err)
-	}
-	if c.Stats().PortsConnected {
-		t.Error("Stats.PortsConnected with two peers")
-	}
-	c.RemovePeer(other)
-	if !c.Stats().PortsConnected {
-		t.Error("Stats.PortsConnected false with one peer again")
-	}
-
-	// sendAll sends one datagram on each port of the range and returns
-	// the source addresses the peer saw.
-	hashes := testHashes(64)
-	sendAll := func(tag byte) map[netip.Addr]int {
-		t.Helper()
-		for _, h := range hashes {
-			if _, err := c.WriteFlow(binary.BigEndian.AppendUint64([]byte{tag}, h), peer, conn.Flow{Hash: h, Valid: true}); err != nil {
-				t.Fatalf("send: %v", err)
-			}
-		}
-		from := map[netip.Addr]int{}
-		buf := make([]byte, 64)
-		snk.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for got := 0; got < len(hashes); {
-			n, src, err := snk.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("the peer read %d of %d datagrams: %v", got, len(hashes), err)
-			}
-			if n == 0 || buf[0] != tag {
-				continue // a late one from before
-			}
-			if !clientPorts.Contains(src.Port()) {
-				t.Errorf("datagram from port %d, outside the range", src.Port())
-			}
-			from[src.Addr().Unmap()]++
-			got++
-		}
-		return from
-	}
-	if from := sendAll(1); from[v4Client] != len(hashes) {
-		t.Fatalf("sources before the change %v, want all from %v", from, v4Client)
-	}
-
-	moved := netip.MustParseAddr("10.9.0.3")
-	client.Run(t, "ip", "addr", "add", moved.String()+"/24", "dev", "c0")
-	client.Run(t, "ip", "addr", "del", v4Client.String()+"/24", "dev", "c0")
-	testutil.WaitFor(t, "the datagrams to leave from the new address", func() bool {
-		from := sendAll(2)
-		return from[moved] == len(hashes)
-	})
-	if !c.Stats().PortsConnected {
-		t.Error("Stats.PortsConnected false after the address changed")
-	}
-
-	// The peer's port closes: the kernel answers with port unreachable,
-	// which each connected socket takes; the next sends must not fail.
-	snk.Close()
-	for range 3 {
-		for _, h := range hashes {
-			if _, err := c.WriteFlow(binary.BigEndian.AppendUint64([]byte{3}, h), peer, conn.Flow{Hash: h, Valid: true}); err != nil {
-				t.Fatalf("send after the peer's port closed: %v", err)
-			}
-		}
-		time.Sleep(20 * time.Millisecond) // for the ICMP errors to come back
-	}
-	if st := c.Stats(); st.SendErrors != 0 {
-		t.Errorf("Stats.SendErrors %d after the peer's port closed, want 0", st.SendErrors)
 	}
 }

@@ -149,11 +149,6 @@ func (s *socketSet) readOne() bool {
 		return false // closed under us, or empty
 	}
 	r := s.r
-	if r.errno != 0 && i != 0 {
-		// A connected port socket's ICMP error (portRoute), read and so
-		// cleared: only the canonical socket's errors are the reader's.
-		return false
-	}
 	if r.errno == 0 && r.got == r.want {
 		s.ready[s.nready] = i
 		s.nready++
@@ -245,9 +240,7 @@ func (s *socketSet) readRing(epfd uintptr) bool {
 				r.empty[slot] = res < 0
 				if res < 0 {
 					full = false
-					// Only the canonical socket's errors are the reader's: a
-					// port socket's is an ICMP error it took connected.
-					if res != -int32(unix.EAGAIN) && i == 0 && failed == 0 {
+					if res != -int32(unix.EAGAIN) && failed == 0 {
 						failed = syscall.Errno(-res)
 					}
 					continue

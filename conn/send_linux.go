@@ -177,7 +177,6 @@ func (b *sendBatch) ctrlBytes(h int) []byte {
 // sendmmsg is the RawConn write callback: it sends the headers not yet
 // sent, returning false to wait for room in the send buffer.
 func (b *sendBatch) sendmmsg(fd uintptr) bool {
-	refused := 0
 	for b.sent < b.end {
 		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
 			uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.end-b.sent), 0, 0, 0)
@@ -187,13 +186,6 @@ func (b *sendBatch) sendmmsg(fd uintptr) bool {
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return false
-		case unix.ECONNREFUSED:
-			// A connected port socket (portRoute) reports an ICMP port
-			// unreachable once, on the next call: that datagram goes again.
-			if refused++; refused > 2 {
-				b.errno = e
-				return true
-			}
 		default:
 			b.errno = e
 			return true
@@ -456,12 +448,8 @@ func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
 	for b.sent < b.nhdr && b.done[b.sent] {
 		b.sent++
 	}
-	// EAGAIN: the socket's buffer was full; ECONNREFUSED: an ICMP error
-	// a connected port socket reported (portRoute). The loop sends again.
-	if b.sent < b.nhdr {
-		if r := b.res[b.sent]; r != -int32(unix.EAGAIN) && r != -int32(unix.ECONNREFUSED) {
-			b.errno = unix.Errno(-r)
-		}
+	if b.sent < b.nhdr && b.res[b.sent] != -int32(unix.EAGAIN) {
+		b.errno = unix.Errno(-b.res[b.sent])
 	}
 	return nil
 }

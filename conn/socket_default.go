@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 )
 
 type socketCaps struct{ gso bool }
@@ -27,10 +26,3 @@ func (c *FlowSpreadConn) openRing() {}
 type msgRing struct{}
 
 func (*msgRing) close() {}
-
-type portRoute struct{}
-
-func newPortRoute(*FlowSpreadConn) (*portRoute, error) { return nil, errors.ErrUnsupported }
-func (*portRoute) setPeers([]Peer)                     {}
-func (*portRoute) close()                              {}
-func (*portRoute) connected() netip.AddrPort           { return netip.AddrPort{} }
