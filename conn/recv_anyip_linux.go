@@ -142,7 +142,15 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, e
 			r.rc = rc
 		}
 	}
-	if len(socks) > 1 {
+	r.c.GRO = sc.GROErr == nil
+	r.c.Batch = sc.BatchErr == nil
+	if steer && len(socks) > 1 && r.c.Batch {
+		r.steer, r.steerErr = steerPorts(socks)
+		r.c.Steered = r.steer != nil
+	}
+	// Steered, every datagram comes to the first socket, which is read
+	// alone, as without ports; the others only send.
+	if len(socks) > 1 && !r.c.Steered {
 		set, err := newSocketSet(r, socks)
 		if err != nil {
 			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
@@ -152,12 +160,6 @@ func newAnyIPReceiver(socks []*net.UDPConn, disableGRO, steer bool) (receiver, e
 			set.ep.Close()
 			return nil, fmt.Errorf("conn: AnyIP receiver: %w", err)
 		}
-	}
-	r.c.GRO = sc.GROErr == nil
-	r.c.Batch = sc.BatchErr == nil
-	if steer && len(socks) > 1 && r.c.Batch {
-		r.steer, r.steerErr = steerPorts(socks)
-		r.c.Steered = r.steer != nil
 	}
 	if r.c.GRO {
 		r.groBuf = make([]byte, anyIPSlots*groSlotLen)

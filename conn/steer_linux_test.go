@@ -45,6 +45,9 @@ func TestPortsReceive(t *testing.T) {
 				t.Skipf("no port steering here (needs Linux 5.9, CAP_BPF and CAP_NET_ADMIN): %v", r.steerErr)
 			case !tt.steer && c.Stats().PortSteering:
 				t.Fatal("Stats.PortSteering with DisablePortSteering")
+			case tt.steer && r.set != nil:
+				t.Fatal("steered, the reader still reads every port's socket")
+			case tt.steer:
 			case !tt.noRing && r.set.ring == nil:
 				t.Skip("no io_uring here: the recvmmsg subtest reads the same way")
 			case tt.noRing:
