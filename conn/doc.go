@@ -51,7 +51,10 @@
 // Ports need nothing from the host: Listen opens a socket on each port of
 // Range.Ports (no privileges) and reads them all with one reader, and a
 // batch that leaves from several of them goes out with one io_uring
-// system call where the kernel has io_uring. Every flow queue tells flows
+// system call where the kernel has io_uring. Where the process may
+// (CAP_BPF and CAP_NET_ADMIN, Linux 5.9), a BPF sk_lookup program hands
+// the datagrams to every port to the canonical socket, read alone as
+// without ports (Stats.PortSteering, Config.DisablePortSteering). Every flow queue tells flows
 // on different ports apart, a NAT keeps them apart, and a host-fair queue
 // (cake's default triple-isolate, dual-srchost, dual-dsthost) still sees
 // one host, so spreading over ports takes no more than the host's share
