@@ -65,6 +65,12 @@ func TestTunnelWirePairs(t *testing.T) {
 	})
 	in.send(innerUDP(innerA, innerB, 1, 9000, flowaddr.ECT0, "warm-up"))
 	b.receive(t, 1)
+	// The warm-up's probe copy delivered it; its canonical twin may still
+	// be on its way, and must not reach the capture.
+	testutil.WaitFor(t, "B to have read all that A sent", func() bool {
+		sa := a.bind.Conn().Stats()
+		return b.bind.Conn().Stats().Received >= sa.Sent+sa.SentProbes
+	})
 	capture := startWireCapture(t, b.ns, "wb")
 
 	c := a.bind.Conn()
