@@ -16,13 +16,15 @@ import (
 // holds for its TUN device anyway). The reader then takes a whole
 // recvmmsg(2) batch from one socket, as without ports, where otherwise
 // each port's socket holds a few datagrams of the batch. The ports'
-// sockets stay bound: they send, and they receive whatever the program
-// does not steer. IPV6_ORIGDSTADDR tells the reader the port each
-// datagram was sent to.
+// sockets stay bound, to send and to keep the ports ours; nothing
+// reaches them, and the reader reads the canonical socket alone.
+// IPV6_ORIGDSTADDR tells it the port each datagram was sent to.
 //
-// The program runs before the kernel's own socket lookup, for every
-// datagram to a local address of the namespace; it looks at UDP to our
-// ports only, which our sockets would have taken anyway.
+// The program runs for every datagram to a local address of the
+// namespace, after the lookup of connected sockets (one that matches a
+// datagram exactly still takes it first, which is why the ports' sockets
+// are never connected) and before that of bound ones; it looks at UDP to
+// our ports only, which our sockets would have taken anyway.
 // See https://docs.kernel.org/bpf/prog_sk_lookup.html.
 type portSteer struct {
 	link int // closing it detaches the program
