@@ -328,15 +328,8 @@ func (r *anyIPReceiver) readDirect(msgs []Message) (int, error) {
 			r.truncated.Add(1)
 			continue
 		}
-		if out != i {
-			// Move the datagram down with its buffer: it fit the buffer
-			// it was read into, which a shorter one at out may not.
-			msgs[out], msgs[i] = msgs[i], msgs[out]
-		}
-		m := &msgs[out]
-		m.N = n
-		m.OuterSrc = sockaddrToAddrPort(&r.names[i])
-		m.OuterDst, m.ECN, _ = r.parseOOB(i)
+		dst, ecn, _ := r.parseOOB(i)
+		keepInPlace(msgs, out, i, n, sockaddrToAddrPort(&r.names[i]), dst, ecn)
 		out++
 	}
 	return out, nil
@@ -396,13 +389,7 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 			if n > head {
 				copy(buf[head:n], rest)
 			}
-			if out != i {
-				// Move the datagram down with its buffer, as readDirect does.
-				msgs[out], msgs[i] = msgs[i], msgs[out]
-			}
-			m := &msgs[out]
-			m.N = n
-			m.OuterSrc, m.OuterDst, m.ECN = src, dst, ecn
+			keepInPlace(msgs, out, i, n, src, dst, ecn)
 			out++
 			continue
 		}
@@ -419,6 +406,18 @@ func (r *anyIPReceiver) readGRO(msgs []Message) (int, error) {
 		r.pendTail++
 	}
 	return out + r.handOut(msgs[out:]), nil
+}
+
+// keepInPlace hands out the n-byte datagram read into msgs[i]'s buffer
+// as msgs[out] (out <= i). It moves the datagram down with its buffer:
+// it fit the buffer it was read into, which a shorter one at out may not.
+func keepInPlace(msgs []Message, out, i, n int, src, dst netip.AddrPort, ecn flowaddr.ECN) {
+	if out != i {
+		msgs[out], msgs[i] = msgs[i], msgs[out]
+	}
+	m := &msgs[out]
+	m.N = n
+	m.OuterSrc, m.OuterDst, m.ECN = src, dst, ecn
 }
 
 // handOut copies pending segments into msgs' buffers, in order, and
