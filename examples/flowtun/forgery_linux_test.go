@@ -335,6 +335,9 @@ func TestTunnelRejectsReplayFromBeforeStart(t *testing.T) {
 			break
 		}
 	}
+	// B counts a delivery after its write to the TUN device returns, which
+	// can be after the sink has read the datagram.
+	testutil.WaitFor(t, "B to count its delivery", func() bool { return b.stats().Delivered > 0 })
 	if s := b.stats(); s.DroppedTooOld != 1 || s.Delivered != 1 {
 		t.Errorf("B: %d dropped as too old, %d delivered; want 1 and 1", s.DroppedTooOld, s.Delivered)
 	}
