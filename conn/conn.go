@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +65,14 @@ type FlowSpreadConn struct {
 	// keeps Close from closing it under a send.
 	ring   *msgRing
 	sockMu sync.RWMutex
+	// ecnConns send the spread datagrams of ECN-capable flows when we
+	// spread over addresses alone: ecnConns[i] marks each datagram with
+	// ecnSocketCodepoints[i] itself (see openECNSockets). ecnSock[e] is
+	// the outerHdr.sock of codepoint e's socket, 0 for none; they come
+	// after the port range's: 1+len(portConns)+i.
+	ecnConns []*net.UDPConn
+	ecnRC    []syscall.RawConn
+	ecnSock  [4]uint16
 
 	snd     sender
 	readers sync.Pool // *[1]Message for the single-datagram reads
@@ -84,6 +93,12 @@ type FlowSpreadConn struct {
 }
 
 var _ net.PacketConn = (*FlowSpreadConn)(nil)
+
+// ecnSocketCodepoints are the ECN codepoints that get a socket of their
+// own (openECNSockets), in the order of c.ecnConns: the two a sender
+// sets on a whole flow. CE marks single packets of such a flow; it goes
+// out from the canonical socket with a control message.
+var ecnSocketCodepoints = [...]flowaddr.ECN{flowaddr.ECT0, flowaddr.ECT1}
 
 // Listen opens a FlowSpreadConn: a UDP socket bound to [::]:cfg.Port that
 // may send from any address of cfg.Prefix (IPV6_FREEBIND, or
@@ -148,10 +163,16 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	if c.portConns, err = openPortSockets(&cfg); err != nil {
 		return nil, err
 	}
-	uc, caps, err := openSocket(&cfg, cfg.Port)
+	// Spreading over addresses alone, an ECN-capable flow's datagrams go
+	// out from a socket of their codepoint (openECNSockets).
+	ecnSockets := cfg.Range.Prefix.IsValid() && len(c.portConns) == 0
+	uc, caps, err := openSocket(&cfg, cfg.Port, ecnSockets)
 	if err != nil {
 		closeAll(c.portConns)
 		return nil, err
+	}
+	if ecnSockets {
+		c.ecnConns = openECNSockets(&cfg, uc)
 	}
 	c.uc = uc
 	c.localAddr = uc.LocalAddr().(*net.UDPAddr)
@@ -168,6 +189,16 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 			return nil, fmt.Errorf("conn: %w", err)
 		}
 		c.portRC = append(c.portRC, rc)
+	}
+	for i, ec := range c.ecnConns {
+		rc, err := ec.SyscallConn()
+		if err != nil {
+			uc.Close()
+			closeAll(c.ecnConns)
+			return nil, fmt.Errorf("conn: %w", err)
+		}
+		c.ecnRC = append(c.ecnRC, rc)
+		c.ecnSock[ecnSocketCodepoints[i]] = uint16(1 + len(c.portConns) + i)
 	}
 	if len(c.portConns) > 0 {
 		c.stats.ports = make([]atomic.Uint64, len(c.portConns))
@@ -194,6 +225,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	if err != nil {
 		uc.Close()
 		closeAll(c.portConns)
+		closeAll(c.ecnConns)
 		return nil, fmt.Errorf("conn: open the receive backend: %w", err)
 	}
 	return c, nil
@@ -216,7 +248,7 @@ func (c *FlowSpreadConn) Close() error {
 		}
 		errSock := c.uc.Close()
 		c.sockMu.Unlock()
-		for _, pc := range c.portConns {
+		for _, pc := range slices.Concat(c.portConns, c.ecnConns) {
 			if e := pc.Close(); !errors.Is(e, net.ErrClosed) {
 				errSock = errors.Join(errSock, e)
 			}
@@ -313,7 +345,7 @@ func (c *FlowSpreadConn) SetWriteDeadline(t time.Time) error {
 	if err := c.uc.SetWriteDeadline(t); err != nil {
 		return c.opError("set", nil, unwrapOp(err))
 	}
-	for _, pc := range c.portConns {
+	for _, pc := range slices.Concat(c.portConns, c.ecnConns) {
 		if err := pc.SetWriteDeadline(t); err != nil {
 			return c.opError("set", nil, unwrapOp(err))
 		}

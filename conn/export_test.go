@@ -19,3 +19,7 @@ func DropSendRing(c *FlowSpreadConn) {
 		c.ring = nil
 	}
 }
+
+// ECNSockets returns how many sockets of c send ECN-capable flows'
+// spread datagrams by themselves (openECNSockets).
+func ECNSockets(c *FlowSpreadConn) int { return len(c.ecnConns) }

@@ -33,6 +33,7 @@ func TestSendBatchControl(t *testing.T) {
 		{"IPv4, CE", outerHdr{kind: outerIPv4, ecn: flowaddr.CE}, 1, 20, []cmsg{tos}},
 		{"spread, Not-ECT", outerHdr{kind: outerSpread, src: src}, 1, 36, []cmsg{pktinfo}},
 		{"spread, ECT(0)", outerHdr{kind: outerSpread, src: src, ecn: flowaddr.ECT0}, 1, 60, []cmsg{pktinfo, tclass}},
+		{"spread, ECT(0) from its own socket", outerHdr{kind: outerSpread, src: src, ecn: flowaddr.ECT0, sock: 1, ecnBySock: true}, 1, 36, []cmsg{pktinfo}},
 		{"spread GSO run, Not-ECT", outerHdr{kind: outerSpread, src: src}, 3, 58, []cmsg{pktinfo, segment}},
 		{"spread GSO run, ECT(0)", outerHdr{kind: outerSpread, src: src, ecn: flowaddr.ECT0}, 3, 82, []cmsg{pktinfo, tclass, segment}},
 		{"default source GSO run, CE", outerHdr{kind: outerDefault, ecn: flowaddr.CE}, 2, 42, []cmsg{tclass, segment}},
@@ -42,7 +43,7 @@ func TestSendBatchControl(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var b sendBatch
 			for range tt.run {
-				b.add(p, &tt.o, -1, true)
+				b.add(p, 1, &tt.o, -1, true)
 			}
 			b.finish()
 			if b.nhdr != 1 || b.count[0] != tt.run {
@@ -77,5 +78,40 @@ func TestSendBatchControl(t *testing.T) {
 				t.Errorf("Control %p with length %d", h.Control, h.Controllen)
 			}
 		})
+	}
+}
+
+// TestSendBatchGroupable checks when a batch may go out socket by
+// socket: only if no flow has datagrams on two sockets.
+func TestSendBatchGroupable(t *testing.T) {
+	type dgram struct {
+		flow uint64
+		sock uint16
+	}
+	const lowBitsAlike = 1 << 40 // same slot in the table, another flow
+	tests := []struct {
+		name string
+		in   []dgram
+		want bool
+	}{
+		{"one socket", []dgram{{1, 0}, {2, 0}, {1, 0}}, true},
+		{"flows each on their own socket", []dgram{{1, 0}, {2, 1}, {1, 0}, {3, 2}, {2, 1}}, true},
+		{"a flow on two sockets", []dgram{{1, 0}, {2, 1}, {1, 1}}, false},
+		{"a flow back on its first socket", []dgram{{1, 1}, {2, 0}, {1, 0}}, false},
+		{"flows alike in the table's bits", []dgram{{5, 0}, {5 + lowBitsAlike, 1}, {5 + 2*lowBitsAlike, 2}, {5, 0}}, true},
+		{"alike, then one of them on another socket", []dgram{{5, 0}, {5 + lowBitsAlike, 1}, {5 + lowBitsAlike, 0}}, false},
+	}
+	var b sendBatch // reused, as the pool does: each call must forget the last
+	for round := range 2 {
+		for _, tt := range tests {
+			p := make([]byte, 100)
+			for _, d := range tt.in {
+				b.add(p, d.flow, &outerHdr{sock: d.sock}, -1, false)
+			}
+			if got := b.groupable(); got != tt.want {
+				t.Errorf("round %d, %s: groupable %v, want %v", round, tt.name, got, tt.want)
+			}
+			b.reset()
+		}
 	}
 }

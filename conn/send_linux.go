@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -70,35 +71,57 @@ type sendBatch struct {
 	path                     [sendBatchSize]uint8  // outerHdr.path: a run never mixes them
 	sock                     [sendBatchSize]uint16 // outerHdr.sock: the socket to send from
 	last                     outerHdr              // of the last header
+	// flow is each datagram's flow hash, for groupable.
+	flow [sendBatchSize]uint64
 
 	nhdr, nmsg int
 
 	// State of one sendmmsg loop, for the RawConn callback: it sends
-	// headers up to end, all from one socket. done marks the headers
-	// the ring sent (msgRing), which the loop skips.
-	end   int
-	done  [sendBatchSize]bool
-	res   [sendBatchSize]int32
-	sent  int // headers sent
-	errno unix.Errno
-	write func(fd uintptr) bool
+	// pending, all from one socket, and counts those sent in
+	// pendingSent. done marks the headers that the ring (msgRing) or a
+	// group (flushGrouped) sent, which the loop skips.
+	pending     []unix.Mmsghdr
+	pendingSent int
+	end         int
+	done        [sendBatchSize]bool
+	res         [sendBatchSize]int32
+	sent        int // headers sent, in order
+	errno       unix.Errno
+	write       func(fd uintptr) bool
+
+	// flushGrouped's copies of the headers of one socket, and where
+	// each came from.
+	group    [sendBatchSize]unix.Mmsghdr
+	groupHdr [sendBatchSize]uint8
+	// groupable's table of flows seen: a flow hash, its socket and the
+	// generation (gen) that wrote the slot.
+	seen [2 * sendBatchSize]seenFlow
+	gen  uint32
+}
+
+type seenFlow struct {
+	flow uint64
+	sock uint16
+	gen  uint32
 }
 
 func (b *sendBatch) reset() {
 	for i := range b.nmsg {
 		b.iovs[i] = unix.Iovec{} // do not keep the caller's buffers alive
 	}
+	b.pending = nil
 	for h := range b.nhdr {
 		b.done[h] = false
 	}
 	b.nhdr, b.nmsg, b.sent, b.errno = 0, 0, 0, 0
 }
 
-// add appends datagram p with outer headers o. With gso it joins the
-// previous header's run when it can.
-func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
+// add appends datagram p of flow hash with outer headers o. With gso it
+// joins the previous header's run when it can.
+func (b *sendBatch) add(p []byte, hash uint64, o *outerHdr, bucket int32, gso bool) {
 	i := b.nmsg
 	b.nmsg++
+	b.flow[i] = hash
 	if len(p) > 0 {
 		b.iovs[i].Base = &p[0]
 		b.iovs[i].SetLen(len(p))
@@ -137,7 +160,7 @@ func (b *sendBatch) add(p []byte, o *outerHdr, bucket int32, gso bool) {
 	if o.kind == outerSpread {
 		n = putPktinfo(ctrl, &o.src)
 	}
-	if o.ecn != 0 {
+	if o.ecn != 0 && !o.ecnBySock {
 		if o.kind == outerIPv4 {
 			n = putIntCmsg(ctrl[cmsgAlign(n):], unix.SOL_IP, unix.IP_TOS, int32(o.ecn)) + cmsgAlign(n)
 		} else {
@@ -174,15 +197,15 @@ func (b *sendBatch) ctrlBytes(h int) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&b.ctrl[h][0])), ctrlWords*8)
 }
 
-// sendmmsg is the RawConn write callback: it sends the headers not yet
-// sent, returning false to wait for room in the send buffer.
+// sendmmsg is the RawConn write callback: it sends the pending headers
+// not yet sent, returning false to wait for room in the send buffer.
 func (b *sendBatch) sendmmsg(fd uintptr) bool {
-	for b.sent < b.end {
+	for b.pendingSent < len(b.pending) {
 		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-			uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.end-b.sent), 0, 0, 0)
+			uintptr(unsafe.Pointer(&b.pending[b.pendingSent])), uintptr(len(b.pending)-b.pendingSent), 0, 0, 0)
 		switch e {
 		case 0:
-			b.sent += int(n)
+			b.pendingSent += int(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return false
@@ -232,7 +255,7 @@ func (c *FlowSpreadConn) writeFlow(p []byte, peer netip.AddrPort, f Flow) error 
 		return c.opError("write", nil, err)
 	}
 	b := c.snd.batches.Get().(*sendBatch)
-	c.addPath(b, p, &o, bucket, path, peer, false)
+	c.addPath(b, p, f.Hash, &o, bucket, path, peer, false)
 	_, err = c.flush(b, peer)
 	b.reset()
 	c.snd.batches.Put(b)
@@ -260,7 +283,7 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 				badErr, end = err, i
 				break
 			}
-			c.addPath(b, m.Buf, &o, bucket, path, m.Peer, gso)
+			c.addPath(b, m.Buf, m.Flow.Hash, &o, bucket, path, m.Peer, gso)
 		}
 		var last netip.AddrPort
 		if end > done {
@@ -288,15 +311,15 @@ func (c *FlowSpreadConn) writeBatch(msgs []Message) (int, error) {
 // a copy on the spread pair first, then p on the canonical pair. A probe
 // that finds the batch one datagram from full is skipped: its slot tries
 // again within probeTicks.
-func (c *FlowSpreadConn) addPath(b *sendBatch, p []byte, o *outerHdr, bucket int32, path uint8, peer netip.AddrPort, gso bool) {
+func (c *FlowSpreadConn) addPath(b *sendBatch, p []byte, hash uint64, o *outerHdr, bucket int32, path uint8, peer netip.AddrPort, gso bool) {
 	if path == pathProbe {
 		if b.nmsg < sendBatchSize-1 {
-			b.add(p, o, -1, gso)
+			b.add(p, hash, o, -1, gso)
 		}
 		c.waitOn(o, peer)
 		bucket = -1 // the datagram itself goes on the canonical pair
 	}
-	b.add(p, o, bucket, gso)
+	b.add(p, hash, o, bucket, gso)
 }
 
 // errGSORefused tells writeBatch to resend from the first unsent datagram:
@@ -311,8 +334,13 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 	}
 	b.finish()
 	var err error
-	if c.ring != nil && b.mixed() {
-		err = c.flushRing(b)
+	if b.mixed() {
+		if c.ring != nil {
+			err = c.flushRing(b)
+		}
+		if err == nil && b.errno == 0 && b.sent < b.nhdr && b.groupable() {
+			err = c.flushGrouped(b)
+		}
 	}
 	for b.sent < b.nhdr && b.errno == 0 && err == nil {
 		if b.done[b.sent] {
@@ -325,11 +353,9 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 		for b.end < b.nhdr && b.sock[b.end] == sock && !b.done[b.end] {
 			b.end++
 		}
-		if sock == 0 {
-			err = c.rc.Write(b.write)
-		} else {
-			err = c.portRC[sock-1].Write(b.write)
-		}
+		b.pending, b.pendingSent = b.hdrs[b.sent:b.end], 0
+		err = c.sockRC(sock).Write(b.write)
+		b.sent += b.pendingSent
 	}
 	sent := b.nmsg
 	if b.sent < b.nhdr {
@@ -380,7 +406,7 @@ func (c *FlowSpreadConn) count(b *sendBatch) int {
 		if k >= 0 {
 			c.stats.buckets[k].Add(n)
 		}
-		if sock > 0 {
+		if sock > 0 && int(sock) <= len(c.stats.ports) {
 			c.stats.ports[sock-1].Add(n)
 		}
 		if k < 0 && sock == 0 && b.path[h] != pathWaiting {
@@ -405,6 +431,95 @@ func (c *FlowSpreadConn) count(b *sendBatch) int {
 		c.stats.sentProbes.Add(probes)
 	}
 	return int(probes)
+}
+
+// sockRC returns the socket that outerHdr.sock s names: the canonical
+// one, a port's, or an ECN codepoint's.
+func (c *FlowSpreadConn) sockRC(s uint16) syscall.RawConn {
+	switch ports := uint16(len(c.portRC)); {
+	case s == 0:
+		return c.rc
+	case s <= ports:
+		return c.portRC[s-1]
+	default:
+		return c.ecnRC[s-1-ports]
+	}
+}
+
+// groupable reports whether sending the batch socket by socket keeps
+// each flow's datagrams in order: no flow has datagrams on two sockets.
+// One may, for a batch or two, where its datagrams' ECN changes (a CE
+// mark, pure ACKs among data) or its spread pair opens (a probe copy).
+func (b *sendBatch) groupable() bool {
+	b.gen++
+	if b.gen == 0 { // wrapped: no slot may look written by this call
+		b.seen = [len(b.seen)]seenFlow{}
+		b.gen = 1
+	}
+	const mask = len(b.seen) - 1
+	for h := range b.nhdr {
+		sock := b.sock[h]
+		for i := b.first[h]; i < b.first[h]+b.count[h]; i++ {
+			f := b.flow[i]
+			for k := int(f) & mask; ; k = (k + 1) & mask {
+				e := &b.seen[k]
+				if e.gen != b.gen {
+					*e = seenFlow{flow: f, sock: sock, gen: b.gen}
+					break
+				}
+				if e.flow == f {
+					if e.sock != sock {
+						return false
+					}
+					break
+				}
+			}
+		}
+	}
+	return true
+}
+
+// flushGrouped sends the headers of a batch not yet sent with one
+// sendmmsg per socket, copied together in their order, the sockets in
+// the order they first appear, and marks those sent done. It leaves
+// b.sent at the first header not sent. It stops at the first group that
+// is not sent whole (an error, or a deadline while the send buffer is
+// full): the caller's loop then sends the rest in order, and meets the
+// error itself.
+func (c *FlowSpreadConn) flushGrouped(b *sendBatch) error {
+	var queued uint64 // bit h: header h is sent or in a group already
+	for h := range b.nhdr {
+		if b.done[h] {
+			queued |= 1 << h
+		}
+	}
+	var err error
+	for first := range b.nhdr {
+		if queued&(1<<first) != 0 {
+			continue
+		}
+		sock, n := b.sock[first], 0
+		for h := first; h < b.nhdr; h++ {
+			if queued&(1<<h) == 0 && b.sock[h] == sock {
+				b.group[n], b.groupHdr[n] = b.hdrs[h], uint8(h)
+				queued |= 1 << h
+				n++
+			}
+		}
+		b.pending, b.pendingSent = b.group[:n], 0
+		err = c.sockRC(sock).Write(b.write)
+		for _, h := range b.groupHdr[:b.pendingSent] {
+			b.done[h] = true
+		}
+		if err != nil || b.errno != 0 {
+			b.errno = 0
+			break
+		}
+	}
+	for b.sent < b.nhdr && b.done[b.sent] {
+		b.sent++
+	}
+	return err
 }
 
 // mixed reports whether the batch's headers leave from more than one

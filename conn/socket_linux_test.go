@@ -14,7 +14,7 @@ func TestSocketBuffersEnlarged(t *testing.T) {
 	ns := testutil.NewNetns(t) // root: the *BUFFORCE options work
 	var uc *net.UDPConn
 	if err := ns.Do(func() (err error) {
-		uc, _, err = openSocket(&Config{}, 0)
+		uc, _, err = openSocket(&Config{}, 0, false)
 		return err
 	}); err != nil {
 		t.Fatal(err)

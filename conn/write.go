@@ -76,7 +76,10 @@ type outerHdr struct {
 	// 1+i for port i of our range.
 	sock uint16
 	ecn  flowaddr.ECN
-	kind uint8
+	// ecnBySock says sock marks ecn on every datagram itself (one of
+	// ecnConns): no IPV6_TCLASS message.
+	ecnBySock bool
+	kind      uint8
 	// path is pathSpread for a datagram on the pair its flow maps to (or
 	// unspread for no path reason), pathWaiting for one sent on the
 	// canonical pair because its spread pair is not known open, and
@@ -198,6 +201,11 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	if c.flowLabel && !v4 {
 		o.label = flowLabel(&o.src, &o.dst, c.srcPort(o), o.port)
 	}
+	if o.kind == outerSpread && o.sock == 0 {
+		if s := c.ecnSock[o.ecn]; s != 0 {
+			o.sock, o.ecnBySock = s, true
+		}
+	}
 	o.path = path
 	return b, path, nil
 }
@@ -205,7 +213,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 // srcPort returns the source port of a datagram with header o.
 func (c *FlowSpreadConn) srcPort(o *outerHdr) uint16 {
 	switch {
-	case o.sock > 0:
+	case o.sock > 0 && int(o.sock) <= c.ports.Len():
 		return c.ports.Port(int(o.sock - 1))
 	case c.localAddr == nil: // a conn that never listened, in tests
 		return 0
@@ -219,7 +227,7 @@ func (c *FlowSpreadConn) srcPort(o *outerHdr) uint16 {
 // to open.
 func (c *FlowSpreadConn) waitOn(o *outerHdr, peer netip.AddrPort) {
 	o.dst, o.src, o.path, o.port, o.sock = peer.Addr().As16(), [16]byte{}, pathWaiting, peer.Port(), 0
-	o.kind, o.label = outerDefault, 0
+	o.kind, o.label, o.ecnBySock = outerDefault, 0, false
 	if a := peer.Addr(); a.Is4() || a.Is4In6() {
 		o.kind = outerIPv4
 		return

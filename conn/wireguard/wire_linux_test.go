@@ -186,12 +186,34 @@ func pathStats(c *conn.FlowSpreadConn) string {
 }
 
 // expectPackets waits until e's TUN delivered exactly ps, in order.
+// expectPackets checks that e's TUN puts out the packets ps, each once,
+// and those of one flow in the order sent. Packets of different flows may
+// come in another order: a batch goes out socket by socket, and ECT(0)
+// flows leave from a socket of their own.
 func expectPackets(t *testing.T, e *end, ps [][]byte) {
 	t.Helper()
-	for i, p := range e.receive(t, len(ps)) {
-		if !bytes.Equal(p, ps[i]) {
-			t.Fatalf("%s's packet %d differs from the one sent", e.ns.Name, i)
+	got := e.receive(t, len(ps))
+	used := make([]bool, len(ps))
+	last := map[uint64]int{} // flow hash -> index in ps of its latest packet
+	for k, p := range got {
+		i := slices.IndexFunc(ps, func(q []byte) bool { return bytes.Equal(p, q) })
+		for i >= 0 && used[i] { // a packet sent twice: the next copy
+			j := slices.IndexFunc(ps[i+1:], func(q []byte) bool { return bytes.Equal(p, q) })
+			if j < 0 {
+				i = -1
+				break
+			}
+			i += 1 + j
 		}
+		if i < 0 {
+			t.Fatalf("%s's packet %d is none of those sent, or one already put out", e.ns.Name, k)
+		}
+		used[i] = true
+		f := e.bind.Conn().Classify(p)
+		if j, seen := last[f.Hash]; seen && j > i {
+			t.Fatalf("%s put out packet %d of a flow after its packet %d", e.ns.Name, j, i)
+		}
+		last[f.Hash] = i
 	}
 }
 
