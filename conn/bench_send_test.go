@@ -115,6 +115,28 @@ func BenchmarkSend(b *testing.B) {
 		}
 	})
 
+	// The same 1024 flows, a quarter of them each Not-ECT, ECT(0),
+	// ECT(1) and CE, as mixed traffic: a batch leaves from the canonical
+	// socket and the two ECN sockets, a sendmmsg each.
+	b.Run("spread-batch-ecn-mix", func(b *testing.B) {
+		ecns := []flowaddr.ECN{flowaddr.NotECT, flowaddr.ECT0, flowaddr.ECT1, flowaddr.CE}
+		msgs := make([]conn.Message, len(flows))
+		for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
+			fl := flows[f]
+			fl.ECN = ecns[f%4]
+			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: fl}
+		}
+		b.ReportAllocs()
+		start, cpu := time.Now(), processCPU(b)
+		k := 0
+		for b.Loop() {
+			writeAllSpread(b, c, msgs[k:k+benchBatch])
+			k = (k + benchBatch) % len(msgs)
+		}
+		reportPPS(b, b.N*benchBatch, start)
+		reportCPU(b, b.N*benchBatch, cpu)
+	})
+
 	// Four bulk flows, each in a run of 16 per batch, as a VPN reading
 	// its TUN in batches sees bulk transfers: every run is one GSO send.
 	b.Run("spread-gso", func(b *testing.B) {
