@@ -91,12 +91,13 @@
 // checksum offload, a path MTU below the segment size), the conn falls back
 // to plain datagrams for good. [FlowSpreadConn.ReadBatch] reads many
 // datagrams per call with the backends that can. None of the per-datagram
-// paths allocates, in the conn or in the kernel: spreading over addresses
+// paths allocates. The kernel allocates per datagram for control
+// messages longer than a lone IPV6_PKTINFO, so, spreading over addresses
 // alone, the conn opens two more sockets on its port (bound to 100::1,
-// where nothing is sent, and shared with no one else), which mark their
-// datagrams ECT(0) and ECT(1), so that an ECN-capable flow's datagrams
-// carry no IPV6_TCLASS beside their IPV6_PKTINFO: the kernel allocates
-// for control messages longer than a lone IPV6_PKTINFO.
+// where nothing is sent, and shared with no one else) that mark their
+// datagrams ECT(0) and ECT(1): an ECN-capable flow's datagrams carry no
+// IPV6_TCLASS beside their IPV6_PKTINFO. CE-marked datagrams, and those
+// spread over addresses and ports at once, still carry both.
 //
 // # Peers and roaming
 //
