@@ -174,28 +174,32 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	if ecnSockets {
 		c.ecnConns = openECNSockets(&cfg, uc)
 	}
+	// fail closes what Listen opened so far.
+	fail := func(err error) (*FlowSpreadConn, error) {
+		if c.ring != nil {
+			c.ring.close()
+		}
+		uc.Close()
+		closeAll(c.portConns)
+		closeAll(c.ecnConns)
+		return nil, err
+	}
 	c.uc = uc
 	c.localAddr = uc.LocalAddr().(*net.UDPAddr)
 	if c.rc, err = uc.SyscallConn(); err != nil {
-		uc.Close()
-		closeAll(c.portConns)
-		return nil, fmt.Errorf("conn: %w", err)
+		return fail(fmt.Errorf("conn: %w", err))
 	}
 	for _, pc := range c.portConns {
 		rc, err := pc.SyscallConn()
 		if err != nil {
-			uc.Close()
-			closeAll(c.portConns)
-			return nil, fmt.Errorf("conn: %w", err)
+			return fail(fmt.Errorf("conn: %w", err))
 		}
 		c.portRC = append(c.portRC, rc)
 	}
 	for i, ec := range c.ecnConns {
 		rc, err := ec.SyscallConn()
 		if err != nil {
-			uc.Close()
-			closeAll(c.ecnConns)
-			return nil, fmt.Errorf("conn: %w", err)
+			return fail(fmt.Errorf("conn: %w", err))
 		}
 		c.ecnRC = append(c.ecnRC, rc)
 		c.ecnSock[ecnSocketCodepoints[i]] = uint16(1 + len(c.portConns) + i)
@@ -223,10 +227,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 		c.recv, err = newAnyIPReceiver(append([]*net.UDPConn{uc}, c.portConns...), cfg.DisableGRO, !cfg.DisablePortSteering)
 	}
 	if err != nil {
-		uc.Close()
-		closeAll(c.portConns)
-		closeAll(c.ecnConns)
-		return nil, fmt.Errorf("conn: open the receive backend: %w", err)
+		return fail(fmt.Errorf("conn: open the receive backend: %w", err))
 	}
 	return c, nil
 }
