@@ -123,3 +123,44 @@ func TestECNSocketsKeepThePort(t *testing.T) {
 		got += k
 	}
 }
+
+// TestECNSocketsRefuseATakenPort checks that Listen on a port that
+// another socket of this user holds with SO_REUSEPORT fails, as it does
+// without the ECN sockets, rather than join that socket's group.
+func TestECNSocketsRefuseATakenPort(t *testing.T) {
+	ns := loopbackNetns(t, prefixA)
+	var port int
+	err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet6{}); err != nil {
+			return err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		port = sa.(*unix.SockaddrInet6).Port
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c *conn.FlowSpreadConn
+	err = ns.Do(func() (err error) {
+		c, err = conn.Listen(conn.Config{Range: conn.Range{Prefix: prefixA}, Port: uint16(port), AcceptUnknown: true})
+		return err
+	})
+	if err == nil {
+		c.Close()
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("Listen on port %d, held by another socket with SO_REUSEPORT: %v, want EADDRINUSE", port, err)
+	}
+}

@@ -25,7 +25,21 @@ type socketCaps struct {
 // its probe socket too. With shared, the port stays open to the ECN
 // sockets (openECNSockets) until unshare.
 func openSocket(cfg *Config, port uint16, shared bool) (*net.UDPConn, socketCaps, error) {
-	return openSocketAt(cfg, netip.AddrPortFrom(netip.IPv6Unspecified(), port), shared, 0)
+	laddr := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
+	if shared {
+		// With SO_REUSEPORT the bind would join a socket that another
+		// program of this user holds on the port with SO_REUSEPORT, and
+		// share its datagrams. Claim the port alone first, so that a
+		// port in use fails as without sharing, and to learn the free
+		// port that Port 0 asks for.
+		probe, err := net.ListenPacket("udp", laddr.String())
+		if err != nil {
+			return nil, socketCaps{}, fmt.Errorf("conn: listen on %v: %w", laddr, unwrapOp(err))
+		}
+		laddr = netip.AddrPortFrom(laddr.Addr(), uint16(probe.LocalAddr().(*net.UDPAddr).Port))
+		probe.Close()
+	}
+	return openSocketAt(cfg, laddr, shared, 0)
 }
 
 // openSocketAt opens a socket as openSocket does, bound to laddr, with
