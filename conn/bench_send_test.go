@@ -99,15 +99,7 @@ func BenchmarkSend(b *testing.B) {
 					msgs[i] = conn.Message{Buf: p, Peer: peers[f*conn.BenchPeerStride%n].Addr, Flow: flows[f]}
 				}
 				runtime.GC() // Listen's garbage (much with 10,000 peers), not the sender's
-				b.ReportAllocs()
-				start, cpu := time.Now(), processCPU(b)
-				k := 0
-				for b.Loop() {
-					writeAllSpread(b, c, msgs[k:k+benchBatch])
-					k = (k + benchBatch) % len(msgs)
-				}
-				reportPPS(b, b.N*benchBatch, start)
-				reportCPU(b, b.N*benchBatch, cpu)
+				sendInBatches(b, c, msgs)
 				if st := c.Stats(); st.SendErrors != 0 || st.SentUnspread != 0 {
 					b.Errorf("%d send errors, %d datagrams sent unspread: the benchmark's traffic is wrong", st.SendErrors, st.SentUnspread)
 				}
@@ -126,15 +118,7 @@ func BenchmarkSend(b *testing.B) {
 			fl.ECN = ecns[f%4]
 			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: fl}
 		}
-		b.ReportAllocs()
-		start, cpu := time.Now(), processCPU(b)
-		k := 0
-		for b.Loop() {
-			writeAllSpread(b, c, msgs[k:k+benchBatch])
-			k = (k + benchBatch) % len(msgs)
-		}
-		reportPPS(b, b.N*benchBatch, start)
-		reportCPU(b, b.N*benchBatch, cpu)
+		sendInBatches(b, c, msgs)
 	})
 
 	// Four bulk flows, each in a run of 16 per batch, as a VPN reading
@@ -165,16 +149,7 @@ func BenchmarkSend(b *testing.B) {
 		for i, f := range rand.New(rand.NewPCG(3, 4)).Perm(len(flows)) {
 			msgs[i] = conn.Message{Buf: p, Peer: dst, Flow: flows[f]}
 		}
-
-		b.ReportAllocs()
-		start, cpu := time.Now(), processCPU(b)
-		k := 0
-		for b.Loop() {
-			writeAllSpread(b, ports, msgs[k:k+benchBatch])
-			k = (k + benchBatch) % len(msgs)
-		}
-		reportPPS(b, b.N*benchBatch, start)
-		reportCPU(b, b.N*benchBatch, cpu)
+		sendInBatches(b, ports, msgs)
 	})
 	b.Run("spread-ports-gso", func(b *testing.B) {
 		if !ports.Stats().GSO {
@@ -199,6 +174,20 @@ func BenchmarkSend(b *testing.B) {
 	if st := c.Stats(); st.SendErrors != 0 || !st.GSO && c.Stats().GSOSends > 0 {
 		b.Errorf("SendErrors %d, GSO %v after %d GSO sends", st.SendErrors, st.GSO, st.GSOSends)
 	}
+}
+
+// sendInBatches times sending msgs from c, benchBatch at a time, round
+// and round, and reports packets per second and CPU per packet.
+func sendInBatches(b *testing.B, c *conn.FlowSpreadConn, msgs []conn.Message) {
+	b.ReportAllocs()
+	start, cpu := time.Now(), processCPU(b)
+	k := 0
+	for b.Loop() {
+		writeAllSpread(b, c, msgs[k:k+benchBatch])
+		k = (k + benchBatch) % len(msgs)
+	}
+	reportPPS(b, b.N*benchBatch, start)
+	reportCPU(b, b.N*benchBatch, cpu)
 }
 
 func writeAllPlain(b *testing.B, pc *ipv6.PacketConn, msgs []ipv6.Message) {
