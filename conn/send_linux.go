@@ -82,7 +82,6 @@ type sendBatch struct {
 	// group (flushGrouped) sent, which the loop skips.
 	pending     []unix.Mmsghdr
 	pendingSent int
-	end         int
 	done        [sendBatchSize]bool
 	res         [sendBatchSize]int32
 	sent        int // headers sent, in order
@@ -349,11 +348,11 @@ func (c *FlowSpreadConn) flush(b *sendBatch, to netip.AddrPort) (int, error) {
 		}
 		// One sendmmsg loop per run of headers from one socket.
 		sock := b.sock[b.sent]
-		b.end = b.sent + 1
-		for b.end < b.nhdr && b.sock[b.end] == sock && !b.done[b.end] {
-			b.end++
+		end := b.sent + 1
+		for end < b.nhdr && b.sock[end] == sock && !b.done[end] {
+			end++
 		}
-		b.pending, b.pendingSent = b.hdrs[b.sent:b.end], 0
+		b.pending, b.pendingSent = b.hdrs[b.sent:end], 0
 		err = c.sockRC(sock).Write(b.write)
 		b.sent += b.pendingSent
 	}
