@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/internal/testutil"
 	"github.com/flowspread/flowspread/flowaddr"
 )
 
@@ -23,11 +24,12 @@ const (
 	benchBatch = 64   // datagrams per batch call
 )
 
-// BenchmarkSend compares sending 1200-byte datagrams over loopback in a
-// namespace where both prefixes are local: plain sockets (the baseline)
-// and FlowSpreadConn. A sink socket that is never read takes the
-// datagrams (the kernel drops them once its buffer is full), the same for
-// every case. Each case reports packets per second and, as cpu-ns/pkt,
+// BenchmarkSend compares sending 1200-byte datagrams from a namespace
+// where prefixA is local, through a veth and the gateway behind it, to a
+// sink in another namespace where the peers' prefixes are local
+// (routedPeerNetns): plain sockets (the baseline) and FlowSpreadConn. The
+// sink's socket is never read and takes the datagrams (the kernel drops
+// them once its buffer is full), the same for every case. Each case reports packets per second and, as cpu-ns/pkt,
 // the CPU time a packet took (processCPU).
 //
 // spread-batch/peers=N sends 1024 flows from a conn with N peers (1, 100,
@@ -38,8 +40,8 @@ const (
 //
 //	go test ./conn -run '^$' -bench BenchmarkSend -benchtime 2s
 func BenchmarkSend(b *testing.B) {
-	ns := loopbackNetns(b, prefixA, prefixB, conn.BenchPeerSpace)
-	s := newSink(b, ns)
+	ns, sinkNS := routedPeerNetns(b)
+	s := newSink(b, sinkNS)
 	dst := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:b::1"), s.port)
 
 	var plain *net.UDPConn
@@ -225,4 +227,35 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// routedPeerNetns is BenchmarkSend's network: the sender's namespace, where
+// prefixA is local, and the sink's, where every peer's prefix
+// (conn.BenchPeerSpace) is, joined by a veth through which the sender
+// routes the peers' prefixes, as a host reaches a real peer through its
+// gateway. The sender's kernel keeps one neighbour entry, the gateway's,
+// however many destination addresses the peers' ranges give; with the
+// peers' prefixes local on the sender's loopback it kept one per address.
+func routedPeerNetns(b *testing.B) (sender, sink *testutil.Netns) {
+	b.Helper()
+	const senderLink, gateway = "2001:db8:ff:1::2", "2001:db8:ff:1::1"
+	sender, sink = loopbackNetns(b, prefixA), loopbackNetns(b, conn.BenchPeerSpace)
+	testutil.Veth(b, sender, "send0", sink, "sink0")
+	sender.Run(b, "ip", "addr", "add", senderLink+"/64", "dev", "send0", "nodad")
+	sink.Run(b, "ip", "addr", "add", gateway+"/64", "dev", "sink0", "nodad")
+	sender.Run(b, "ip", "-6", "route", "add", conn.BenchPeerSpace.String(), "via", gateway)
+	var mac string
+	if err := sink.Do(func() error {
+		ifi, err := net.InterfaceByName("sink0")
+		if err == nil {
+			mac = ifi.HardwareAddr.String()
+		}
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	// A static entry: the first datagrams need not wait for neighbour
+	// discovery.
+	sender.Run(b, "ip", "-6", "neigh", "replace", gateway, "lladdr", mac, "dev", "send0", "nud", "permanent")
+	return sender, sink
 }
