@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowspread/flowspread/conn"
-	"github.com/flowspread/flowspread/internal/testutil"
 	"github.com/flowspread/flowspread/flowaddr"
+	"github.com/flowspread/flowspread/internal/testutil"
 )
 
 const (
