@@ -65,6 +65,12 @@ type FlowSpreadConn struct {
 	// keeps Close from closing it under a send.
 	ring   *msgRing
 	sockMu sync.RWMutex
+	// portTClass says every IPv6 datagram from a port's socket carries
+	// its ECN in an IPV6_TCLASS message, 0 included: the ring may have
+	// set the socket's own IPV6_TCLASS (msgRing.pickSends), which a
+	// datagram without the message would take. Set with the ring, for
+	// good.
+	portTClass bool
 	// ecnConns send the spread datagrams of ECN-capable flows when we
 	// spread over addresses alone: ecnConns[i] marks each datagram with
 	// ecnSocketCodepoints[i] itself (see openECNSockets). ecnSock[e] is

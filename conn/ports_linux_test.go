@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flowspread/flowspread/conn"
+	"github.com/flowspread/flowspread/flowaddr"
 	"github.com/flowspread/flowspread/internal/testutil"
 )
 
@@ -279,4 +280,97 @@ func TestPortsReopen(t *testing.T) {
 			t.Fatalf("close %d: %v", i+1, err)
 		}
 	}
+}
+
+// TestPortsRingECN sends mixed flows over the range's ports through the
+// send ring, which sends a datagram without a control message where its
+// socket's own IPV6_TCLASS marks its ECN, and has each socket's option
+// follow the codepoint its flows want. Every datagram must arrive with
+// its flow's ECN however the flows change codepoint: all ECT(0) (the
+// sockets follow), then all Not-ECT (their first datagrams must carry
+// the codepoint against the followed option), then four codepoints
+// mixed. The same must hold where the kernel refuses IORING_OP_SEND's
+// destination, as one before Linux 6.1 does: the ring then falls back to
+// IORING_OP_SENDMSG for good.
+func TestPortsRingECN(t *testing.T) {
+	for _, refused := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sendto", true: "sendto-refused"}[refused], func(t *testing.T) {
+			ns := loopbackNetns(t)
+			s := newSink(t, ns)
+			dst := netip.AddrPortFrom(netip.IPv6Loopback(), s.port)
+			ports := conn.PortRange{First: 40000, Bits: 5}
+			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}})
+			if !c.Stats().RingSend {
+				t.Skip("no io_uring on this kernel: no send ring")
+			}
+			if refused {
+				conn.BreakRingSendto(c)
+			}
+			hashes := testHashes(48)
+			sent := 0
+			send := func(rounds int, ecnOf func(flow, round int) flowaddr.ECN) {
+				t.Helper()
+				var msgs []conn.Message
+				for round := range rounds {
+					for i, h := range hashes {
+						msgs = append(msgs, conn.Message{Buf: fmt.Appendf(nil, "%d %d", i, round), Peer: dst, Flow: conn.Flow{Hash: h, ECN: ecnOf(i, round), Valid: true}})
+					}
+				}
+				for i := 0; i < len(msgs); i += 64 {
+					if n, err := c.WriteBatch(msgs[i:min(i+64, len(msgs))]); err != nil || n != min(64, len(msgs)-i) {
+						t.Fatalf("WriteBatch = %d, %v", n, err)
+					}
+				}
+				for range msgs {
+					a := s.read(t)
+					var i, round int
+					if _, err := fmt.Sscanf(string(a.payload), "%d %d", &i, &round); err != nil {
+						t.Fatalf("payload %q: %v", a.payload, err)
+					}
+					if want := ecnOf(i, round); a.tclass != int(want) {
+						t.Errorf("flow %d round %d: traffic class %d, want ECN %d", i, round, a.tclass, want)
+					}
+					if want := ports.PortOf(hashes[i]); a.src.Port() != want {
+						t.Errorf("flow %d round %d came from port %d, want %d", i, round, a.src.Port(), want)
+					}
+				}
+				s.expectNone(t)
+				sent += len(msgs)
+			}
+
+			send(24, func(int, int) flowaddr.ECN { return flowaddr.ECT0 })
+			sendto, tclass := conn.RingSendto(c)
+			if sendto == refused {
+				t.Fatalf("ring sends with IORING_OP_SEND: %v, want %v", sendto, !refused)
+			}
+			followed := 0
+			for _, e := range tclass {
+				if e == flowaddr.ECT0 {
+					followed++
+				}
+			}
+			// 48 flows over 32 ports, 24 datagrams each: every port
+			// with a flow saw at least sendtoLead datagrams of ECT(0).
+			// (Where IORING_OP_SEND is refused, the options stop
+			// following when the first is.)
+			if used := usedPorts(ports, hashes); !refused && followed != used {
+				t.Errorf("%d of the %d ports in use mark ECT(0) by themselves, want all", followed, used)
+			}
+			send(24, func(int, int) flowaddr.ECN { return flowaddr.NotECT })
+			ecns := []flowaddr.ECN{flowaddr.NotECT, flowaddr.ECT0, flowaddr.ECT1, flowaddr.CE}
+			send(8, func(i, round int) flowaddr.ECN { return ecns[(i+round/4)%4] })
+			if st := c.Stats(); st.Sent != uint64(sent) || st.SendErrors != 0 {
+				t.Errorf("Stats: sent %d, errors %d; want %d, 0", st.Sent, st.SendErrors, sent)
+			}
+		})
+	}
+}
+
+// usedPorts counts the ports of r that hashes map to.
+func usedPorts(r conn.PortRange, hashes []uint64) int {
+	seen := map[uint16]bool{}
+	for _, h := range hashes {
+		seen[r.PortOf(h)] = true
+	}
+	return len(seen)
 }

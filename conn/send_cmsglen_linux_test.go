@@ -31,6 +31,8 @@ func TestSendBatchControl(t *testing.T) {
 		{"default source, Not-ECT", outerHdr{kind: outerDefault}, 1, 0, nil},
 		{"default source, ECT(1)", outerHdr{kind: outerDefault, ecn: flowaddr.ECT1}, 1, 20, []cmsg{tclass}},
 		{"IPv4, CE", outerHdr{kind: outerIPv4, ecn: flowaddr.CE}, 1, 20, []cmsg{tos}},
+		{"port's socket, Not-ECT", outerHdr{kind: outerDefault, sock: 1, tclassAlways: true}, 1, 20, []cmsg{tclass}},
+		{"port's socket GSO run, Not-ECT", outerHdr{kind: outerDefault, sock: 1, tclassAlways: true}, 2, 42, []cmsg{tclass, segment}},
 		{"spread, Not-ECT", outerHdr{kind: outerSpread, src: src}, 1, 36, []cmsg{pktinfo}},
 		{"spread, ECT(0)", outerHdr{kind: outerSpread, src: src, ecn: flowaddr.ECT0}, 1, 60, []cmsg{pktinfo, tclass}},
 		{"spread, ECT(0) from its own socket", outerHdr{kind: outerSpread, src: src, ecn: flowaddr.ECT0, sock: 1, ecnBySock: true}, 1, 36, []cmsg{pktinfo}},

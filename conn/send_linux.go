@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 const (
@@ -70,7 +72,12 @@ type sendBatch struct {
 	bucket                   [sendBatchSize]int32
 	path                     [sendBatchSize]uint8  // outerHdr.path: a run never mixes them
 	sock                     [sendBatchSize]uint16 // outerHdr.sock: the socket to send from
-	last                     outerHdr              // of the last header
+	ecn                      [sendBatchSize]flowaddr.ECN
+	kind                     [sendBatchSize]uint8 // outerHdr.kind
+	// sendto marks the headers the ring sends with IORING_OP_SEND
+	// (msgRing.pickSends).
+	sendto [sendBatchSize]bool
+	last   outerHdr // of the last header
 	// flow is each datagram's flow hash, for groupable.
 	flow [sendBatchSize]uint64
 
@@ -142,6 +149,7 @@ func (b *sendBatch) add(p []byte, hash uint64, o *outerHdr, bucket int32, gso bo
 	b.bucket[h] = bucket
 	b.path[h] = o.path
 	b.sock[h] = o.sock
+	b.ecn[h], b.kind[h] = o.ecn, o.kind
 	b.last = *o
 
 	sa := &b.names[h]
@@ -159,7 +167,7 @@ func (b *sendBatch) add(p []byte, hash uint64, o *outerHdr, bucket int32, gso bo
 	if o.kind == outerSpread {
 		n = putPktinfo(ctrl, &o.src)
 	}
-	if o.ecn != 0 && !o.ecnBySock {
+	if (o.ecn != 0 || o.tclassAlways) && !o.ecnBySock {
 		if o.kind == outerIPv4 {
 			n = putIntCmsg(ctrl[cmsgAlign(n):], unix.SOL_IP, unix.IP_TOS, int32(o.ecn)) + cmsgAlign(n)
 		} else {
@@ -553,10 +561,19 @@ func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
 	}
 	// The ring's registered sockets are in sock order: the canonical
 	// one, then the range's.
-	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.sock[:b.nhdr], b.res[:b.nhdr]); err != nil {
+	c.ring.pickSends(b)
+	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.sock[:b.nhdr], b.sendto[:b.nhdr], b.res[:b.nhdr]); err != nil {
 		return nil // the caller's loop sends them the old way
 	}
 	for h := range b.nhdr {
+		if b.sendto[h] && b.res[h] == -int32(unix.EINVAL) {
+			// A kernel before 6.1 takes no destination with
+			// IORING_OP_SEND. The datagram did not go: the caller's
+			// loop sends it with sendmmsg, and later batches with
+			// IORING_OP_SENDMSG.
+			c.ring.sendto = false
+			b.res[h] = -int32(unix.EAGAIN)
+		}
 		b.done[h] = b.res[h] >= 0
 	}
 	for b.sent < b.nhdr && b.done[b.sent] {
@@ -566,4 +583,56 @@ func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
 		b.errno = unix.Errno(-b.res[b.sent])
 	}
 	return nil
+}
+
+// sendtoLead is how many more of a socket's datagrams must want another
+// ECN codepoint than want its IPV6_TCLASS before pickSends sets the
+// option to that codepoint: enough that flows of two codepoints sharing a
+// port rarely make it change, few enough that it soon follows a port
+// whose flows all want one.
+const sendtoLead = 16
+
+// pickSends marks the headers of b that the ring can send with
+// IORING_OP_SEND (b.sendto): one datagram each, without IPV6_PKTINFO,
+// whose ECN is what their socket marks without a control message. Such
+// a send copies no msghdr, iovec or control message, about 90 ns a
+// datagram less than IORING_OP_SENDMSG (docs/performance.md). For the
+// range's sockets, whose datagrams all carry their ECN in IPV6_TCLASS
+// messages (FlowSpreadConn.portTClass), it first has each socket's
+// IPV6_TCLASS option follow the codepoint its datagrams want, so that
+// ECN-capable flows gain too. The caller holds r.mu.
+func (r *msgRing) pickSends(b *sendBatch) {
+	if !r.sendto {
+		clear(b.sendto[:b.nhdr])
+		return
+	}
+	for h := range b.nhdr {
+		if s := b.sock[h]; s > 0 && b.count[h] == 1 && b.kind[h] == outerDefault {
+			r.follow(s, b.ecn[h])
+		}
+	}
+	for h := range b.nhdr {
+		want := flowaddr.NotECT // a socket's own IPV6_TCLASS, or IP_TOS, unless followed
+		if s := b.sock[h]; s > 0 && b.kind[h] == outerDefault {
+			want = r.tclass[s]
+		}
+		b.sendto[h] = b.count[h] == 1 && b.total[h] > 0 && b.kind[h] != outerSpread && b.ecn[h] == want
+	}
+}
+
+// follow counts a datagram of codepoint e from socket s toward setting
+// the socket's IPV6_TCLASS option to e (sendtoLead).
+func (r *msgRing) follow(s uint16, e flowaddr.ECN) {
+	if e == r.tclass[s] {
+		r.lead[s] = max(r.lead[s]-1, 0)
+		return
+	}
+	r.next[s] = e
+	if r.lead[s]++; r.lead[s] < sendtoLead {
+		return
+	}
+	r.lead[s] = 0
+	if unix.SetsockoptInt(int(r.fds[s]), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, int(e)) == nil {
+		r.tclass[s] = e
+	}
 }

@@ -109,7 +109,7 @@ func (c *FlowSpreadConn) openRing() {
 	if err != nil {
 		return
 	}
-	c.ring = ring
+	c.ring, c.portTClass = ring, true
 }
 
 // ecnBindAddr is where the ECN sockets are bound: an address of the

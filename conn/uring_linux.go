@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowspread/flowspread/flowaddr"
 )
 
 // The io_uring ABI (include/uapi/linux/io_uring.h): what msgRing uses.
@@ -17,6 +19,7 @@ const (
 	ioringFeatSingle  = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	ioringOpSendmsg   = 9
 	ioringOpRecvmsg   = 10
+	ioringOpSend      = 26
 	ioringEnterEvents = 1      // IORING_ENTER_GETEVENTS
 	ioringSetupAll    = 1 << 7 // IORING_SETUP_SUBMIT_ALL: go on past a failed entry
 	ioringOffCQRing   = 0x8000000
@@ -52,7 +55,7 @@ type ioUringSQE struct {
 	userData      uint64
 	bufIndex      uint16
 	personality   uint16
-	spliceFdIn    int32
+	addrLen, pad3 uint16 // the destination's length, with ioringOpSend
 	addr3, pad    uint64
 }
 
@@ -80,6 +83,22 @@ type msgRing struct {
 	sqHead, sqTail, cqHead, cqTail *atomic.Uint32
 	sqMask, cqMask                 uint32
 	sqArray                        []uint32
+
+	// A send ring's state for IORING_OP_SEND (pickSends), under mu:
+	// whether the kernel takes a destination with it (Linux 6.1;
+	// cleared for good when refused), and for each registered socket
+	// fds[i], the ECN its IPV6_TCLASS option marks, the datagrams that
+	// wanted another codepoint less those that wanted it, and the last
+	// other codepoint wanted.
+	sendto bool
+	// sendtoSkew is added to every IORING_OP_SEND's destination length:
+	// 0, but for a test that makes the kernel refuse them, as one
+	// before Linux 6.1 does.
+	sendtoSkew uint16
+	fds        []int32
+	tclass     []flowaddr.ECN
+	lead       []int16
+	next       []flowaddr.ECN
 }
 
 // newMsgRing sets up a ring for the sockets fds, or returns an
@@ -94,7 +113,8 @@ func newMsgRing(fds []int32) (*msgRing, error) {
 	if errno != 0 {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
-	r := &msgRing{fd: int(fd)}
+	r := &msgRing{fd: int(fd), sendto: true, fds: fds,
+		tclass: make([]flowaddr.ECN, len(fds)), lead: make([]int16, len(fds)), next: make([]flowaddr.ECN, len(fds))}
 	if p.features&ioringFeatSingle == 0 {
 		r.close()
 		return nil, errors.New("io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
@@ -140,13 +160,14 @@ func (r *msgRing) close() {
 }
 
 // sendmsgs sends hdrs[i] on the socket registered at index socks[i],
-// each with sendmsg(2), and sets res[i] to its result: the bytes sent, or
-// a negative errno (-EAGAIN where the socket's buffer was full: io_uring
-// does not wait on a non-blocking socket). The caller holds r.mu and
-// keeps the headers and the buffers they point to alive until it
-// returns.
-func (r *msgRing) sendmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
-	return r.run(ioringOpSendmsg, 0, hdrs, socks, res)
+// each with sendmsg(2), or where sendto[i], with sendto(2) of its one
+// buffer to its name (its control message is left out), and sets res[i]
+// to its result: the bytes sent, or a negative errno (-EAGAIN where the
+// socket's buffer was full: io_uring does not wait on a non-blocking
+// socket). The caller holds r.mu and keeps the headers and the buffers
+// they point to alive until it returns.
+func (r *msgRing) sendmsgs(hdrs []unix.Mmsghdr, socks []uint16, sendto []bool, res []int32) error {
+	return r.run(ioringOpSendmsg, 0, hdrs, socks, sendto, res)
 }
 
 // recvmsgs reads one datagram into each hdrs[i] from the socket
@@ -159,23 +180,39 @@ func (r *msgRing) sendmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) err
 // owns the ring (one reader) and keeps the headers and buffers alive
 // until it returns.
 func (r *msgRing) recvmsgs(hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
-	return r.run(ioringOpRecvmsg, unix.MSG_DONTWAIT, hdrs, socks, res)
+	return r.run(ioringOpRecvmsg, unix.MSG_DONTWAIT, hdrs, socks, nil, res)
 }
 
-// run submits op on each header and waits until all have completed.
-func (r *msgRing) run(op uint8, msgFlags uint32, hdrs []unix.Mmsghdr, socks []uint16, res []int32) error {
+// run submits op on each header, or ioringOpSend where sendto[i], and
+// waits until all have completed.
+func (r *msgRing) run(op uint8, msgFlags uint32, hdrs []unix.Mmsghdr, socks []uint16, sendto []bool, res []int32) error {
 	n := uint32(len(hdrs))
 	tail := r.sqTail.Load()
 	for i := range n {
 		k := (tail + i) & r.sqMask
-		r.sqes[k] = ioUringSQE{
-			opcode:   op,
-			flags:    iosqeFixedFile,
-			fd:       int32(socks[i]),
-			addr:     uint64(uintptr(unsafe.Pointer(&hdrs[i].Hdr))),
-			len:      1,
-			msgFlags: msgFlags,
-			userData: uint64(i),
+		h := &hdrs[i].Hdr
+		if sendto != nil && sendto[i] {
+			r.sqes[k] = ioUringSQE{
+				opcode:   ioringOpSend,
+				flags:    iosqeFixedFile,
+				fd:       int32(socks[i]),
+				off:      uint64(uintptr(unsafe.Pointer(h.Name))), // addr2: the destination
+				addr:     uint64(uintptr(unsafe.Pointer(h.Iov.Base))),
+				len:      uint32(h.Iov.Len),
+				msgFlags: msgFlags,
+				userData: uint64(i),
+				addrLen:  uint16(h.Namelen) + r.sendtoSkew,
+			}
+		} else {
+			r.sqes[k] = ioUringSQE{
+				opcode:   op,
+				flags:    iosqeFixedFile,
+				fd:       int32(socks[i]),
+				addr:     uint64(uintptr(unsafe.Pointer(h))),
+				len:      1,
+				msgFlags: msgFlags,
+				userData: uint64(i),
+			}
 		}
 		r.sqArray[k] = k
 	}

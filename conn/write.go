@@ -79,7 +79,10 @@ type outerHdr struct {
 	// ecnBySock says sock marks ecn on every datagram itself (one of
 	// ecnConns): no IPV6_TCLASS message.
 	ecnBySock bool
-	kind      uint8
+	// tclassAlways says the datagram carries IPV6_TCLASS even for
+	// Not-ECT (FlowSpreadConn.portTClass).
+	tclassAlways bool
+	kind         uint8
 	// path is pathSpread for a datagram on the pair its flow maps to (or
 	// unspread for no path reason), pathWaiting for one sent on the
 	// canonical pair because its spread pair is not known open, and
@@ -201,6 +204,7 @@ func (c *FlowSpreadConn) outerFor(peer netip.AddrPort, f Flow, o *outerHdr, memo
 	if c.flowLabel && !v4 {
 		o.label = flowLabel(&o.src, &o.dst, c.srcPort(o), o.port)
 	}
+	o.tclassAlways = c.portTClass && o.sock > 0 && o.kind == outerDefault
 	if o.kind == outerSpread && o.sock == 0 {
 		if s := c.ecnSock[o.ecn]; s != 0 {
 			o.sock, o.ecnBySock = s, true
@@ -227,7 +231,7 @@ func (c *FlowSpreadConn) srcPort(o *outerHdr) uint16 {
 // to open.
 func (c *FlowSpreadConn) waitOn(o *outerHdr, peer netip.AddrPort) {
 	o.dst, o.src, o.path, o.port, o.sock = peer.Addr().As16(), [16]byte{}, pathWaiting, peer.Port(), 0
-	o.kind, o.label, o.ecnBySock = outerDefault, 0, false
+	o.kind, o.label, o.ecnBySock, o.tclassAlways = outerDefault, 0, false, false
 	if a := peer.Addr(); a.Is4() || a.Is4In6() {
 		o.kind = outerIPv4
 		return
