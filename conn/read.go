@@ -98,16 +98,20 @@ func (c *FlowSpreadConn) accept(msgs []Message) int {
 	}
 	kept := 0
 	var bytes, unknown uint64
+	// The verdict depends on the source and the destination address,
+	// not the destination port: datagrams to the ports of our range
+	// from one peer share it.
 	var last struct {
-		src, dst netip.AddrPort
-		peer     int32
-		drop     dropReason
-		valid    bool
+		src   netip.AddrPort
+		dst   netip.Addr
+		peer  int32
+		drop  dropReason
+		valid bool
 	}
 	for i := range msgs {
 		m := &msgs[i]
-		if !last.valid || m.OuterSrc != last.src || m.OuterDst != last.dst {
-			last.src, last.dst, last.valid = m.OuterSrc, m.OuterDst, true
+		if !last.valid || m.OuterSrc != last.src || m.OuterDst.Addr() != last.dst {
+			last.src, last.dst, last.valid = m.OuterSrc, m.OuterDst.Addr(), true
 			last.peer, last.drop = c.sourcePeer(t, m.OuterSrc, m.OuterDst)
 		}
 		switch last.drop {
@@ -168,7 +172,8 @@ const (
 )
 
 // sourcePeer returns the index of the peer a datagram from src to dst
-// comes from, or why it must be dropped.
+// comes from, or why it must be dropped. It looks at dst's address
+// alone, which accept relies on.
 func (c *FlowSpreadConn) sourcePeer(t *peerTable, src, dst netip.AddrPort) (int32, dropReason) {
 	if badSource(src.Addr(), dst.Addr()) {
 		return -1, dropBadSource

@@ -449,9 +449,10 @@ func (r *anyIPReceiver) handOut(msgs []Message) int {
 }
 
 // parseOOB reads slot i's control messages: the address the datagram was
-// sent to (IPV6_PKTINFO; v4-mapped for IPv4, which is unmapped) and its
-// port (IPV6_ORIGDSTADDR or IP_ORIGDSTADDR where the socket takes the
-// port range's datagrams, else the slot's socket's), its ECN
+// sent to (IPV6_PKTINFO, v4-mapped for IPv4, which is unmapped; or, where
+// the socket takes the port range's datagrams, IPV6_ORIGDSTADDR or
+// IP_ORIGDSTADDR, which also carry its port), its port (else the slot's
+// socket's), its ECN
 // (IPV6_TCLASS or IP_TOS) and the GRO segment size (UDP_GRO; 0 when the
 // datagram is not coalesced). It does not allocate.
 func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, seg int) {
@@ -465,9 +466,14 @@ func (r *anyIPReceiver) parseOOB(i int) (dst netip.AddrPort, ecn flowaddr.ECN, s
 		switch {
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= 16:
 			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[:16])).Unmap(), 0)
-		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_ORIGDSTADDR && len(data) >= 4,
-			level == unix.IPPROTO_IP && typ == unix.IP_ORIGDSTADDR && len(data) >= 4:
-			port = binary.BigEndian.Uint16(data[2:4]) // sin6_port, sin_port
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_ORIGDSTADDR && len(data) >= 24:
+			// A sockaddr_in6: the port at 2, the address at 8.
+			port = binary.BigEndian.Uint16(data[2:4])
+			dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(data[8:24])).Unmap(), 0)
+		case level == unix.IPPROTO_IP && typ == unix.IP_ORIGDSTADDR && len(data) >= 8:
+			// A sockaddr_in: the port at 2, the address at 4.
+			port = binary.BigEndian.Uint16(data[2:4])
+			dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(data[4:8])), 0)
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_TCLASS && len(data) >= 4:
 			ecn = flowaddr.ECN(binary.NativeEndian.Uint32(data) & 3)
 		case level == unix.IPPROTO_IP && typ == unix.IP_TOS && len(data) >= 1:

@@ -51,7 +51,13 @@ func steerPorts(socks []*net.UDPConn) (*portSteer, error) {
 		}
 		if s, steerErr = newPortSteer(int(fd), uint16(first), uint16(last)); steerErr != nil {
 			setOrigDst(int(fd), 0)
+			return
 		}
+		// IPV6_ORIGDSTADDR carries the address IPV6_PKTINFO would: one
+		// control message less to build and read per datagram. The
+		// kernel builds them when the datagram is read, so none read
+		// from now on lacks its address.
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 0)
 	}); err != nil {
 		return nil, err
 	}
