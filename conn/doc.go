@@ -51,7 +51,10 @@
 // Ports need nothing from the host: Listen opens a socket on each port of
 // Range.Ports (no privileges) and reads them all with one reader, and a
 // batch that leaves from several of them goes out with one io_uring
-// system call where the kernel has io_uring. Where the process may
+// system call where the kernel has io_uring (a sendto per datagram where
+// no control message is needed: each port's socket marks by itself the
+// ECN codepoint its flows want, and datagrams of another codepoint carry
+// it in IPV6_TCLASS). Where the process may
 // (CAP_BPF and CAP_NET_ADMIN, Linux 5.9), a BPF sk_lookup program hands
 // the datagrams to every port to the canonical socket, read alone as
 // without ports (Stats.PortSteering, Config.DisablePortSteering). Every flow queue tells flows
