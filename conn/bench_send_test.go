@@ -244,18 +244,8 @@ func routedPeerNetns(b *testing.B) (sender, sink *testutil.Netns) {
 	sender.Run(b, "ip", "addr", "add", senderLink+"/64", "dev", "send0", "nodad")
 	sink.Run(b, "ip", "addr", "add", gateway+"/64", "dev", "sink0", "nodad")
 	sender.Run(b, "ip", "-6", "route", "add", conn.BenchPeerSpace.String(), "via", gateway)
-	var mac string
-	if err := sink.Do(func() error {
-		ifi, err := net.InterfaceByName("sink0")
-		if err == nil {
-			mac = ifi.HardwareAddr.String()
-		}
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
 	// A static entry: the first datagrams need not wait for neighbour
 	// discovery.
-	sender.Run(b, "ip", "-6", "neigh", "replace", gateway, "lladdr", mac, "dev", "send0", "nud", "permanent")
+	staticNeighbor(b, sender, "send0", sink, "sink0", netip.MustParseAddr(gateway))
 	return sender, sink
 }

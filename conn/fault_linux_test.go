@@ -58,17 +58,7 @@ func (h *faultHosts) link(t *testing.T) {
 // RetransTimer), which would time the setup, not the receive path.
 func (h *faultHosts) neighbor(t *testing.T) {
 	t.Helper()
-	var mac string
-	if err := h.r.Do(func() error {
-		ifi, err := net.InterfaceByName("fr")
-		if err == nil {
-			mac = ifi.HardwareAddr.String()
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	h.s.Run(t, "ip", "-6", "neigh", "replace", faultCanon.Addr().String(), "lladdr", mac, "dev", "fs", "nud", "permanent")
+	staticNeighbor(t, h.s, "fs", h.r, "fr", faultCanon.Addr())
 }
 
 // listen opens r's conn, with s's link address as its one peer.

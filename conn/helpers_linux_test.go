@@ -160,3 +160,20 @@ func mapper(t testing.TB, prefix netip.Prefix, bits int) *flowaddr.Mapper {
 func addrOf(m *flowaddr.Mapper, h uint64) netip.Addr {
 	return netip.AddrFrom16(m.Addr16(m.Bucket(h)))
 }
+
+// staticNeighbor gives from's device fromDev a permanent neighbour entry
+// for addr, an address of to's device toDev, with that device's MAC.
+func staticNeighbor(t testing.TB, from *testutil.Netns, fromDev string, to *testutil.Netns, toDev string, addr netip.Addr) {
+	t.Helper()
+	var mac string
+	if err := to.Do(func() error {
+		ifi, err := net.InterfaceByName(toDev)
+		if err == nil {
+			mac = ifi.HardwareAddr.String()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	from.Run(t, "ip", "-6", "neigh", "replace", addr.String(), "lladdr", mac, "dev", fromDev, "nud", "permanent")
+}
