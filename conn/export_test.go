@@ -23,4 +23,3 @@ func DropSendRing(c *FlowSpreadConn) {
 // ECNSockets returns how many sockets of c send ECN-capable flows'
 // spread datagrams by themselves (openECNSockets).
 func ECNSockets(c *FlowSpreadConn) int { return len(c.ecnConns) }
-
