@@ -172,7 +172,11 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	// Spreading over addresses alone, an ECN-capable flow's datagrams go
 	// out from a socket of their codepoint (openECNSockets).
 	ecnSockets := cfg.Range.Prefix.IsValid() && len(c.portConns) == 0
-	uc, caps, err := openSocket(&cfg, cfg.Port, ecnSockets)
+	// Steering the port range's datagrams, the canonical port is shared
+	// with the steering's decoy until the receiver is open (portSteer).
+	_, raw := cfg.Receive.(Raw)
+	steerable := len(c.portConns) > 0 && !cfg.DisablePortSteering && !raw
+	uc, caps, err := openSocket(&cfg, cfg.Port, ecnSockets || steerable)
 	if err != nil {
 		closeAll(c.portConns)
 		return nil, err
@@ -234,6 +238,12 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	}
 	if err != nil {
 		return fail(fmt.Errorf("conn: open the receive backend: %w", err))
+	}
+	if steerable {
+		if err := unshare(uc); err != nil {
+			c.recv.close()
+			return fail(fmt.Errorf("conn: close the canonical port to other sockets: %w", err))
+		}
 	}
 	return c, nil
 }

@@ -23,7 +23,8 @@ type socketCaps struct {
 // (IPV6_FREEBIND or IPV6_TRANSPARENT), with large buffers. It probes UDP
 // GSO. The options are [sockopt.SetSend]'s, which host.Diagnose sets on
 // its probe socket too. With shared, the port stays open to the ECN
-// sockets (openECNSockets) until unshare.
+// sockets (openECNSockets) or the port steering's decoy (portSteer)
+// until unshare.
 func openSocket(cfg *Config, port uint16, shared bool) (*net.UDPConn, socketCaps, error) {
 	laddr := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
 	if shared {

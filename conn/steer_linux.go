@@ -26,8 +26,19 @@ import (
 // are never connected) and before that of bound ones; it looks at UDP to
 // our ports only, which our sockets would have taken anyway.
 // See https://docs.kernel.org/bpf/prog_sk_lookup.html.
+//
+// The program can hand a datagram only to a socket of a BPF socket map,
+// and the kernel gives such a socket a receive hook of its own
+// (udp_bpf_recvmsg: two atomic reference counts and an indirect call per
+// datagram read, about 3% of the reader's time). So where it can, the
+// map holds a decoy instead: a socket on the canonical port that shares
+// it with the canonical socket (SO_REUSEPORT) and is never read. A
+// datagram the program hands to the decoy goes on to their reuseport
+// group, whose classic BPF program picks the canonical socket, which is
+// read with no hook (openDecoy).
 type portSteer struct {
-	link int // closing it detaches the program
+	link  int // closing it detaches the program
+	decoy int // the decoy's descriptor, or -1: the map holds the canonical socket
 }
 
 // steerPorts steers the datagrams to the ports of socks[1:] (a port
@@ -49,10 +60,18 @@ func steerPorts(socks []*net.UDPConn) (*portSteer, error) {
 			steerErr = os.NewSyscallError("setsockopt IPV6_RECVORIGDSTADDR", steerErr)
 			return
 		}
-		if s, steerErr = newPortSteer(int(fd), uint16(first), uint16(last)); steerErr != nil {
+		target, decoy := int(fd), openDecoy(socks[0])
+		if decoy >= 0 {
+			target = decoy
+		}
+		if s, steerErr = newPortSteer(target, uint16(first), uint16(last)); steerErr != nil {
+			if decoy >= 0 {
+				unix.Close(decoy)
+			}
 			setOrigDst(int(fd), 0)
 			return
 		}
+		s.decoy = decoy
 		// IPV6_ORIGDSTADDR carries the address IPV6_PKTINFO would: one
 		// control message less to build and read per datagram. The
 		// kernel builds them when the datagram is read, so none read
@@ -105,7 +124,37 @@ func newPortSteer(canonical int, first, last uint16) (*portSteer, error) {
 	return &portSteer{link: link}, nil
 }
 
-func (s *portSteer) close() { unix.Close(s.link) }
+func (s *portSteer) close() {
+	unix.Close(s.link)
+	if s.decoy >= 0 {
+		unix.Close(s.decoy)
+	}
+}
+
+// openDecoy opens portSteer's decoy for the canonical socket uc, or
+// returns -1 where it cannot: uc must be bound with SO_REUSEPORT still
+// set (Listen opens it so where it may steer, and clears it after), and
+// the kernel must take the reuseport group's program. The group's first
+// socket is uc, which made the group when it bound alone to its port
+// (openSocket); the program picks it for every datagram.
+func openDecoy(uc *net.UDPConn) int {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1
+	}
+	// The classic BPF program "return 0": the group's socket at index 0.
+	pick := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	prog := unix.SockFprog{Len: uint16(len(pick)), Filter: &pick[0]}
+	la := uc.LocalAddr().(*net.UDPAddr)
+	if unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0) != nil ||
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) != nil ||
+		unix.Bind(fd, &unix.SockaddrInet6{Port: la.Port}) != nil ||
+		unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &prog) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
 
 // bpfInsn is one eBPF instruction (struct bpf_insn).
 type bpfInsn struct {

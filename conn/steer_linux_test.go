@@ -1,9 +1,11 @@
 package conn
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,11 +69,21 @@ func TestPortsReceive(t *testing.T) {
 				}
 			}
 			// Where the datagrams wait tells whether the program steered
-			// them. (SIOCINQ cannot tell on the canonical socket: in a
-			// socket map, it counts another queue.)
+			// them: to the decoy in the socket map, and from it to the
+			// canonical socket, which is not in the map.
 			for i, pc := range c.portConns {
 				if queued := pendingBytes(t, pc); tt.steer != (queued == 0) {
 					t.Errorf("port %d's own socket holds %d bytes: steered %v", ports.Port(i), queued, tt.steer)
+				}
+			}
+			if tt.steer {
+				if r.steer.decoy < 0 {
+					t.Error("the socket map holds the canonical socket itself: no decoy")
+				} else if n, err := unix.IoctlGetInt(r.steer.decoy, unix.SIOCINQ); err != nil || n != 0 {
+					t.Errorf("the decoy holds %d bytes (%v), want none", n, err)
+				}
+				if pendingBytes(t, c.uc) == 0 {
+					t.Error("the canonical socket holds nothing: the steered datagrams went elsewhere")
 				}
 			}
 
@@ -151,4 +163,68 @@ func pendingBytes(t *testing.T, uc *net.UDPConn) int {
 		t.Fatal(ioErr)
 	}
 	return n
+}
+
+// TestSteeringKeepsThePort checks the canonical port of a conn that
+// steers its port range's datagrams, whose decoy shares the port with the
+// canonical socket (portSteer): no other socket can bind the port, with
+// or without SO_REUSEPORT, and every datagram sent to the port reaches
+// the conn, none the decoy.
+func TestSteeringKeepsThePort(t *testing.T) {
+	ns := anyIPNetns(t)
+	snd := listenUDP(t, ns, "udp", netip.AddrPortFrom(testSender, 0))
+	peer := localAddrPort(snd)
+	c := listenPorts(t, ns, Config{Range: Range{Ports: PortRange{First: 40000, Bits: 4}}, Peers: []Peer{{Addr: peer}}})
+	r := c.recv.(*anyIPReceiver)
+	if !c.Stats().PortSteering {
+		t.Skipf("no port steering here (needs Linux 5.9, CAP_BPF and CAP_NET_ADMIN): %v", r.steerErr)
+	}
+	if r.steer.decoy < 0 {
+		t.Fatal("the socket map holds the canonical socket itself: no decoy")
+	}
+	port := c.localAddr.Port
+	for _, reuse := range []bool{false, true} {
+		err := ns.Do(func() error {
+			fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			if reuse {
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+					return err
+				}
+			}
+			return unix.Bind(fd, &unix.SockaddrInet6{Port: port})
+		})
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("bind [::]:%d with SO_REUSEPORT %v: %v, want EADDRINUSE", port, reuse, err)
+		}
+	}
+	const n = 200
+	to := netip.AddrPortFrom(addrInPrefix(testPrefix, 9), uint16(port))
+	for i := range n {
+		if _, err := snd.WriteToUDPAddrPort(fmt.Appendf(nil, "%d", i), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := makeMsgs(64, 2048)
+	for got := 0; got < n; {
+		k, err := c.ReadBatch(msgs)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", got, n, err)
+		}
+		for _, m := range msgs[:k] {
+			if m.OuterDst != to {
+				t.Errorf("datagram %q read as sent to %v, want %v", m.Buf[:m.N], m.OuterDst, to)
+			}
+		}
+		got += k
+	}
+	if q, err := unix.IoctlGetInt(r.steer.decoy, unix.SIOCINQ); err != nil || q != 0 {
+		t.Errorf("the decoy holds %d bytes (%v), want none", q, err)
+	}
 }
