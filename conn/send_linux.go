@@ -621,13 +621,13 @@ func (r *msgRing) pickSends(b *sendBatch) {
 }
 
 // follow counts a datagram of codepoint e from socket s toward setting
-// the socket's IPV6_TCLASS option to e (sendtoLead).
+// the socket's IPV6_TCLASS option to another codepoint (sendtoLead), and
+// sets it to e when the count is reached.
 func (r *msgRing) follow(s uint16, e flowaddr.ECN) {
 	if e == r.tclass[s] {
 		r.lead[s] = max(r.lead[s]-1, 0)
 		return
 	}
-	r.next[s] = e
 	if r.lead[s]++; r.lead[s] < sendtoLead {
 		return
 	}

@@ -95,15 +95,16 @@ func setOrigDst(fd, on int) error {
 }
 
 // newPortSteer attaches the steering program for ports first to last
-// (inclusive) to the calling thread's network namespace, with canonical
-// (a bound UDP socket's descriptor) as the target.
-func newPortSteer(canonical int, first, last uint16) (*portSteer, error) {
+// (inclusive) to the calling thread's network namespace, with target (a
+// bound UDP socket's descriptor: the decoy, or the canonical socket) as
+// the socket it hands the datagrams to. The caller sets decoy.
+func newPortSteer(target int, first, last uint16) (*portSteer, error) {
 	sockmap, err := bpfMapCreate()
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(sockmap)
-	key, value := uint32(0), uint64(canonical)
+	key, value := uint32(0), uint64(target)
 	if err := bpfMapUpdate(sockmap, unsafe.Pointer(&key), unsafe.Pointer(&value)); err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func newPortSteer(canonical int, first, last uint16) (*portSteer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &portSteer{link: link}, nil
+	return &portSteer{link: link, decoy: -1}, nil
 }
 
 func (s *portSteer) close() {

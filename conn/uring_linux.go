@@ -87,9 +87,8 @@ type msgRing struct {
 	// A send ring's state for IORING_OP_SEND (pickSends), under mu:
 	// whether the kernel takes a destination with it (Linux 6.1;
 	// cleared for good when refused), and for each registered socket
-	// fds[i], the ECN its IPV6_TCLASS option marks, the datagrams that
-	// wanted another codepoint less those that wanted it, and the last
-	// other codepoint wanted.
+	// fds[i], the ECN its IPV6_TCLASS option marks and the datagrams
+	// that wanted another codepoint less those that wanted it.
 	sendto bool
 	// sendtoSkew is added to every IORING_OP_SEND's destination length:
 	// 0, but for a test that makes the kernel refuse them, as one
@@ -98,7 +97,6 @@ type msgRing struct {
 	fds        []int32
 	tclass     []flowaddr.ECN
 	lead       []int16
-	next       []flowaddr.ECN
 }
 
 // newMsgRing sets up a ring for the sockets fds, or returns an
@@ -114,7 +112,7 @@ func newMsgRing(fds []int32) (*msgRing, error) {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
 	r := &msgRing{fd: int(fd), sendto: true, fds: fds,
-		tclass: make([]flowaddr.ECN, len(fds)), lead: make([]int16, len(fds)), next: make([]flowaddr.ECN, len(fds))}
+		tclass: make([]flowaddr.ECN, len(fds)), lead: make([]int16, len(fds))}
 	if p.features&ioringFeatSingle == 0 {
 		r.close()
 		return nil, errors.New("io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
