@@ -374,3 +374,80 @@ func usedPorts(r conn.PortRange, hashes []uint64) int {
 	}
 	return len(seen)
 }
+
+// TestPortsRingGSO sends mixed flows of equal-sized datagrams over the
+// range's ports through the send ring, which merges a batch's datagrams
+// that leave from one port to one outer pair, with one ECN, into one UDP
+// GSO send (msgRing.merge). Each must still arrive on its own, once, from
+// its flow's port, with its ECN and in order within its flow. Where the
+// kernel refuses the super-datagrams (here: segments longer than the
+// link's MTU, which plain datagrams may be, fragmented), every datagram
+// must still arrive, sent one by one, and GSO turns off.
+func TestPortsRingGSO(t *testing.T) {
+	for _, refused := range []bool{false, true} {
+		t.Run(map[bool]string{false: "merged", true: "refused"}[refused], func(t *testing.T) {
+			ns := loopbackNetns(t)
+			size := 300
+			if refused {
+				ns.Run(t, "ip", "link", "set", "lo", "mtu", "1500")
+				size = 2000
+			}
+			s := newSink(t, ns)
+			dst := netip.AddrPortFrom(netip.IPv6Loopback(), s.port)
+			ports := conn.PortRange{First: 40000, Bits: 5}
+			c := listenIn(t, ns, conn.Config{Range: conn.Range{Ports: ports}, Peers: []conn.Peer{{Addr: dst}}})
+			switch st := c.Stats(); {
+			case !st.RingSend:
+				t.Skip("no io_uring on this kernel: no send ring")
+			case !st.GSO:
+				t.Skip("no UDP GSO on this kernel")
+			}
+			ecns := []flowaddr.ECN{flowaddr.NotECT, flowaddr.ECT0, flowaddr.ECT1, flowaddr.CE}
+			hashes := testHashes(48)
+			const rounds = 8
+			var msgs []conn.Message
+			for round := range rounds {
+				for i, h := range hashes {
+					p := make([]byte, size)
+					binary.BigEndian.PutUint32(p, uint32(i))
+					binary.BigEndian.PutUint32(p[4:], uint32(round))
+					msgs = append(msgs, conn.Message{Buf: p, Peer: dst, Flow: conn.Flow{Hash: h, ECN: ecns[i%4], Valid: true}})
+				}
+			}
+			for i := 0; i < len(msgs); i += 64 {
+				if n, err := c.WriteBatch(msgs[i:min(i+64, len(msgs))]); err != nil || n != min(64, len(msgs)-i) {
+					t.Fatalf("WriteBatch = %d, %v", n, err)
+				}
+			}
+			next := make([]int, len(hashes))
+			for range msgs {
+				a := s.read(t)
+				if len(a.payload) != size {
+					t.Fatalf("a datagram of %d bytes arrived, want %d: the super-datagram was not cut", len(a.payload), size)
+				}
+				i, round := int(binary.BigEndian.Uint32(a.payload)), int(binary.BigEndian.Uint32(a.payload[4:]))
+				if i >= len(hashes) || round != next[i] {
+					t.Fatalf("flow %d: round %d arrived when %d was due", i, round, next[i])
+				}
+				next[i]++
+				if want := ports.PortOf(hashes[i]); a.src.Port() != want {
+					t.Errorf("flow %d round %d came from port %d, want %d", i, round, a.src.Port(), want)
+				}
+				if want := ecns[i%4]; a.tclass != int(want) {
+					t.Errorf("flow %d round %d: traffic class %d, want ECN %d", i, round, a.tclass, want)
+				}
+			}
+			s.expectNone(t)
+			st := c.Stats()
+			if st.Sent != uint64(len(msgs)) || st.SendErrors != 0 {
+				t.Errorf("Stats: sent %d, errors %d; want %d, 0", st.Sent, st.SendErrors, len(msgs))
+			}
+			switch {
+			case !refused && st.GSOSends == 0:
+				t.Error("no datagrams went out merged (Stats.GSOSends 0)")
+			case refused && (st.GSO || st.GSOSends != 0):
+				t.Errorf("Stats: GSO %v after %d GSO sends; want GSO off after the kernel refused every one", st.GSO, st.GSOSends)
+			}
+		})
+	}
+}

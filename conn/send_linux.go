@@ -95,6 +95,9 @@ type sendBatch struct {
 	errno       unix.Errno
 	write       func(fd uintptr) bool
 
+	// subs is what the batch submits to the send ring (msgRing.merge).
+	subs ringSubs
+
 	// flushGrouped's copies of the headers of one socket, and where
 	// each came from.
 	group    [sendBatchSize]unix.Mmsghdr
@@ -562,18 +565,38 @@ func (c *FlowSpreadConn) flushRing(b *sendBatch) error {
 	// The ring's registered sockets are in sock order: the canonical
 	// one, then the range's.
 	c.ring.pickSends(b)
-	if err := c.ring.sendmsgs(b.hdrs[:b.nhdr], b.sock[:b.nhdr], b.sendto[:b.nhdr], b.res[:b.nhdr]); err != nil {
+	c.ring.merge(b, c.snd.gso.Load())
+	s := &b.subs
+	if err := c.ring.sendmsgs(s.hdrs[:s.n], s.sock[:s.n], s.to[:s.n], s.res[:s.n]); err != nil {
 		return nil // the caller's loop sends them the old way
 	}
-	for h := range b.nhdr {
-		if b.sendto[h] && b.res[h] == -int32(unix.EINVAL) {
+	var gsoSends uint64
+	for j := range s.n {
+		switch res := s.res[j]; {
+		case s.to[j] && res == -int32(unix.EINVAL):
 			// A kernel before 6.1 takes no destination with
 			// IORING_OP_SEND. The datagram did not go: the caller's
 			// loop sends it with sendmmsg, and later batches with
 			// IORING_OP_SENDMSG.
 			c.ring.sendto = false
-			b.res[h] = -int32(unix.EAGAIN)
+			s.res[j] = -int32(unix.EAGAIN)
+		case s.count[j] > 1 && res >= 0:
+			gsoSends++
+		case s.count[j] > 1:
+			// The kernel refused the merged super-datagram (see flush
+			// for why it may): its datagrams go one by one through
+			// the caller's loop, which reports their own errors.
+			if res == -int32(unix.EIO) || res == -int32(unix.EINVAL) || res == -int32(unix.EMSGSIZE) {
+				c.snd.gso.Store(false)
+			}
+			s.res[j] = -int32(unix.EAGAIN)
 		}
+	}
+	if gsoSends > 0 {
+		c.stats.gsoSends.Add(gsoSends)
+	}
+	for h := range b.nhdr {
+		b.res[h] = s.res[s.of[h]]
 		b.done[h] = b.res[h] >= 0
 	}
 	for b.sent < b.nhdr && b.done[b.sent] {

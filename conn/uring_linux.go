@@ -97,6 +97,10 @@ type msgRing struct {
 	fds        []int32
 	tclass     []flowaddr.ECN
 	lead       []int16
+	// merge's per-batch table: each socket's open submission (-1:
+	// none), and the sockets it set.
+	openSub []int16
+	touched []uint16
 }
 
 // newMsgRing sets up a ring for the sockets fds, or returns an
@@ -112,7 +116,11 @@ func newMsgRing(fds []int32) (*msgRing, error) {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
 	r := &msgRing{fd: int(fd), sendto: true, fds: fds,
-		tclass: make([]flowaddr.ECN, len(fds)), lead: make([]int16, len(fds))}
+		tclass: make([]flowaddr.ECN, len(fds)), lead: make([]int16, len(fds)),
+		openSub: make([]int16, len(fds)), touched: make([]uint16, 0, len(fds))}
+	for i := range r.openSub {
+		r.openSub[i] = -1
+	}
 	if p.features&ioringFeatSingle == 0 {
 		r.close()
 		return nil, errors.New("io_uring without IORING_FEAT_SINGLE_MMAP (Linux < 5.4)")
