@@ -54,7 +54,8 @@
 // system call where the kernel has io_uring (a sendto per datagram where
 // no control message is needed: each port's socket marks by itself the
 // ECN codepoint its flows want, and datagrams of another codepoint carry
-// it in IPV6_TCLASS). Where the process may
+// it in IPV6_TCLASS; the datagrams of one port to one peer address and
+// port go as one UDP GSO send). Where the process may
 // (CAP_BPF and CAP_NET_ADMIN, Linux 5.9), a BPF sk_lookup program hands
 // the datagrams to every port to the canonical socket, read alone as
 // without ports (Stats.PortSteering, Config.DisablePortSteering). Every flow queue tells flows
