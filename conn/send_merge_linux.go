@@ -42,7 +42,10 @@ func (r *msgRing) merge(b *sendBatch, gso bool) {
 	s.n = 0
 	for h := range b.nhdr {
 		j := -1
-		if gso && b.count[h] == 1 && b.total[h] > 0 && b.kind[h] != outerSpread {
+		// A datagram that may share a GSO send: alone in its header,
+		// not empty, without IPV6_PKTINFO.
+		single := gso && b.count[h] == 1 && b.total[h] > 0 && b.kind[h] != outerSpread
+		if single {
 			if k := r.openSub[b.sock[h]]; k >= 0 && s.open[k] && b.mergeable(s.first[k], h) &&
 				b.total[h] <= s.seg[k] && s.count[k] < maxGSOSegments && s.total[k]+b.total[h] <= maxGSOBytes {
 				j = int(k)
@@ -52,7 +55,7 @@ func (r *msgRing) merge(b *sendBatch, gso bool) {
 			j = s.n
 			s.n++
 			s.first[j], s.count[j], s.seg[j], s.total[j] = h, 0, b.total[h], 0
-			s.open[j] = gso && b.count[h] == 1 && b.total[h] > 0 && b.kind[h] != outerSpread
+			s.open[j] = single
 			if s.open[j] {
 				if r.openSub[b.sock[h]] < 0 {
 					r.touched = append(r.touched, b.sock[h])
