@@ -83,24 +83,7 @@ func TestECNSocketsKeepThePort(t *testing.T) {
 		t.Fatalf("%d ECN sockets, want 2", n)
 	}
 	port := c.LocalAddr().(*net.UDPAddr).Port
-	for _, reuse := range []bool{false, true} {
-		err := ns.Do(func() error {
-			fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			if reuse {
-				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-					return err
-				}
-			}
-			return unix.Bind(fd, &unix.SockaddrInet6{Port: port})
-		})
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			t.Errorf("bind [::]:%d with SO_REUSEPORT %v: %v, want EADDRINUSE", port, reuse, err)
-		}
-	}
+	ns.ExpectPortTaken(t, port)
 
 	s := newSink(t, ns)
 	const n = 200

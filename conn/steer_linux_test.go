@@ -1,11 +1,9 @@
 package conn
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -183,24 +181,7 @@ func TestSteeringKeepsThePort(t *testing.T) {
 		t.Fatal("the socket map holds the canonical socket itself: no decoy")
 	}
 	port := c.localAddr.Port
-	for _, reuse := range []bool{false, true} {
-		err := ns.Do(func() error {
-			fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			if reuse {
-				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-					return err
-				}
-			}
-			return unix.Bind(fd, &unix.SockaddrInet6{Port: port})
-		})
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			t.Errorf("bind [::]:%d with SO_REUSEPORT %v: %v, want EADDRINUSE", port, reuse, err)
-		}
-	}
+	ns.ExpectPortTaken(t, port)
 	const n = 200
 	to := netip.AddrPortFrom(addrInPrefix(testPrefix, 9), uint16(port))
 	for i := range n {
