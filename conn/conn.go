@@ -173,10 +173,12 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	// out from a socket of their codepoint (openECNSockets).
 	ecnSockets := cfg.Range.Prefix.IsValid() && len(c.portConns) == 0
 	// Steering the port range's datagrams, the canonical port is shared
-	// with the steering's decoy until the receiver is open (portSteer).
+	// with the steering's decoy (portSteer). Shared either way, the port
+	// closes to other sockets once the receiver is open.
 	_, raw := cfg.Receive.(Raw)
 	steerable := len(c.portConns) > 0 && !cfg.DisablePortSteering && !raw
-	uc, caps, err := openSocket(&cfg, cfg.Port, ecnSockets || steerable)
+	shared := ecnSockets || steerable
+	uc, caps, err := openSocket(&cfg, cfg.Port, shared)
 	if err != nil {
 		closeAll(c.portConns)
 		return nil, err
@@ -239,7 +241,7 @@ func Listen(cfg Config) (*FlowSpreadConn, error) {
 	if err != nil {
 		return fail(fmt.Errorf("conn: open the receive backend: %w", err))
 	}
-	if steerable {
+	if shared {
 		if err := unshare(uc); err != nil {
 			c.recv.close()
 			return fail(fmt.Errorf("conn: close the canonical port to other sockets: %w", err))

@@ -121,8 +121,8 @@ var ecnBindAddr = netip.MustParseAddr("100::1")
 
 // openECNSockets opens, for each of ecnSocketCodepoints, a socket on our
 // port that marks every datagram with that codepoint (IPV6_TCLASS), and
-// then closes the port to every later bind, canonical socket included
-// (unshare). The canonical socket uc must have been opened shared.
+// unshares them. The canonical socket uc must have been opened shared;
+// Listen unshares it.
 //
 // Why: a spread datagram carries its source address as IPV6_PKTINFO, 36
 // bytes of control message, and the kernel copies up to 36 bytes of
@@ -145,8 +145,8 @@ func openECNSockets(cfg *Config, uc *net.UDPConn) []*net.UDPConn {
 		}
 		conns = append(conns, ec)
 	}
-	for _, c := range append([]*net.UDPConn{uc}, conns...) {
-		if err := unshare(c); err != nil && c != uc {
+	for _, c := range conns {
+		if err := unshare(c); err != nil {
 			closeAll(conns)
 			return nil
 		}
